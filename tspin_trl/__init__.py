@@ -1,0 +1,12 @@
+"""T-SPIN (triplet-based self-play fine-tuning) for Hugging Face TRL."""
+
+from .collator import DataCollatorForTriplet
+from .config import TSPINConfig
+from .loss import tspin_loss
+from .self_play import SelfPlayCallback
+from .trainer import TSPINTrainer
+
+
+__version__ = "0.1.0"
+
+__all__ = ["DataCollatorForTriplet", "SelfPlayCallback", "TSPINConfig", "TSPINTrainer", "tspin_loss", "__version__"]

@@ -1,0 +1,283 @@
+"""`TSPINConfig`: every knob of T-SPIN training and self-play, its default and its validation."""
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from trl.trainer.base_config import _BaseConfig
+
+
+OBJECTIVES = ("tspin", "tspin_ref", "spin")
+LOSS_TYPES = ("sigmoid", "exponential")
+TRUNCATION_MODES = ("keep_end", "keep_start")
+
+
+def default_proto_cache_dir() -> str:
+    """Where proto-synthetic responses are cached when `proto_cache_dir` is not set.
+
+    `$TSPIN_TRL_CACHE` if set, else `$XDG_CACHE_HOME/tspin_trl/proto` (`~/.cache/tspin_trl/proto`).
+    """
+    if os.environ.get("TSPIN_TRL_CACHE"):
+        return os.environ["TSPIN_TRL_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tspin_trl", "proto")
+
+
+def _accelerator_supports_bf16() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+@dataclass
+class TSPINConfig(_BaseConfig):
+    r"""
+    Configuration class for the [`TSPINTrainer`].
+
+    This class includes only the parameters that are specific to T-SPIN training. For a full list of training
+    arguments, please refer to the [`~transformers.TrainingArguments`] documentation. Note that default values in this
+    class may differ from those in [`~transformers.TrainingArguments`].
+
+    Using [`~transformers.HfArgumentParser`] (or TRL's `TrlParser`) we can turn this class into
+    [argparse](https://docs.python.org/3/library/argparse#module-argparse) arguments that can be specified on the
+    command line.
+
+    Parameters:
+        > Parameters that control the model
+
+        model_init_kwargs (`dict[str, Any]`, *optional*):
+            Keyword arguments for `AutoModelForCausalLM.from_pretrained`, used when the `model` argument of the
+            [`TSPINTrainer`] is provided as a string.
+        trust_remote_code (`bool`, *optional*, defaults to `False`):
+            Whether to allow custom model code from the Hub when the model or tokenizer is loaded from a string.
+        disable_dropout (`bool`, *optional*, defaults to `True`):
+            Whether to disable dropout in the model. Self-play compares log-probabilities of three responses, which
+            dropout would make noisy.
+
+        > Parameters that control the data preprocessing
+
+        dataset_num_proc (`int`, *optional*):
+            Number of processes to use for processing the dataset.
+        max_length (`int` or `None`, *optional*, defaults to `1024`):
+            Maximum length of a tokenized prompt + response. Responses are cut at the end to fit; a prompt that alone
+            reaches `max_length` is an error (set `max_prompt_length` to truncate prompts instead).
+        max_prompt_length (`int` or `None`, *optional*, defaults to `None`):
+            If set, prompts longer than this are truncated at tokenization time (see `truncation_mode`), so that
+            training and generation see the same prompt tokens.
+        truncation_mode (`str`, *optional*, defaults to `"keep_end"`):
+            Which end of an over-long prompt to keep: `"keep_end"` keeps the last `max_prompt_length` tokens (the
+            question and the chat template's generation prompt survive), `"keep_start"` keeps the first ones.
+        pad_to_multiple_of (`int`, *optional*):
+            If set, the collated sequences are padded to a multiple of this value.
+
+        > Parameters that control the loss
+
+        objective (`str`, *optional*, defaults to `"tspin"`):
+            `"tspin"`: the paper's reference-free triplet loss. `"tspin_ref"`: the triplet loss with rewards measured
+            against the policy at the start of each iteration (the paper's T-SPIN_ref). `"spin"`: SPIN's pairwise,
+            reference-based loss (the historical term is off). Reference log-probs are computed once per iteration
+            and stored with the examples; no second model is kept in memory.
+        alpha (`float`, *optional*, defaults to `1.0`):
+            Reward scale (the paper's entropy-regularisation coefficient): the reward of a response is
+            `alpha * logp(response)` (minus the reference log-prob for `"tspin_ref"`/`"spin"`). For `"spin"` it plays
+            the role of SPIN's `lambda`, which the SPIN paper sets to `0.1`.
+        beta (`float`, *optional*, defaults to `0.1`):
+            Weight of the historical-advantage term `l(alpha * (logp(y') - logp(y0)))`.
+        beta_first_iteration (`float`, *optional*, defaults to `0.0`):
+            `beta` used in iteration 0 when its synthetic responses come from the initial policy (then `y'` and `y0`
+            share a policy and the historical advantage carries no signal). If the dataset brings its own `synthetic`
+            column, iteration 0 uses `beta`. When the effective beta is 0, proto rows are not computed at all.
+        loss_type (`str`, *optional*, defaults to `"sigmoid"`):
+            `"sigmoid"` (logistic, `l(z) = -log sigmoid(z)`, used in all of the paper's experiments) or
+            `"exponential"` (`l(z) = exp(-z)`).
+        real_nll_weight (`float`, *optional*, defaults to `0.0`):
+            Not part of T-SPIN: weight of an extra per-token negative log-likelihood term on the real responses (as
+            RPO and CPO add to DPO). Off by default; report runs that use it separately from T-SPIN.
+
+        > Parameters that control self-play
+
+        num_iterations (`int`, *optional*, defaults to `3`):
+            Number of self-play iterations run by one `train()` call. `num_train_epochs` is set to
+            `num_iterations * epochs_per_iteration`.
+        epochs_per_iteration (`int`, *optional*, defaults to `1`):
+            Training epochs over the triplets of one iteration before the synthetic responses are regenerated.
+        reuse_proto_as_first_synthetic (`bool`, *optional*, defaults to `True`):
+            Use the proto-synthetic responses as iteration 0's synthetic responses (they come from the same policy),
+            saving a full generation pass.
+        max_completion_length (`int`, *optional*, defaults to `256`):
+            Maximum number of new tokens generated for a synthetic or proto-synthetic response.
+        temperature (`float`, *optional*, defaults to `1.0`):
+            Sampling temperature for generation.
+        top_p (`float`, *optional*, defaults to `1.0`):
+            Nucleus-sampling probability mass for generation.
+        top_k (`int`, *optional*, defaults to `0`):
+            Top-k sampling for generation; `0` disables it.
+        generation_batch_size (`int`, *optional*):
+            Prompts per `generate` call on each process. If unset: 32 on CPU; on a GPU the largest batch whose
+            key/value cache fits in half of the free memory (at most 512).
+        generation_kwargs (`dict[str, Any]`, *optional*):
+            Extra keyword arguments for `model.generate` (e.g. `{"repetition_penalty": 1.1}`), applied after the
+            settings above.
+        proto_cache_dir (`str`, *optional*):
+            Where proto-synthetic responses are cached across runs. Defaults to `$TSPIN_TRL_CACHE`, else
+            `~/.cache/tspin_trl/proto`. Entries are keyed by the model's identity and weights fingerprint, the
+            tokenizer and chat template, the prompt token ids and every sampling setting.
+        use_proto_cache (`bool`, *optional*, defaults to `True`):
+            Whether to read and write the proto-synthetic cache.
+        logps_batch_size (`int`, *optional*):
+            Examples per forward pass when computing reference log-probs at an iteration boundary (`"spin"` and
+            `"tspin_ref"`). Defaults to `per_device_eval_batch_size`.
+    """
+
+    _VALID_DICT_FIELDS = _BaseConfig._VALID_DICT_FIELDS + ["model_init_kwargs", "generation_kwargs"]
+
+    # Parameters whose default values are overridden from TrainingArguments
+    learning_rate: float = field(
+        default=5e-7,
+        metadata={"help": "The initial learning rate for the optimizer (the paper and SPIN use 5e-7)."},
+    )
+    warmup_ratio: float = field(
+        default=0.1,
+        metadata={"help": "Ratio of total training steps used for a linear warmup (the paper uses 10%%)."},
+    )
+
+    # Model
+    model_init_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={"help": "Keyword arguments for `from_pretrained` when the model is given as a string."},
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Whether to trust remote code when loading the model and tokenizer."}
+    )
+    disable_dropout: bool = field(default=True, metadata={"help": "Whether to disable dropout in the model."})
+
+    # Data
+    dataset_num_proc: int | None = field(
+        default=None, metadata={"help": "Number of processes to use for processing the dataset."}
+    )
+    max_length: int | None = field(default=1024, metadata={"help": "Maximum length of a tokenized prompt + response."})
+    max_prompt_length: int | None = field(
+        default=None, metadata={"help": "If set, prompts longer than this are truncated (see `truncation_mode`)."}
+    )
+    truncation_mode: str = field(
+        default="keep_end",
+        metadata={"help": "Which end of an over-long prompt to keep.", "choices": list(TRUNCATION_MODES)},
+    )
+    pad_to_multiple_of: int | None = field(
+        default=None, metadata={"help": "If set, sequences are padded to a multiple of this value."}
+    )
+
+    # Loss
+    objective: str = field(
+        default="tspin",
+        metadata={"help": "Training objective.", "choices": list(OBJECTIVES)},
+    )
+    alpha: float = field(default=1.0, metadata={"help": "Reward scale (entropy-regularisation coefficient)."})
+    beta: float = field(default=0.1, metadata={"help": "Weight of the historical-advantage term."})
+    beta_first_iteration: float = field(
+        default=0.0,
+        metadata={"help": "`beta` in iteration 0 when its synthetic responses come from the initial policy."},
+    )
+    loss_type: str = field(default="sigmoid", metadata={"help": "Per-term loss `l`.", "choices": list(LOSS_TYPES)})
+    real_nll_weight: float = field(
+        default=0.0,
+        metadata={"help": "Not part of T-SPIN: weight of an extra NLL term on the real responses. Off by default."},
+    )
+
+    # Self-play
+    num_iterations: int = field(default=3, metadata={"help": "Number of self-play iterations in one `train()`."})
+    epochs_per_iteration: int = field(default=1, metadata={"help": "Training epochs per self-play iteration."})
+    reuse_proto_as_first_synthetic: bool = field(
+        default=True, metadata={"help": "Use the proto-synthetic responses as iteration 0's synthetic responses."}
+    )
+    max_completion_length: int = field(default=256, metadata={"help": "Maximum number of generated tokens."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus-sampling probability mass."})
+    top_k: int = field(default=0, metadata={"help": "Top-k sampling; 0 disables it."})
+    generation_batch_size: int | None = field(
+        default=None, metadata={"help": "Prompts per `generate` call on each process (auto if unset)."}
+    )
+    generation_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Extra keyword arguments for `model.generate`."}
+    )
+    proto_cache_dir: str | None = field(
+        default=None, metadata={"help": "Proto-synthetic cache folder (default: ~/.cache/tspin_trl/proto)."}
+    )
+    use_proto_cache: bool = field(default=True, metadata={"help": "Whether to use the proto-synthetic cache."})
+    logps_batch_size: int | None = field(
+        default=None, metadata={"help": "Batch size for reference log-probs at iteration boundaries."}
+    )
+
+    def __post_init__(self):
+        # TRL defaults to bf16; on a machine without a bf16-capable accelerator that is slower or fails.
+        if self.bf16 is None and not self.fp16:
+            self.bf16 = _accelerator_supports_bf16()
+        self._validate_tspin_fields()
+        requested_epochs = self.num_train_epochs
+        self.num_train_epochs = self.num_iterations * self.epochs_per_iteration
+        if requested_epochs not in (3.0, self.num_train_epochs):
+            warnings.warn(
+                f"`num_train_epochs={requested_epochs}` is ignored: T-SPIN runs `num_iterations * "
+                f"epochs_per_iteration = {self.num_train_epochs}` epochs. Set `num_iterations` and "
+                "`epochs_per_iteration` instead.",
+                stacklevel=2,
+            )
+        super().__post_init__()
+
+    def _validate_tspin_fields(self) -> None:
+        def fail(name: str, value: Any, fix: str) -> None:
+            raise ValueError(f"TSPINConfig.{name}={value!r} is invalid: {fix}")
+
+        if self.objective not in OBJECTIVES:
+            fail("objective", self.objective, f"use one of {list(OBJECTIVES)}.")
+        if self.loss_type not in LOSS_TYPES:
+            fail("loss_type", self.loss_type, f"use one of {list(LOSS_TYPES)}.")
+        if self.truncation_mode not in TRUNCATION_MODES:
+            fail("truncation_mode", self.truncation_mode, f"use one of {list(TRUNCATION_MODES)}.")
+        if not self.alpha > 0:
+            fail("alpha", self.alpha, "it must be > 0 (the paper uses 1.0).")
+        for name in ("beta", "beta_first_iteration", "real_nll_weight"):
+            if not getattr(self, name) >= 0:
+                fail(name, getattr(self, name), "it must be >= 0.")
+        if self.max_length is not None and self.max_length < 2:
+            fail("max_length", self.max_length, "it must be >= 2, or None for no limit.")
+        if self.max_prompt_length is not None:
+            if self.max_prompt_length < 1:
+                fail("max_prompt_length", self.max_prompt_length, "it must be >= 1, or None.")
+            if self.max_length is not None and self.max_prompt_length >= self.max_length:
+                fail(
+                    "max_prompt_length",
+                    self.max_prompt_length,
+                    f"it must be smaller than max_length={self.max_length} to leave room for the response.",
+                )
+        if self.max_completion_length < 1:
+            fail("max_completion_length", self.max_completion_length, "it must be >= 1.")
+        if self.num_iterations < 1:
+            fail("num_iterations", self.num_iterations, "it must be >= 1.")
+        if self.epochs_per_iteration < 1:
+            fail("epochs_per_iteration", self.epochs_per_iteration, "it must be >= 1.")
+        if not self.temperature > 0:
+            fail("temperature", self.temperature, "it must be > 0.")
+        if not 0 < self.top_p <= 1:
+            fail("top_p", self.top_p, "it must be in (0, 1].")
+        if self.top_k < 0:
+            fail("top_k", self.top_k, "it must be >= 0 (0 disables top-k).")
+        if self.generation_batch_size is not None and self.generation_batch_size < 1:
+            fail("generation_batch_size", self.generation_batch_size, "it must be >= 1, or None for automatic.")
+        if self.logps_batch_size is not None and self.logps_batch_size < 1:
+            fail("logps_batch_size", self.logps_batch_size, "it must be >= 1, or None.")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            fail("pad_to_multiple_of", self.pad_to_multiple_of, "it must be >= 1, or None.")
+        if self.dataloader_persistent_workers:
+            fail(
+                "dataloader_persistent_workers",
+                True,
+                "self-play replaces the synthetic responses in the training data between iterations, and persistent "
+                "workers would keep training on stale copies. Set it to False.",
+            )
+        if self.max_steps > 0 and self.num_iterations > 1:
+            warnings.warn(
+                "`max_steps` is set: training stops after that many steps, which may end before all "
+                f"{self.num_iterations} self-play iterations have run.",
+                stacklevel=3,
+            )

@@ -1,0 +1,265 @@
+"""Sharded, batched generation of responses from prompt token ids, checkpointed chunk by chunk."""
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, gather_object
+from tqdm.auto import tqdm
+from trl.models import unwrap_model_for_generation
+
+from .data import cut_at_eos
+
+
+@dataclass
+class SamplingSettings:
+    """Everything that decides what `generate` samples, besides the model and the prompts."""
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    generation_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        kwargs = {
+            "do_sample": True,
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+        }
+        kwargs.update(self.generation_kwargs)
+        return kwargs
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GenerationStats:
+    """What a generation pass produced; `seconds` and `generated_tokens` count only this run's `generate` calls."""
+
+    num_prompts: int = 0
+    num_tokens: int = 0
+    num_eos: int = 0
+    num_truncated: int = 0
+    generated_tokens: int = 0
+    generate_calls: int = 0
+    reused_chunks: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "tokens_per_second": self.tokens_per_second}
+
+
+def auto_generation_batch_size(model: torch.nn.Module, prompt_length: int, max_new_tokens: int) -> int:
+    """Prompts per `generate` call: 32 on CPU; on a GPU, what half of the free memory holds in key/value cache."""
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return 32
+    config = model.config.get_text_config()
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    bytes_per_value = torch.finfo(next(model.parameters()).dtype).bits // 8
+    per_sequence = (
+        2 * config.num_hidden_layers * kv_heads * head_dim * bytes_per_value * (prompt_length + max_new_tokens)
+    )
+    # Logits of the last position and activations also scale with the batch: count them as one more cache.
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(max(1, min(512, (free // 2) // (2 * per_sequence))))
+
+
+class ChunkStore:
+    """Completed generation chunks on disk, so a pass killed midway resumes at the first missing chunk.
+
+    A chunk file is written under a temporary name and renamed, so a file that exists is complete. The `key` names
+    everything the chunks depend on; chunks written under another key are discarded.
+    """
+
+    def __init__(self, directory: str, key: str):
+        self.directory = directory
+        self.key = key
+
+    def _path(self, chunk: int) -> str:
+        return os.path.join(self.directory, f"chunk_{chunk:05d}.jsonl")
+
+    def load(self, chunk_sizes: Sequence[int]) -> dict[int, list[tuple[int, list[int]]]]:
+        manifest = os.path.join(self.directory, "manifest.json")
+        if os.path.isfile(manifest):
+            with open(manifest) as f:
+                if json.load(f).get("key") != self.key:
+                    shutil.rmtree(self.directory)
+        os.makedirs(self.directory, exist_ok=True)
+        with open(manifest + ".tmp", "w") as f:
+            json.dump({"key": self.key}, f)
+        os.replace(manifest + ".tmp", manifest)
+        done = {}
+        for chunk, size in enumerate(chunk_sizes):
+            if not os.path.isfile(self._path(chunk)):
+                continue
+            with open(self._path(chunk)) as f:
+                items = [tuple(json.loads(line)) for line in f if line.strip()]
+            if len(items) == size:
+                done[chunk] = [(index, ids) for index, ids in items]
+        return done
+
+    def write(self, chunk: int, items: list[tuple[int, list[int]]]) -> None:
+        tmp = self._path(chunk) + ".tmp"
+        with open(tmp, "w") as f:
+            for index, ids in items:
+                f.write(json.dumps([index, ids]) + "\n")
+        os.replace(tmp, self._path(chunk))
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _left_pad(prompts: list[list[int]], pad_token_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        attention_mask[row, width - len(prompt) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def generate_responses(
+    model: torch.nn.Module,
+    accelerator: Accelerator,
+    prompts: Sequence[list[int]],
+    *,
+    sampling: SamplingSettings,
+    pad_token_id: int,
+    eos_ids: Sequence[int],
+    batch_size: int | None = None,
+    seed: int = 0,
+    chunk_store: ChunkStore | None = None,
+    description: str = "Generating",
+) -> tuple[list[list[int]], GenerationStats]:
+    """
+    Sample one response per prompt with the (possibly distributed) model; every process returns all responses.
+
+    Prompts are sorted by length (so a batch pads little), split into chunks of `batch_size` prompts per process and
+    spread over the processes. Every process makes the same number of `generate` calls (required under DeepSpeed
+    ZeRO-3), results are gathered and put back in the original order. Each chunk is sampled under its own seed, and
+    the global RNG state is restored afterwards, so training randomness does not depend on whether a pass ran.
+
+    Args:
+        model (`torch.nn.Module`):
+            The model as the trainer holds it (DDP/DeepSpeed-wrapped or not); it is unwrapped for generation, with
+            ZeRO-3 parameters gathered and gradient checkpointing off.
+        accelerator ([`~accelerate.Accelerator`]):
+            The trainer's accelerator.
+        prompts (`Sequence[list[int]]`):
+            Prompt token ids, exactly as training uses them.
+        sampling ([`SamplingSettings`]):
+            Sampling settings.
+        pad_token_id (`int`):
+            Token used for left padding.
+        eos_ids (`Sequence[int]`):
+            Tokens that end a response; a response keeps its first one.
+        batch_size (`int`, *optional*):
+            Prompts per `generate` call and process; automatic if unset (see [`auto_generation_batch_size`]).
+        seed (`int`, *optional*, defaults to `0`):
+            Base seed of the pass.
+        chunk_store ([`ChunkStore`], *optional*):
+            Where completed chunks are kept; chunks already there are not generated again.
+        description (`str`, *optional*):
+            Progress-bar label.
+
+    Returns:
+        `tuple[list[list[int]], GenerationStats]`: the responses' token ids in prompt order, and statistics.
+    """
+    start = time.perf_counter()
+    world, rank = accelerator.num_processes, accelerator.process_index
+    stats = GenerationStats(num_prompts=len(prompts))
+    if not prompts:
+        return [], stats
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    with unwrap_model_for_generation(model, accelerator) as unwrapped:
+        if batch_size is None:
+            batch_size = auto_generation_batch_size(unwrapped, len(prompts[order[0]]), sampling.max_new_tokens)
+        per_chunk = batch_size * world
+        chunks = [order[s : s + per_chunk] for s in range(0, len(order), per_chunk)]
+
+        done: dict[int, list[tuple[int, list[int]]]] = {}
+        if chunk_store is not None:
+            loaded = [chunk_store.load([len(c) for c in chunks]) if accelerator.is_main_process else None]
+            done = broadcast_object_list(loaded)[0] if world > 1 else loaded[0]
+        stats.reused_chunks = len(done)
+
+        results: list[list[int] | None] = [None] * len(prompts)
+        for items in done.values():
+            for index, ids in items:
+                results[index] = ids
+
+        was_training = unwrapped.training
+        unwrapped.eval()
+        rng_state = torch.get_rng_state()
+        cuda_rng_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        device = next(unwrapped.parameters()).device
+        progress = tqdm(
+            total=len(chunks), desc=description, disable=not accelerator.is_main_process, initial=len(done)
+        )
+        try:
+            for chunk_index, chunk in enumerate(chunks):
+                if chunk_index in done:
+                    continue
+                mine = chunk[rank::world]
+                # Every rank must call `generate`: a rank with nothing left repeats a prompt and drops the result.
+                batch = [prompts[i] for i in mine] or [prompts[chunk[0]]]
+                input_ids, attention_mask = _left_pad(batch, pad_token_id, device)
+                torch.manual_seed(seed + chunk_index * world + rank)
+                with torch.no_grad():
+                    output = unwrapped.generate(
+                        input_ids=input_ids,
+                        attention_mask=attention_mask,
+                        pad_token_id=pad_token_id,
+                        eos_token_id=list(eos_ids),
+                        use_cache=True,
+                        **sampling.generate_kwargs(),
+                    )
+                stats.generate_calls += 1
+                completions = output[:, input_ids.size(1) :].tolist()
+                local = [(index, cut_at_eos(ids, eos_ids)) for index, ids in zip(mine, completions, strict=False)]
+                for _, ids in local:
+                    stats.generated_tokens += len(ids)
+                items = sorted(gather_object(local) if world > 1 else local)
+                for index, ids in items:
+                    results[index] = ids
+                if chunk_store is not None and accelerator.is_main_process:
+                    chunk_store.write(chunk_index, items)
+                progress.update(1)
+        finally:
+            progress.close()
+            torch.set_rng_state(rng_state)
+            if cuda_rng_state is not None:
+                torch.cuda.set_rng_state_all(cuda_rng_state)
+            if was_training:
+                unwrapped.train()
+
+    responses = [ids if ids is not None else [] for ids in results]
+    eos_set = set(eos_ids)
+    for ids in responses:
+        stats.num_tokens += len(ids)
+        if ids and ids[-1] in eos_set:
+            stats.num_eos += 1
+        elif len(ids) >= sampling.max_new_tokens:
+            stats.num_truncated += 1
+    if world > 1:
+        totals = torch.tensor([stats.generated_tokens], dtype=torch.long, device=accelerator.device)
+        stats.generated_tokens = int(accelerator.reduce(totals, reduction="sum").item())
+    stats.seconds = time.perf_counter() - start if stats.generate_calls else 0.0
+    return responses, stats

@@ -1,0 +1,302 @@
+"""`SelfPlayCallback`: the iteration schedule, regeneration, per-iteration files and resume state.
+
+At the start of every epoch the callback works out the self-play iteration `t = epoch // epochs_per_iteration`. When
+`t` changes it makes the triplets of that iteration and writes them into the datasets the dataloaders hold:
+
+- proto-synthetic responses `y0`: from the dataset's `proto` column, an earlier iteration's file, the proto cache,
+  or sampled once from the initial policy (then cached);
+- synthetic responses `y'`: in iteration 0 the dataset's `synthetic` column or the proto responses (same policy);
+  later, sampled from the current policy;
+- for `objective="spin"`/`"tspin_ref"`, the log-probs of the current policy, computed once per iteration.
+
+Everything is written to `output_dir/self_play/iteration_<t>/` before training on it, so a resumed run trains on
+exactly the responses the interrupted run had, and a generation pass killed midway resumes at its first missing
+chunk.
+"""
+
+import hashlib
+import json
+import logging
+import math
+import os
+from typing import TYPE_CHECKING, Any
+
+from accelerate.utils import broadcast_object_list
+from transformers import TrainerCallback
+
+from .cache import ProtoCache, proto_cache_key
+from .config import default_proto_cache_dir
+from .data import TripletDataset
+from .generation import ChunkStore, GenerationStats, SamplingSettings, generate_responses
+
+
+if TYPE_CHECKING:
+    from .trainer import TSPINTrainer
+
+
+logger = logging.getLogger(__name__)
+
+SELF_PLAY_DIR = "self_play"
+
+
+def _sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class SelfPlayCallback(TrainerCallback):
+    """
+    Drives T-SPIN self-play inside one `train()` call. [`TSPINTrainer`] installs it; users never add it themselves.
+
+    Args:
+        trainer ([`TSPINTrainer`]):
+            The trainer whose datasets, model and accelerator the callback uses.
+
+    Attributes:
+        generation_stats (`dict[str, GenerationStats]`):
+            Statistics of every generation pass of this run, keyed like `"iteration_1/train"` or `"proto/train"`.
+        generate_calls (`int`):
+            Number of `generate` calls this process made (zero when everything came from cache or files).
+    """
+
+    def __init__(self, trainer: "TSPINTrainer"):
+        self.trainer = trainer
+        self.loaded_iteration: int | None = None
+        self.generation_stats: dict[str, GenerationStats] = {}
+        self.generate_calls = 0
+        # Whether iteration 0's synthetic responses come from the dataset (then not from the initial policy)
+        self.own_synthetic = {name: ds.has("synthetic") for name, ds in self._datasets().items()}
+
+    # ---- schedule ------------------------------------------------------------------------------------------------
+
+    def _datasets(self) -> dict[str, TripletDataset]:
+        datasets = {"train": self.trainer.train_dataset}
+        eval_dataset = self.trainer.eval_dataset
+        if isinstance(eval_dataset, dict):
+            datasets.update({f"eval_{name}": ds for name, ds in eval_dataset.items()})
+        elif eval_dataset is not None:
+            datasets["eval"] = eval_dataset
+        return datasets
+
+    def beta_for(self, iteration: int) -> float:
+        """Weight of the historical term in an iteration (0 for SPIN)."""
+        args = self.trainer.args
+        if args.objective == "spin":
+            return 0.0
+        if iteration == 0 and not self.own_synthetic["train"]:
+            return args.beta_first_iteration
+        return args.beta
+
+    def _needs_proto(self, name: str) -> bool:
+        args = self.trainer.args
+        historical_used = args.objective != "spin" and (
+            args.beta > 0 or (args.beta_first_iteration > 0 and not self.own_synthetic[name])
+        )
+        reuse = args.reuse_proto_as_first_synthetic and not self.own_synthetic[name]
+        return historical_used or reuse
+
+    def iteration_dir(self, iteration: int) -> str:
+        return os.path.join(self.trainer.args.output_dir, SELF_PLAY_DIR, f"iteration_{iteration}")
+
+    def sampling(self) -> SamplingSettings:
+        args = self.trainer.args
+        return SamplingSettings(
+            max_new_tokens=args.max_completion_length,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            generation_kwargs=dict(args.generation_kwargs or {}),
+        )
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        epoch = math.floor(state.epoch + 1e-6) if state.epoch else 0
+        iteration = min(epoch // args.epochs_per_iteration, args.num_iterations - 1)
+        if iteration != self.loaded_iteration:
+            self.prepare_iteration(iteration, state.global_step)
+        return control
+
+    # ---- one iteration -------------------------------------------------------------------------------------------
+
+    def prepare_iteration(self, iteration: int, global_step: int) -> None:
+        """Fill every managed dataset with the triplets of `iteration` and set the trainer's beta."""
+        trainer = self.trainer
+        beta = self.beta_for(iteration)
+        for name, dataset in self._datasets().items():
+            if not self._load_iteration_file(iteration, name, dataset):
+                self._build_iteration(iteration, global_step, name, dataset, beta)
+            dataset.include_proto = beta > 0 and dataset.has("proto")
+        trainer.current_beta = beta
+        trainer.current_iteration = iteration
+        self.loaded_iteration = iteration
+        logger.info("Self-play iteration %d: beta=%s", iteration, beta)
+
+    def _build_iteration(self, iteration: int, global_step: int, name: str, dataset: TripletDataset, beta: float):
+        trainer, args = self.trainer, self.trainer.args
+        if not dataset.has("proto") and (self._needs_proto(name) or beta > 0):
+            self._fill_proto(name, dataset, iteration, global_step)
+        if iteration == 0 and dataset.has("synthetic"):
+            pass  # the dataset's own synthetic responses
+        elif iteration == 0 and args.reuse_proto_as_first_synthetic and dataset.has("proto"):
+            dataset.set_column("synthetic_ids", dataset.column("proto_ids"))
+        else:
+            seed = args.seed + 1_000_003 * (iteration + 1)
+            chunk_key = json.dumps(
+                [
+                    iteration,
+                    global_step,
+                    trainer.accelerator.num_processes,
+                    args.generation_batch_size,
+                    seed,
+                    self.sampling().to_dict(),
+                    name,
+                ]
+            )
+            store = ChunkStore(os.path.join(self.iteration_dir(iteration), f"{name}_chunks"), chunk_key)
+            responses = self._generate(dataset, seed, store, f"iteration_{iteration}/{name}")
+            dataset.set_column("synthetic_ids", responses)
+        if trainer.uses_reference:
+            roles = ("real", "synthetic") + (("proto",) if beta > 0 and dataset.has("proto") else ())
+            for role, values in trainer.compute_dataset_logps(dataset, roles).items():
+                dataset.set_column(f"ref_{role}_logps", values)
+        self._write_iteration_file(iteration, global_step, name, dataset)
+
+    def _generate(self, dataset: TripletDataset, seed: int, store: ChunkStore | None, label: str) -> list[list[int]]:
+        trainer, args = self.trainer, self.trainer.args
+        responses, stats = generate_responses(
+            trainer.model_wrapped,
+            trainer.accelerator,
+            dataset.column("prompt_ids"),
+            sampling=self.sampling(),
+            pad_token_id=trainer.processing_class.pad_token_id,
+            eos_ids=trainer.eos_ids,
+            batch_size=args.generation_batch_size,
+            seed=seed,
+            chunk_store=store,
+            description=f"Generating {label}",
+        )
+        self.generate_calls += stats.generate_calls
+        self.generation_stats[label] = stats
+        if store is not None and trainer.accelerator.is_main_process:
+            store.clear()
+        for key, value in stats.to_dict().items():
+            if key in ("num_tokens", "generated_tokens", "seconds", "tokens_per_second"):
+                trainer._metrics["train"][f"generation/{key}"].append(float(value))
+        trainer._metrics["train"]["generation/eos_rate"].append(stats.num_eos / max(stats.num_prompts, 1))
+        trainer._metrics["train"]["generation/truncation_rate"].append(stats.num_truncated / max(stats.num_prompts, 1))
+        if trainer.accelerator.is_main_process:
+            logger.info("Generated %s: %s", label, stats.to_dict())
+        return responses
+
+    def _fill_proto(self, name: str, dataset: TripletDataset, iteration: int, global_step: int) -> None:
+        """Proto responses from an earlier iteration file, the cache, or the initial policy (then cached)."""
+        trainer, args = self.trainer, self.trainer.args
+        for earlier in range(iteration):
+            rows = self._read_iteration_rows(earlier, name)
+            if rows is not None and all("proto_ids" in row for row in rows):
+                dataset.set_column("proto_ids", [row["proto_ids"] for row in rows])
+                return
+        prompts = dataset.column("prompt_ids")
+        key, fields = proto_cache_key(
+            trainer.initial_model_fingerprint,
+            trainer.tokenizer_fingerprint,
+            prompts,
+            self.sampling().to_dict() | {"eos_ids": trainer.eos_ids},
+            args.seed,
+        )
+        cache = ProtoCache(args.proto_cache_dir or default_proto_cache_dir()) if args.use_proto_cache else None
+        cached = [cache.load(key, len(prompts)) if cache is not None and trainer.accelerator.is_main_process else None]
+        if trainer.accelerator.num_processes > 1:
+            cached = broadcast_object_list(cached)
+        if cached[0] is not None:
+            logger.info("Proto-synthetic responses for %s loaded from the cache (%s).", name, key)
+            dataset.set_column("proto_ids", cached[0])
+            return
+        if global_step > 0 or iteration > 0:
+            raise RuntimeError(
+                f"The proto-synthetic responses of the {name} dataset must come from the initial policy, but they are "
+                "in neither the proto cache nor an earlier iteration's files, and the model has already been trained. "
+                "Restore `output_dir/self_play/` or the proto cache, or restart training from the beginning."
+            )
+        chunk_dir = (
+            os.path.join(cache.directory, f"{key}.chunks")
+            if cache is not None
+            else os.path.join(args.output_dir, SELF_PLAY_DIR, f"proto_{name}_chunks")
+        )
+        responses = self._generate(dataset, args.seed, ChunkStore(chunk_dir, key), f"proto/{name}")
+        if cache is not None and trainer.accelerator.is_main_process:
+            cache.save(key, responses, fields)
+        dataset.set_column("proto_ids", responses)
+
+    # ---- per-iteration files -------------------------------------------------------------------------------------
+
+    def _paths(self, iteration: int, name: str) -> tuple[str, str]:
+        directory = self.iteration_dir(iteration)
+        return os.path.join(directory, f"{name}.jsonl"), os.path.join(directory, f"{name}.meta.json")
+
+    def _read_iteration_rows(self, iteration: int, name: str) -> list[dict[str, Any]] | None:
+        data_path, meta_path = self._paths(iteration, name)
+        if not (os.path.isfile(data_path) and os.path.isfile(meta_path)):
+            return None
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if meta.get("sha256") != _sha256_file(data_path):
+            logger.warning("Ignoring %s: its checksum does not match %s.", data_path, meta_path)
+            return None
+        with open(data_path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        return rows if len(rows) == meta.get("num_examples") else None
+
+    def _load_iteration_file(self, iteration: int, name: str, dataset: TripletDataset) -> bool:
+        decision = [self._read_iteration_rows(iteration, name) if self.trainer.accelerator.is_main_process else None]
+        if self.trainer.accelerator.num_processes > 1:
+            decision = broadcast_object_list(decision)
+        rows = decision[0]
+        if rows is None or len(rows) != len(dataset):
+            return False
+        for key in ("synthetic_ids", "proto_ids", "ref_real_logps", "ref_synthetic_logps", "ref_proto_logps"):
+            if all(key in row for row in rows):
+                dataset.set_column(key, [row[key] for row in rows])
+        logger.info("Self-play iteration %d (%s) loaded from %s.", iteration, name, self.iteration_dir(iteration))
+        return True
+
+    def _write_iteration_file(self, iteration: int, global_step: int, name: str, dataset: TripletDataset) -> None:
+        trainer = self.trainer
+        if trainer.accelerator.is_main_process:
+            tokenizer = trainer.processing_class
+            data_path, meta_path = self._paths(iteration, name)
+            os.makedirs(os.path.dirname(data_path), exist_ok=True)
+            with open(data_path + ".tmp", "w") as f:
+                for index, example in enumerate(dataset.examples):
+                    row = {"index": index, "prompt": example["prompt_text"], "real": example["real_text"]}
+                    for role in ("synthetic", "proto"):
+                        if f"{role}_ids" in example:
+                            row[role] = tokenizer.decode(example[f"{role}_ids"], skip_special_tokens=True)
+                    for key in (
+                        "synthetic_ids",
+                        "proto_ids",
+                        "ref_real_logps",
+                        "ref_synthetic_logps",
+                        "ref_proto_logps",
+                    ):
+                        if key in example:
+                            row[key] = example[key]
+                    f.write(json.dumps(row) + "\n")
+            os.replace(data_path + ".tmp", data_path)
+            meta = {
+                "iteration": iteration,
+                "global_step": global_step,
+                "num_examples": len(dataset),
+                "sha256": _sha256_file(data_path),
+                "sampling": self.sampling().to_dict(),
+                "seed": trainer.args.seed,
+                "objective": trainer.args.objective,
+                "beta": self.beta_for(iteration),
+                "generation": {k: v.to_dict() for k, v in self.generation_stats.items() if name in k},
+            }
+            with open(meta_path + ".tmp", "w") as f:
+                json.dump(meta, f, indent=2)
+            os.replace(meta_path + ".tmp", meta_path)
+        trainer.accelerator.wait_for_everyone()
