@@ -18,6 +18,7 @@ from tspin_trl.tasks import (
     task_scorer,
 )
 
+
 # Hand-written (instruction, response) pairs; every kind has at least one good and one bad response.
 GOOD_CASES = [
     ({"kind": "word_count", "n": 5}, "Vast blue water full life."),

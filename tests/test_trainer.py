@@ -8,7 +8,7 @@ from datasets import Dataset
 from peft import LoraConfig
 
 from tspin_trl import TSPINTrainer
-from tspin_trl.presets import build_char_tokenizer, build_tiny_model
+from tspin_trl.presets import build_tiny_model
 
 
 def snapshot(model):
