@@ -191,3 +191,57 @@ def test_sigkill_during_regeneration_resumes_from_the_last_chunk(tmp_path):
     fresh_result = json.loads((tmp_path / "fresh_result.rank0.json").read_text())
     assert result["synthetic_ids"] == fresh_result["synthetic_ids"]
     assert result["param_sum"] == pytest.approx(fresh_result["param_sum"], rel=1e-6)
+
+
+def test_vanishing_advantage_alarm(tmp_path, tokenizer, caplog):
+    rows = [r | {"synthetic": r["completion"], "proto": "0 0"} for r in sorting_rows(8, conversational=False)]
+    trainer = self_play_trainer(tmp_path / "vanished", tokenizer, rows=rows, num_iterations=1)
+    with caplog.at_level("WARNING"):
+        trainer.train()
+    assert trainer.self_play.alarms == [0]
+    assert "current advantage has vanished" in caplog.text
+    assert trainer.state.log_history[-1]["self_play/advantage_vanished"] == 1.0
+
+    normal = self_play_trainer(tmp_path / "normal", tokenizer, num_iterations=2)
+    normal.train()
+    assert normal.self_play.alarms == []
+    finals = [h for h in normal.state.log_history if "self_play/advantage_vanished" in h]
+    assert finals and all(h["self_play/advantage_vanished"] == 0.0 for h in finals)
+
+
+def test_scorer_runs_before_training_and_after_every_iteration(tmp_path, tokenizer):
+    held_out = Dataset.from_list(sorting_rows(3))
+    seen = []
+
+    def scorer(responses, rows):
+        seen.append(len(responses))
+        assert rows[0]["prompt"] == held_out[0]["prompt"]
+        return sum(r.strip() != "" for r in responses) / len(responses)
+
+    trainer = TSPINTrainer(
+        model=build_tiny_model(tokenizer),
+        args=make_config(tmp_path, num_iterations=2, per_device_train_batch_size=2),
+        train_dataset=Dataset.from_list(sorting_rows(4)),
+        processing_class=tokenizer,
+        scorer=scorer,
+        scorer_dataset=held_out,
+    )
+    trainer.train()
+    assert [s["label"] for s in trainer.self_play.scores] == ["start", "iteration_0", "iteration_1"]
+    assert seen == [3, 3, 3]
+    lines = [json.loads(line) for line in (tmp_path / "self_play" / "scores.jsonl").open()]
+    assert [len(line["responses"]) for line in lines] == [3, 3, 3]
+    assert any("self_play/score" in h for h in trainer.state.log_history)
+    logs = [json.loads(line) for line in (tmp_path / "self_play" / "logs.jsonl").open()]
+    assert len(logs) == len(trainer.state.log_history)
+
+
+def test_scorer_needs_its_dataset(tmp_path, tokenizer):
+    with pytest.raises(ValueError, match="Pass both `scorer` and `scorer_dataset`"):
+        TSPINTrainer(
+            model=build_tiny_model(tokenizer),
+            args=make_config(tmp_path),
+            train_dataset=Dataset.from_list(sorting_rows(2)),
+            processing_class=tokenizer,
+            scorer=lambda responses, rows: 0.0,
+        )

@@ -127,6 +127,11 @@ class TSPINConfig(_BaseConfig):
         logps_batch_size (`int`, *optional*):
             Examples per forward pass when computing reference log-probs at an iteration boundary (`"spin"` and
             `"tspin_ref"`). Defaults to `per_device_eval_batch_size`.
+        vanishing_advantage_threshold (`float`, *optional*, defaults to `0.1`):
+            At the end of each iteration, if the mean absolute current advantage `|alpha * (logp(y) - logp(y'))|`
+            fell below this value, or more than 90% of synthetic responses equal the real ones, a warning is logged
+            and the metric `self_play/advantage_vanished` is 1: the model no longer tells its own responses from the
+            annotated ones, and further iterations teach little.
     """
 
     _VALID_DICT_FIELDS = _BaseConfig._VALID_DICT_FIELDS + ["model_init_kwargs", "generation_kwargs"]
@@ -207,6 +212,10 @@ class TSPINConfig(_BaseConfig):
     logps_batch_size: int | None = field(
         default=None, metadata={"help": "Batch size for reference log-probs at iteration boundaries."}
     )
+    vanishing_advantage_threshold: float = field(
+        default=0.1,
+        metadata={"help": "Alarm when an iteration's mean |current advantage| falls below this (nats)."},
+    )
 
     def __post_init__(self):
         # TRL defaults to bf16; on a machine without a bf16-capable accelerator that is slower or fails.
@@ -264,6 +273,8 @@ class TSPINConfig(_BaseConfig):
             fail("top_k", self.top_k, "it must be >= 0 (0 disables top-k).")
         if self.generation_batch_size is not None and self.generation_batch_size < 1:
             fail("generation_batch_size", self.generation_batch_size, "it must be >= 1, or None for automatic.")
+        if not self.vanishing_advantage_threshold >= 0:
+            fail("vanishing_advantage_threshold", self.vanishing_advantage_threshold, "it must be >= 0.")
         if self.logps_batch_size is not None and self.logps_batch_size < 1:
             fail("logps_batch_size", self.logps_batch_size, "it must be >= 1, or None.")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:

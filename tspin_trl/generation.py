@@ -36,6 +36,9 @@ class SamplingSettings:
             "top_k": self.top_k,
         }
         kwargs.update(self.generation_kwargs)
+        if not kwargs["do_sample"]:  # greedy: sampling knobs would only trigger warnings
+            for key in ("temperature", "top_p", "top_k"):
+                kwargs.pop(key)
         return kwargs
 
     def to_dict(self) -> dict[str, Any]:

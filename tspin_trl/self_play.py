@@ -67,6 +67,9 @@ class SelfPlayCallback(TrainerCallback):
         self.loaded_iteration: int | None = None
         self.generation_stats: dict[str, GenerationStats] = {}
         self.generate_calls = 0
+        self.scores: list[dict[str, Any]] = []
+        self.alarms: list[int] = []
+        self._advantage_logs: dict[int, list[tuple]] = {}
         # Whether iteration 0's synthetic responses come from the dataset (then not from the initial policy)
         self.own_synthetic = {name: ds.has("synthetic") for name, ds in self._datasets().items()}
 
@@ -110,6 +113,39 @@ class SelfPlayCallback(TrainerCallback):
             top_k=args.top_k,
             generation_kwargs=dict(args.generation_kwargs or {}),
         )
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.trainer.scorer is not None and not self._score_recorded("start"):
+            self.score("start", state.global_step)
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        epoch = round(state.epoch)
+        if epoch % args.epochs_per_iteration == 0 and epoch > 0:
+            iteration = epoch // args.epochs_per_iteration - 1
+            self.check_advantage(iteration)
+            if self.trainer.scorer is not None:
+                self.score(f"iteration_{iteration}", state.global_step)
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "advantage/current_abs" in logs:
+            stats = self._advantage_logs.setdefault(self.trainer.current_iteration, [])
+            stats.append(
+                (
+                    logs["advantage/current"],
+                    logs.get("advantage/historical"),
+                    logs["advantage/current_abs"],
+                    logs.get("self_play/synthetic_equals_real", 0.0),
+                )
+            )
+        if state.is_world_process_zero:
+            path = os.path.join(args.output_dir, SELF_PLAY_DIR, "logs.jsonl")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "a") as f:
+                f.write(json.dumps({**logs, "step": state.global_step}) + "\n")
+        return control
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         epoch = math.floor(state.epoch + 1e-6) if state.epoch else 0
@@ -229,6 +265,73 @@ class SelfPlayCallback(TrainerCallback):
         if cache is not None and trainer.accelerator.is_main_process:
             cache.save(key, responses, fields)
         dataset.set_column("proto_ids", responses)
+
+    # ---- diagnostics and evaluation between iterations ------------------------------------------------------------
+
+    def check_advantage(self, iteration: int) -> bool:
+        """Log the iteration's mean advantages; warn and set `self_play/advantage_vanished` if the signal is gone."""
+        entries = self._advantage_logs.get(iteration)
+        if not entries:
+            return False
+        metrics = self.trainer._metrics["train"]
+        current = sum(e[0] for e in entries) / len(entries)
+        historical = [e[1] for e in entries if e[1] is not None]
+        current_abs = sum(e[2] for e in entries) / len(entries)
+        identical = sum(e[3] for e in entries) / len(entries)
+        metrics["self_play/iteration_mean_advantage_current"].append(current)
+        if historical:
+            metrics["self_play/iteration_mean_advantage_historical"].append(sum(historical) / len(historical))
+        vanished = current_abs < self.trainer.args.vanishing_advantage_threshold or identical > 0.9
+        metrics["self_play/advantage_vanished"].append(float(vanished))
+        if vanished:
+            self.alarms.append(iteration)
+            logger.warning(
+                "Self-play iteration %d: the current advantage has vanished (mean |advantage| %.4f < %s, or %.0f%% of "
+                "synthetic responses equal the real ones). The model no longer tells its own responses from the "
+                "annotated ones; more iterations will teach little. Consider stopping, more data, or a lower "
+                "temperature.",
+                iteration,
+                current_abs,
+                self.trainer.args.vanishing_advantage_threshold,
+                100 * identical,
+            )
+        return vanished
+
+    def _scores_path(self) -> str:
+        return os.path.join(self.trainer.args.output_dir, SELF_PLAY_DIR, "scores.jsonl")
+
+    def _score_recorded(self, label: str) -> bool:
+        if not os.path.isfile(self._scores_path()):
+            return False
+        with open(self._scores_path()) as f:
+            return any(json.loads(line).get("label") == label for line in f if line.strip())
+
+    def score(self, label: str, global_step: int) -> float:
+        """Greedy responses of the current policy to the scorer prompts, scored by the user's scorer."""
+        trainer, args = self.trainer, self.trainer.args
+        responses, _ = generate_responses(
+            trainer.model_wrapped,
+            trainer.accelerator,
+            trainer.scorer_prompts,
+            sampling=SamplingSettings(
+                max_new_tokens=args.max_completion_length, generation_kwargs={"do_sample": False}
+            ),
+            pad_token_id=trainer.processing_class.pad_token_id,
+            eos_ids=trainer.eos_ids,
+            batch_size=args.generation_batch_size,
+            description=f"Scoring ({label})",
+        )
+        texts = [trainer.processing_class.decode(ids, skip_special_tokens=True) for ids in responses]
+        value = float(trainer.scorer(texts, trainer.scorer_rows))
+        record = {"label": label, "step": global_step, "score": value}
+        self.scores.append(record)
+        trainer._metrics["train"]["self_play/score"].append(value)
+        if trainer.accelerator.is_main_process:
+            os.makedirs(os.path.dirname(self._scores_path()), exist_ok=True)
+            with open(self._scores_path(), "a") as f:
+                f.write(json.dumps(record | {"responses": texts}) + "\n")
+            logger.info("Score %s: %.4f", label, value)
+        return value
 
     # ---- per-iteration files -------------------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ _METRIC_COLUMNS = (
     "rewards/proto",
     "advantage/current",
     "advantage/historical",
+    "advantage/current_abs",
     "advantage/current_accuracy",
     "advantage/historical_accuracy",
     "loss/current",
@@ -112,6 +113,12 @@ class TSPINTrainer(_BaseTrainer):
             Quantization of a model loaded from a string.
         peft_config ([`~peft.PeftConfig`], *optional*):
             Adapter configuration; the model is wrapped with it.
+        scorer (`Callable[[list[str], list[dict]], float]`, *optional*):
+            Evaluation between iterations: called with the greedy responses of the current policy to the prompts of
+            `scorer_dataset` and that dataset's rows, it returns a score, logged as `self_play/score` before training
+            and after every iteration, and written with the responses to `output_dir/self_play/scores.jsonl`.
+        scorer_dataset ([`~datasets.Dataset`], *optional*):
+            Held-out rows with a `prompt` column (text or messages) for `scorer`.
     """
 
     loss_is_scaled_for_ga = False
@@ -144,6 +151,8 @@ class TSPINTrainer(_BaseTrainer):
         optimizers: tuple = (None, None),
         quantization_config: Any = None,
         peft_config: "PeftConfig | None" = None,
+        scorer: Callable[[list[str], list[dict[str, Any]]], float] | None = None,
+        scorer_dataset: Dataset | None = None,
     ):
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
@@ -286,10 +295,26 @@ class TSPINTrainer(_BaseTrainer):
         # Identity of the initial policy, taken before any sharding or training; it keys the proto cache.
         self.initial_model_fingerprint = model_fingerprint(self.model)
         self.tokenizer_fingerprint = tokenizer_fingerprint(processing_class)
+        self.scorer = scorer
+        self.scorer_rows, self.scorer_prompts = self._prepare_scorer(scorer, scorer_dataset, triplet_tokenizer)
         self.self_play = SelfPlayCallback(self)
         self.add_callback(self.self_play)
 
     # ---- data plumbing -------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _prepare_scorer(scorer, scorer_dataset, triplet_tokenizer) -> tuple[list[dict], list[list[int]]]:
+        if scorer is None and scorer_dataset is None:
+            return [], []
+        if scorer is None or scorer_dataset is None:
+            raise ValueError("Pass both `scorer` and `scorer_dataset` (held-out prompts for the scorer), or neither.")
+        if "prompt" not in scorer_dataset.column_names:
+            raise ValueError(
+                f"`scorer_dataset` needs a 'prompt' column (text or messages); it has {scorer_dataset.column_names}."
+            )
+        rows = list(scorer_dataset)
+        prompts = [triplet_tokenizer.encode_prompt(row["prompt"], index)[1] for index, row in enumerate(rows)]
+        return rows, prompts
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
@@ -386,6 +411,7 @@ class TSPINTrainer(_BaseTrainer):
             *role_rewards,
             current,
             historical,
+            current.abs(),
             (current > 0).float(),
             torch.where(historical.isnan(), nan, (historical > 0).float()),
             current_losses.detach(),
