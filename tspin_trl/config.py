@@ -43,6 +43,13 @@ class TSPINConfig(_BaseConfig):
     command line.
 
     Parameters:
+        > Parameters whose default differs from TRL's
+
+        learning_rate (`float`, *optional*, defaults to `5e-7`):
+            Initial learning rate, the value of the paper and of SPIN (7B models). Small models need more.
+        warmup_ratio (`float`, *optional*, defaults to `0.1`):
+            Share of all training steps (over every iteration) used for linear warm-up, as in the paper.
+
         > Parameters that control the model
 
         model_init_kwargs (`dict[str, Any]`, *optional*):

@@ -119,6 +119,9 @@ class TSPINTrainer(_BaseTrainer):
             and after every iteration, and written with the responses to `output_dir/self_play/scores.jsonl`.
         scorer_dataset ([`~datasets.Dataset`], *optional*):
             Held-out rows with a `prompt` column (text or messages) for `scorer`.
+        ref_model (`None`, *optional*):
+            Accepted so that a `DPOTrainer(..., ref_model=None)` call keeps working; T-SPIN never loads a reference
+            model (for `objective="spin"`/`"tspin_ref"` the reference log-probs are computed once per iteration).
     """
 
     loss_is_scaled_for_ga = False
@@ -153,12 +156,18 @@ class TSPINTrainer(_BaseTrainer):
         peft_config: "PeftConfig | None" = None,
         scorer: Callable[[list[str], list[dict[str, Any]]], float] | None = None,
         scorer_dataset: Dataset | None = None,
+        ref_model: None = None,
     ):
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = TSPINConfig(f"{str(model_name).split('/')[-1]}-TSPIN")
         elif not isinstance(args, TSPINConfig):
             raise TypeError(f"`args` must be a TSPINConfig, got {type(args).__name__}.")
+        if ref_model is not None:
+            raise ValueError(
+                "TSPINTrainer takes no `ref_model`: T-SPIN is reference-free, and `objective='spin'`/`'tspin_ref'` "
+                "compute the reference log-probs from the policy at the start of each iteration. Remove `ref_model`."
+            )
 
         # Validate the data before loading anything
         if train_dataset is None:

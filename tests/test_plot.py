@@ -1,0 +1,129 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import make_config, sorting_rows
+from datasets import Dataset
+
+from tspin_trl import TSPINTrainer
+from tspin_trl.plot import _cell, load_logs, main, plot_run
+
+
+FIGURES = ("loglikelihood.png", "rewards.png", "advantages.png", "disagreement.png")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path):
+    assert os.path.getsize(path) > 0, path
+    with open(path, "rb") as f:
+        assert f.read(8) == PNG_MAGIC, path
+    image = pytest.importorskip("PIL.Image")
+    with image.open(path) as png:
+        assert png.width > 100 and png.height > 100, (path, png.size)
+
+
+@pytest.fixture
+def run_dir(tmp_path, model, tokenizer):
+    """A 2-iteration T-SPIN run, with a scorer, in tmp_path/run."""
+    output_dir = tmp_path / "run"
+    rows = sorting_rows()
+    trainer = TSPINTrainer(
+        model=model,
+        args=make_config(output_dir, num_iterations=2, per_device_train_batch_size=2, beta_first_iteration=0.1),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        scorer=lambda texts, rows: sum(len(t) for t in texts) / len(texts),
+        scorer_dataset=Dataset.from_list(rows[:2]),
+    )
+    trainer.train()
+    return output_dir, rows
+
+
+def test_plot_run_and_cli(run_dir, tmp_path, capsys):
+    output_dir, rows = run_dir
+    written = plot_run(str(output_dir), num_examples=3)
+    plots = output_dir / "plots"
+    expected = [*FIGURES, "scores.png", "generations.md", "summary.md"]
+    assert sorted(written) == sorted(str(plots / name) for name in expected)
+    for name in (*FIGURES, "scores.png"):
+        assert_png(plots / name)
+
+    generations = (plots / "generations.md").read_text()
+    assert generations.count("## Example") == 3
+    assert "| real | " + _cell(rows[0]["completion"][0]["content"]) + " |" in generations
+    assert "| iteration 0 |" in generations and "| iteration 1 |" in generations
+    assert "proto (initial policy)" in generations
+    summary = (plots / "summary.md").read_text()
+    assert "| 0 | 1-" in summary and "| 1 | " in summary and "Score before training" in summary
+
+    main([str(output_dir), "--out", str(tmp_path / "cli"), "--num_examples", "1"])
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(tmp_path / "cli" / name) for name in expected]
+    assert (tmp_path / "cli" / "generations.md").read_text().count("## Example") == 1
+
+
+def log_line(step, iteration, **metrics):
+    return {"loss": 0.5, "logps/real": -10.0 + step, "logps/synthetic": -20.0, "self_play/iteration": iteration, "step": step} | metrics  # fmt: skip
+
+
+def test_checkpoint_fallback_and_skipped_figures(tmp_path):
+    history = [log_line(s, s // 3) for s in range(1, 6)] + [{"train_runtime": 1.0, "step": 5}]
+    stale = {"global_step": 2, "log_history": history[:2]}
+    for directory, state in (("checkpoint-2", stale), ("checkpoint-5", {"global_step": 5, "log_history": history})):
+        os.makedirs(tmp_path / directory)
+        (tmp_path / directory / "trainer_state.json").write_text(json.dumps(state))
+
+    records, source = load_logs(str(tmp_path))
+    assert source == str(tmp_path / "checkpoint-5" / "trainer_state.json")
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 5]
+    written = plot_run(str(tmp_path), out_dir=str(tmp_path / "out"))
+    assert [os.path.basename(p) for p in written] == ["loglikelihood.png", "summary.md"]
+    assert_png(tmp_path / "out" / "loglikelihood.png")
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "Skipped `advantages.png`" in summary and "Skipped `generations.md`" in summary
+    assert "| 0 | 1-2 |" in summary and "| 1 | 3-5 |" in summary
+
+
+def test_resumed_logs_keep_the_last_logging_of_each_step(tmp_path):
+    (tmp_path / "self_play").mkdir()
+    lines = [log_line(s, 0, loss=1.0) for s in (1, 2, 3)] + [log_line(s, 0, loss=2.0) for s in (2, 3, 4)]
+    (tmp_path / "self_play" / "logs.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    records, _ = load_logs(str(tmp_path))
+    assert [(r["step"], r["loss"]) for r in records] == [(1, 1.0), (2, 2.0), (3, 2.0), (4, 2.0)]
+
+
+def test_clear_errors(tmp_path, monkeypatch, capsys):
+    with pytest.raises(FileNotFoundError, match="self_play/logs.jsonl"):
+        plot_run(str(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path)])
+    assert exit_info.value.code == 1 and "No training logs" in capsys.readouterr().err
+
+    (tmp_path / "self_play").mkdir()
+    (tmp_path / "self_play" / "logs.jsonl").write_text(json.dumps(log_line(1, 0)) + "\n")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match=r"pip install tspin-trl\[plot\]"):
+        plot_run(str(tmp_path))
+    assert not (tmp_path / "plots").exists()
+
+
+def test_cell_escapes_table_syntax():
+    assert _cell("a|b\nc\r\nd") == "a\\|b<br>c<br>d"
+    assert _cell("<b>*x*</b>") == "\\<b\\>\\*x\\*\\</b\\>"
+    assert _cell("  ") == "*(empty)*"
+
+
+def test_import_does_not_need_matplotlib():
+    code = "import sys, tspin_trl, tspin_trl.plot; assert 'matplotlib' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, env=os.environ | {"TSPIN_TRL_CACHE": "unused"})
+
+
+@pytest.mark.skipif(shutil.which("tspin-plot") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "tspin-plot")), reason="console script not installed")  # fmt: skip
+def test_console_script_help():
+    script = shutil.which("tspin-plot") or os.path.join(os.path.dirname(sys.executable), "tspin-plot")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, check=True)
+    assert "OUTPUT_DIR" in result.stdout.upper() and "--num_examples" in result.stdout

@@ -1,0 +1,458 @@
+"""`tspin-plot`: diagnostic figures and a generations page for the output directory of a T-SPIN run.
+
+```
+python -m tspin_trl.plot OUTPUT_DIR [--out DIR] [--num_examples 5]
+```
+
+reads `OUTPUT_DIR/self_play/logs.jsonl` (or, without it, the `log_history` of the newest `trainer_state.json`), the
+per-iteration `self_play/iteration_<t>/train.jsonl` files and the optional `self_play/scores.jsonl`, and writes
+`loglikelihood.png`, `rewards.png`, `advantages.png`, `disagreement.png`, `scores.png`, `generations.md` and
+`summary.md` to `OUTPUT_DIR/plots` (figures whose metrics are absent are skipped, with a note in `summary.md`).
+
+matplotlib is imported only when a figure is drawn (`pip install tspin-trl[plot]`).
+"""
+
+import argparse
+import glob
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+
+SELF_PLAY_DIR = "self_play"
+ITERATION_KEY = "self_play/iteration"
+# Logged once per iteration, at the first log call after the iteration ended (so on a line of the next iteration).
+_END_OF_ITERATION_KEYS = (
+    "self_play/iteration_mean_advantage_current",
+    "self_play/iteration_mean_advantage_historical",
+    "self_play/advantage_vanished",
+)
+_SUMMARY_KEYS = (
+    "loss",
+    "logps/real",
+    "logps/synthetic",
+    "logps/proto",
+    "advantage/current",
+    "advantage/historical",
+    "advantage/current_accuracy",
+    "advantage/historical_accuracy",
+    "rewards/disagreement",
+    "length/synthetic",
+    "self_play/synthetic_equals_real",
+    "generation/eos_rate",
+    "self_play/advantage_vanished",  # the iteration_mean_* of the check are the means of the advantages above
+)
+_ROLES = ("real", "synthetic", "proto")
+_ROLE_STYLE = {"real": ("C0", "-"), "synthetic": ("C1", "-"), "proto": ("C2", "--")}
+
+
+# ---- reading a run -------------------------------------------------------------------------------------------------
+
+
+def _read_jsonl(path: str) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _log_source(output_dir: str) -> str | None:
+    logs = os.path.join(output_dir, SELF_PLAY_DIR, "logs.jsonl")
+    if os.path.isfile(logs):
+        return logs
+    states = glob.glob(os.path.join(output_dir, "checkpoint-*", "trainer_state.json"))
+    states += glob.glob(os.path.join(output_dir, "trainer_state.json"))
+    if not states:
+        return None
+
+    def global_step(path: str) -> tuple[int, bool]:
+        with open(path) as f:
+            return json.load(f).get("global_step", 0), os.path.dirname(path) == output_dir.rstrip(os.sep)
+
+    return max(states, key=global_step)
+
+
+def load_logs(output_dir: str) -> tuple[list[dict[str, Any]], str]:
+    """
+    Read the log records of a run.
+
+    Args:
+        output_dir (`str`):
+            The `output_dir` of a [`TSPINTrainer`] run.
+
+    Returns:
+        `tuple[list[dict[str, Any]], str]`: the records in step order, each with its `"step"`, and the file they came
+        from: `self_play/logs.jsonl`, else the `log_history` of the newest `trainer_state.json` (of a checkpoint or
+        of `output_dir`). When a resumed or restarted run logged a step again, only its last logging is kept.
+
+    Raises:
+        `FileNotFoundError`: when `output_dir` has neither file.
+    """
+    source = _log_source(output_dir)
+    if source is None:
+        raise FileNotFoundError(
+            f"No training logs in {output_dir!r}: expected self_play/logs.jsonl, checkpoint-*/trainer_state.json or "
+            "trainer_state.json. Is it the output_dir of a TSPINTrainer run?"
+        )
+    if source.endswith(".jsonl"):
+        records = _read_jsonl(source)
+    else:
+        with open(source) as f:
+            records = json.load(f).get("log_history", [])
+    kept: list[dict[str, Any]] = []
+    for record in records:
+        step = record.get("step", kept[-1]["step"] if kept else 0)
+        # A step lower than the last one: the run was resumed from a checkpoint or restarted; drop what it redid.
+        while kept and kept[-1]["step"] > step:
+            kept.pop()
+        kept.append({**record, "step": step})
+    return kept, source
+
+
+def _iteration_files(output_dir: str) -> dict[int, tuple[list[dict[str, Any]], dict[str, Any]]]:
+    """`{t: (rows, meta)}` of every `self_play/iteration_<t>/train.jsonl`."""
+    found = {}
+    for path in glob.glob(os.path.join(output_dir, SELF_PLAY_DIR, "iteration_*", "train.jsonl")):
+        match = re.fullmatch(r"iteration_(\d+)", os.path.basename(os.path.dirname(path)))
+        if match is None:
+            continue
+        meta_path = path[: -len(".jsonl")] + ".meta.json"
+        meta = {}
+        if os.path.isfile(meta_path):
+            with open(meta_path) as f:
+                meta = json.load(f)
+        found[int(match.group(1))] = (_read_jsonl(path), meta)
+    return dict(sorted(found.items()))
+
+
+def _iteration_of(record: dict[str, Any], starts: dict[int, int]) -> int | None:
+    """The iteration of a logged step: from the iteration files' start steps if known, else the logged value."""
+    if starts:
+        return max((t for t, start in starts.items() if start <= record["step"]), default=min(starts))
+    value = record.get(ITERATION_KEY)
+    # The logged value is a mean over the logging window, which can straddle two iterations.
+    return math.floor(value + 0.5) if isinstance(value, (int, float)) else None
+
+
+def _training_lines(records: list[dict[str, Any]], starts: dict[int, int]) -> list[dict[str, Any]]:
+    """The training-step records (not the final summary or evaluation ones), each with its `"iteration"`."""
+    return [{**record, "iteration": _iteration_of(record, starts)} for record in records if "loss" in record]
+
+
+def _end_of_iteration_metrics(records: list[dict[str, Any]], starts: dict[int, int]) -> dict[int, dict[str, float]]:
+    """The per-iteration checks, logged on the first record after their iteration, given back to that iteration."""
+    found: dict[int, dict[str, float]] = {}
+    previous = None
+    for record in records:
+        values = {key: record[key] for key in _END_OF_ITERATION_KEYS if key in record}
+        if values and previous is not None:
+            found.setdefault(previous, {}).update(values)
+        if "loss" in record:
+            previous = _iteration_of(record, starts)
+    return found
+
+
+# ---- figures -------------------------------------------------------------------------------------------------------
+
+
+def _figure_class():
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError("tspin-plot needs matplotlib: pip install tspin-trl[plot]") from error
+    return Figure
+
+
+def _series(lines: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    points = [(line["step"], line[key]) for line in lines if isinstance(line.get(key), (int, float))]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _boundaries(lines: list[dict[str, Any]], starts: dict[int, int]) -> list[tuple[float, int]]:
+    """`(x, t)` where iteration `t` begins, between two logged steps."""
+    found = []
+    for before, after in zip(lines, lines[1:]):
+        if (
+            after["iteration"] is not None
+            and before["iteration"] is not None
+            and after["iteration"] != before["iteration"]
+        ):
+            t = after["iteration"]
+            x = starts[t] - 0.5 if t in starts else (before["step"] + after["step"]) / 2
+            found.append((x, t))
+    return found
+
+
+def _mark_iterations(ax, lines: list[dict[str, Any]], boundaries: list[tuple[float, int]], label: bool) -> None:
+    for x, _ in boundaries:
+        ax.axvline(x, color="0.4", linestyle="--", linewidth=1)
+    if not label or not lines or lines[0]["iteration"] is None:
+        return
+    edges = [lines[0]["step"] - 0.5, *(x for x, _ in boundaries), lines[-1]["step"] + 0.5]
+    names = [lines[0]["iteration"], *(t for _, t in boundaries)]
+    for left, right, t in zip(edges, edges[1:], names):
+        ax.text((left + right) / 2, 1.01, f"iteration {t}", transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8, color="0.3")  # fmt: skip
+
+
+def _line_figure(
+    path: str,
+    lines: list[dict[str, Any]],
+    boundaries: list[tuple[float, int]],
+    panels: list[tuple[str, list[tuple[str, str]]]],
+    title: str,
+) -> bool:
+    """One panel per `(ylabel, [(key, legend label), ...])`; False (nothing written) when no key has a value."""
+    panels = [(ylabel, [(k, n) for k, n in keys if _series(lines, k)[0]]) for ylabel, keys in panels]
+    panels = [(ylabel, keys) for ylabel, keys in panels if keys]
+    if not panels:
+        return False
+    figure = _figure_class()(figsize=(9, 3.2 + 2.6 * len(panels)), dpi=110, layout="constrained")
+    axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for i, (ax, (ylabel, keys)) in enumerate(zip(axes, panels)):
+        for key, name in keys:
+            role = key.rsplit("/", 1)[-1].removesuffix("_accuracy")
+            color, style = _ROLE_STYLE.get(role, (None, "-"))
+            steps, values = _series(lines, key)
+            marker = "o" if len(steps) <= 100 else None
+            ax.plot(steps, values, marker=marker, markersize=3, color=color, linestyle=style, label=name)
+        if any(k.startswith("advantage/") and not k.endswith("accuracy") for k, _ in keys):
+            ax.axhline(0, color="0.7", linewidth=0.8)
+        _mark_iterations(ax, lines, boundaries, label=i == 0)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    axes[-1].set_xlabel("global step")
+    figure.suptitle(title)
+    figure.savefig(path)
+    return True
+
+
+def _scores_figure(path: str, scores: list[dict[str, Any]]) -> None:
+    latest = {record["label"]: record for record in scores}  # a resumed run may score a label again
+    labels = list(latest)
+    figure = _figure_class()(figsize=(7, 4), dpi=110, layout="constrained")
+    ax = figure.subplots()
+    ax.plot(range(len(labels)), [latest[label]["score"] for label in labels], marker="o")
+    ax.set_xticks(range(len(labels)), [label.replace("_", " ") for label in labels])
+    ax.set_xlabel("evaluated after")
+    ax.set_ylabel("score")
+    ax.grid(alpha=0.3)
+    ax.set_title("Scorer between self-play iterations")
+    figure.savefig(path)
+
+
+# ---- markdown ------------------------------------------------------------------------------------------------------
+
+
+def _cell(text: Any) -> str:
+    """Escape a value for a markdown table cell: pipes, markup characters and newlines (as `<br>`)."""
+    text = str(text)
+    if not text.strip():
+        return "*(empty)*"
+    for char in "\\|*_`<>[]~&":
+        text = text.replace(char, "\\" + char)
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>").replace("\t", " ")
+
+
+def _generations_markdown(iterations: dict[int, tuple[list[dict], dict]], num_examples: int) -> str:
+    by_iteration = {t: {row["index"]: row for row in rows} for t, (rows, _) in iterations.items()}
+    first = next(iter(by_iteration.values()))
+    meta = next(iter(iterations.values()))[1]
+    parts = ["# Generations across self-play iterations", ""]
+    if meta:
+        sampling = ", ".join(f"{k}={v}" for k, v in meta.get("sampling", {}).items() if v not in ({}, None))
+        parts += [f"Objective `{meta.get('objective', '?')}`; sampling: {sampling}.", ""]
+    for index in sorted(first)[:num_examples]:
+        row = first[index]
+        parts += [f"## Example {index}", "", "| | response |", "|---|---|"]
+        parts += [f"| prompt | {_cell(row['prompt'])} |", f"| real | {_cell(row['real'])} |"]
+        proto = next((rows[index]["proto"] for rows in by_iteration.values() if "proto" in rows.get(index, {})), None)
+        if proto is not None:
+            parts.append(f"| proto (initial policy) | {_cell(proto)} |")
+        parts += ["", "| iteration | synthetic response |", "|---|---|"]
+        for t, rows in by_iteration.items():
+            if index in rows:
+                parts.append(f"| iteration {t} | {_cell(rows[index].get('synthetic', ''))} |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _summary_markdown(
+    lines: list[dict[str, Any]], end_metrics: dict[int, dict], scores: list[dict[str, Any]], notes: list[str]
+) -> str:
+    score_of = {record["label"]: record["score"] for record in scores}
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for line in lines:
+        groups.setdefault(line["iteration"], []).append(line)
+    rows = []
+    for t, group in groups.items():
+        row: dict[str, Any] = {
+            "iteration": "all" if t is None else t,
+            "steps": f"{group[0]['step']}-{group[-1]['step']}",
+        }
+        for key in _SUMMARY_KEYS:
+            values = [line[key] for line in group if isinstance(line.get(key), (int, float))]
+            if values and key not in _END_OF_ITERATION_KEYS:  # those, on these lines, are the previous iteration's
+                row[key] = sum(values) / len(values)
+        row.update({k: v for k, v in end_metrics.get(t, {}).items() if k in _SUMMARY_KEYS})
+        if f"iteration_{t}" in score_of:
+            row["self_play/score"] = score_of[f"iteration_{t}"]
+        rows.append(row)
+    columns = ["iteration", "steps", *(k for k in (*_SUMMARY_KEYS, "self_play/score") if any(k in r for r in rows))]
+    names = [column.removeprefix("self_play/") for column in columns]
+    parts = ["# Per-iteration means", ""]
+    if "start" in score_of:
+        parts += [f"Score before training: {_format(score_of['start'])}.", ""]
+    parts += ["| " + " | ".join(names) + " |", "|" + "---|" * len(columns)]
+    parts += ["| " + " | ".join(_format(row.get(c)) for c in columns) + " |" for row in rows]
+    parts += [
+        "",
+        "`iteration_mean_*` and `advantage_vanished` come from the check at the end of that row's iteration.",
+    ]
+    if notes:
+        parts += ["", "## Notes", "", *(f"- {note}" for note in notes)]
+    return "\n".join(parts) + "\n"
+
+
+# ---- entry points --------------------------------------------------------------------------------------------------
+
+
+def plot_run(output_dir: str, out_dir: str | None = None, num_examples: int = 5) -> list[str]:
+    """
+    Draw the self-play diagnostics of a [`TSPINTrainer`] run.
+
+    Args:
+        output_dir (`str`):
+            The run's `output_dir`, holding `self_play/logs.jsonl` (or a `trainer_state.json`), the
+            `self_play/iteration_<t>/train.jsonl` files and optionally `self_play/scores.jsonl`.
+        out_dir (`str`, *optional*):
+            Where to write; defaults to `output_dir/plots`.
+        num_examples (`int`, *optional*, defaults to `5`):
+            Number of prompts (the first indices) shown in `generations.md`.
+
+    Returns:
+        `list[str]`: paths of the written files, among `loglikelihood.png` (log-probs of the real, synthetic and
+        proto responses with the iteration boundaries, the paper's Fig. 3), `rewards.png`, `advantages.png`,
+        `disagreement.png`, `scores.png`, `generations.md` (the paper's Table 5) and `summary.md` (per-iteration
+        means, and a note for every output skipped because its inputs are absent).
+
+    Raises:
+        `FileNotFoundError`: when `output_dir` has no training logs.
+        `ImportError`: when matplotlib is not installed.
+
+    Example:
+
+    ```python
+    >>> from tspin_trl.plot import plot_run
+
+    >>> plot_run("outputs/tspin-run", num_examples=3)
+    ['outputs/tspin-run/plots/loglikelihood.png', ...]
+    ```
+    """
+    records, source = load_logs(output_dir)
+    _figure_class()  # fail early, before writing anything, when matplotlib is missing
+    out_dir = out_dir or os.path.join(output_dir, "plots")
+    os.makedirs(out_dir, exist_ok=True)
+    iterations = _iteration_files(output_dir)
+    starts = {t: meta["global_step"] + 1 for t, (_, meta) in iterations.items() if "global_step" in meta}
+    lines = _training_lines(records, starts)
+    boundaries = _boundaries(lines, starts)
+    scores_path = os.path.join(output_dir, SELF_PLAY_DIR, "scores.jsonl")
+    scores = _read_jsonl(scores_path) if os.path.isfile(scores_path) else []
+    written: list[str] = []
+    notes = [f"Logs read from `{source}`."]
+
+    figures = {
+        "loglikelihood.png": (
+            [("summed log-prob", [(f"logps/{r}", r) for r in _ROLES])],
+            "Log-likelihood of the real, synthetic and proto responses",
+        ),
+        "rewards.png": ([("reward", [(f"rewards/{r}", r) for r in _ROLES])], "Rewards of the three responses"),
+        "advantages.png": (
+            [
+                (
+                    "advantage",
+                    [
+                        ("advantage/current", "current: r(real) - r(synthetic)"),
+                        ("advantage/historical", "historical: r(synthetic) - r(proto)"),
+                    ],
+                ),  # fmt: skip
+                (
+                    "accuracy (advantage > 0)",
+                    [("advantage/current_accuracy", "current"), ("advantage/historical_accuracy", "historical")],
+                ),  # fmt: skip
+            ],
+            "Current and historical advantages",
+        ),
+        "disagreement.png": (
+            [("share of examples", [("rewards/disagreement", "reward order != log-likelihood order")])],
+            "Disagreement of the reward and log-likelihood orders of real vs synthetic",
+        ),
+    }
+    objectives = {meta.get("objective") for _, meta in iterations.values()}
+    if objectives == {"tspin"}:
+        notes.append(
+            "Objective `tspin` is reference-free: its rewards are `alpha * logp`, so `rewards.png` is "
+            "`loglikelihood.png` scaled and the disagreement is 0 by construction."
+        )
+    for name, (panels, title) in figures.items():
+        path = os.path.join(out_dir, name)
+        if _line_figure(path, lines, boundaries, panels, title):
+            written.append(path)
+        else:
+            notes.append(f"Skipped `{name}`: its metrics are not in the logs.")
+    if scores:
+        _scores_figure(os.path.join(out_dir, "scores.png"), scores)
+        written.append(os.path.join(out_dir, "scores.png"))
+    else:
+        notes.append("Skipped `scores.png`: no `self_play/scores.jsonl` (no scorer configured).")
+    if iterations:
+        path = os.path.join(out_dir, "generations.md")
+        with open(path, "w") as f:
+            f.write(_generations_markdown(iterations, num_examples))
+        written.append(path)
+    else:
+        notes.append("Skipped `generations.md`: no `self_play/iteration_<t>/train.jsonl` files.")
+    path = os.path.join(out_dir, "summary.md")
+    with open(path, "w") as f:
+        f.write(_summary_markdown(lines, _end_of_iteration_metrics(records, starts), scores, notes))
+    written.append(path)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """
+    Command line entry point (`tspin-plot` / `python -m tspin_trl.plot`): run [`plot_run`] and print the written files.
+
+    Args:
+        argv (`Sequence[str]`, *optional*):
+            Arguments, `OUTPUT_DIR [--out DIR] [--num_examples N]`; defaults to `sys.argv[1:]`. Exits with status 1
+            and a message when the directory has no logs or matplotlib is missing.
+    """
+    parser = argparse.ArgumentParser(prog="tspin-plot", description="Plot the self-play diagnostics of a T-SPIN run.")
+    parser.add_argument("output_dir", help="the output_dir of a TSPINTrainer run")
+    parser.add_argument("--out", default=None, help="where to write (default: OUTPUT_DIR/plots)")
+    parser.add_argument("--num_examples", type=int, default=5, help="prompts shown in generations.md (default: 5)")
+    args = parser.parse_args(argv)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # a command line tool needs no display
+    except ImportError:
+        pass  # plot_run raises the error with the install hint
+    try:
+        written = plot_run(args.output_dir, args.out, args.num_examples)
+    except (FileNotFoundError, ImportError) as error:
+        parser.exit(1, f"tspin-plot: error: {error}\n")
+    print("\n".join(written))
+
+
+if __name__ == "__main__":
+    main()
