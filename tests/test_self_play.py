@@ -245,3 +245,37 @@ def test_scorer_needs_its_dataset(tmp_path, tokenizer):
             processing_class=tokenizer,
             scorer=lambda responses, rows: 0.0,
         )
+
+
+def test_eval_dataset_gets_its_own_responses(tmp_path, tokenizer):
+    trainer = TSPINTrainer(
+        model=build_tiny_model(tokenizer),
+        args=make_config(
+            tmp_path, num_iterations=2, per_device_train_batch_size=2, eval_strategy="epoch", eval_on_start=True
+        ),
+        train_dataset=Dataset.from_list(sorting_rows(4)),
+        eval_dataset=Dataset.from_list(sorting_rows(6)[4:]),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    assert len(evals) == 3 and all("eval_logps/real" in h for h in evals)
+    assert (tmp_path / "self_play" / "iteration_1" / "eval.jsonl").is_file()
+    assert sorted(trainer.self_play.generation_stats) == sorted(
+        ["proto/train", "proto/eval", "iteration_1/train", "iteration_1/eval"]
+    )
+
+
+def test_gradient_checkpointing_and_lora_self_play(tmp_path, tokenizer):
+    from peft import LoraConfig
+
+    trainer = TSPINTrainer(
+        model=build_tiny_model(tokenizer),
+        args=make_config(tmp_path, num_iterations=2, per_device_train_batch_size=4, gradient_checkpointing=True),
+        train_dataset=Dataset.from_list(sorting_rows(4)),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    trainer.train()
+    assert "iteration_1/train" in trainer.self_play.generation_stats
+    assert trainer.model.is_gradient_checkpointing

@@ -100,13 +100,20 @@ def load_logs(output_dir: str) -> tuple[list[dict[str, Any]], str]:
     else:
         with open(source) as f:
             records = json.load(f).get("log_history", [])
+
+    def kind(record: dict[str, Any]) -> str:
+        return "train" if "loss" in record else "summary" if "train_runtime" in record else "other"
+
     kept: list[dict[str, Any]] = []
     for record in records:
-        step = record.get("step", kept[-1]["step"] if kept else 0)
-        # A step lower than the last one: the run was resumed from a checkpoint or restarted; drop what it redid.
-        while kept and kept[-1]["step"] > step:
+        record = {**record, "step": record.get("step", kept[-1]["step"] if kept else 0)}
+        # A step logged again: the run was resumed from a checkpoint or restarted; drop what it redid.
+        while kept and (
+            kept[-1]["step"] > record["step"]
+            or (kept[-1]["step"] == record["step"] and kind(kept[-1]) == kind(record))
+        ):
             kept.pop()
-        kept.append({**record, "step": step})
+        kept.append(record)
     return kept, source
 
 
@@ -192,7 +199,16 @@ def _mark_iterations(ax, lines: list[dict[str, Any]], boundaries: list[tuple[flo
     edges = [lines[0]["step"] - 0.5, *(x for x, _ in boundaries), lines[-1]["step"] + 0.5]
     names = [lines[0]["iteration"], *(t for _, t in boundaries)]
     for left, right, t in zip(edges, edges[1:], names):
-        ax.text((left + right) / 2, 1.01, f"iteration {t}", transform=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=8, color="0.3")  # fmt: skip
+        ax.text(
+            (left + right) / 2,
+            1.01,
+            f"iteration {t}",
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color="0.3",
+        )
 
 
 def _line_figure(
@@ -312,10 +328,7 @@ def _summary_markdown(
         parts += [f"Score before training: {_format(score_of['start'])}.", ""]
     parts += ["| " + " | ".join(names) + " |", "|" + "---|" * len(columns)]
     parts += ["| " + " | ".join(_format(row.get(c)) for c in columns) + " |" for row in rows]
-    parts += [
-        "",
-        "`iteration_mean_*` and `advantage_vanished` come from the check at the end of that row's iteration.",
-    ]
+    parts += ["", "`advantage_vanished` comes from the check at the end of that row's iteration."]
     if notes:
         parts += ["", "## Notes", "", *(f"- {note}" for note in notes)]
     return "\n".join(parts) + "\n"
@@ -383,11 +396,11 @@ def plot_run(output_dir: str, out_dir: str | None = None, num_examples: int = 5)
                         ("advantage/current", "current: r(real) - r(synthetic)"),
                         ("advantage/historical", "historical: r(synthetic) - r(proto)"),
                     ],
-                ),  # fmt: skip
+                ),
                 (
                     "accuracy (advantage > 0)",
                     [("advantage/current_accuracy", "current"), ("advantage/historical_accuracy", "historical")],
-                ),  # fmt: skip
+                ),
             ],
             "Current and historical advantages",
         ),

@@ -117,6 +117,8 @@ class SelfPlayCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if self.trainer.scorer is not None and not self._score_recorded("start"):
             self.score("start", state.global_step)
+        # Fill the datasets now, so that evaluation before the first epoch (`eval_on_start`) has triplets too
+        self.on_epoch_begin(args, state, control)
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
