@@ -92,7 +92,8 @@ def test_collator_pads_triplets_and_truncates_responses():
         [0, 1, 0, 0],
     ]
     assert batch["attention_mask"].sum(1).tolist() == [4, 2, 3, 3, 4, 2]
-    assert batch["prompt_lengths"].tolist() == [2, 1]
+    assert batch["response_lengths"].tolist() == [[2, 1, 2], [1, 2, 1]]
+    assert batch["synthetic_equals_real"].tolist() == [False, False]
     # Without proto rows (beta = 0) the batch has two roles only
     pairs = collator([{k: v for k, v in e.items() if k != "proto_ids"} | {"ref_real_logps": -1.0} for e in examples])
     assert pairs["input_ids"].shape == (4, 4)

@@ -200,13 +200,14 @@ def test_vanishing_advantage_alarm(tmp_path, tokenizer, caplog):
         trainer.train()
     assert trainer.self_play.alarms == [0]
     assert "current advantage has vanished" in caplog.text
-    assert trainer.state.log_history[-1]["self_play/advantage_vanished"] == 1.0
+    vanished = [h for h in trainer.state.log_history if "self_play/advantage_vanished" in h]
+    assert [(h["self_play/iteration"], h["self_play/advantage_vanished"]) for h in vanished] == [(0, 1.0)]
 
     normal = self_play_trainer(tmp_path / "normal", tokenizer, num_iterations=2)
     normal.train()
     assert normal.self_play.alarms == []
     finals = [h for h in normal.state.log_history if "self_play/advantage_vanished" in h]
-    assert finals and all(h["self_play/advantage_vanished"] == 0.0 for h in finals)
+    assert [(h["self_play/iteration"], h["self_play/advantage_vanished"]) for h in finals] == [(0, 0.0), (1, 0.0)]
 
 
 def test_scorer_runs_before_training_and_after_every_iteration(tmp_path, tokenizer):

@@ -58,7 +58,33 @@ def test_beta_zero_skips_proto_rows(tmp_path, model, tokenizer, sorting_dataset)
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert all("logps/proto" not in h and h["beta"] == 0 for h in logs)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
-    assert batch["input_ids"].size(0) == 4  # real + synthetic only
+    assert batch["response_lengths"].shape == (2, 2)  # real + synthetic only
+
+
+def test_shared_prompt_layout_gives_the_same_logps_and_loss(tmp_path, model, tokenizer):
+    rows = [r | {"synthetic": "9 9 9", "proto": "0 0 1 2"} for r in sorting_rows(4, conversational=True)]
+    dataset = Dataset.from_list(rows)
+    results = {}
+    for share_prompt in (True, False):
+        trainer = TSPINTrainer(
+            model=copy.deepcopy(model),
+            args=make_config(tmp_path / str(share_prompt), share_prompt=share_prompt),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
+        trainer.current_beta = 0.1
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+        assert ("segment_ids" in batch) == share_prompt
+        with torch.no_grad():
+            results[share_prompt] = (
+                trainer.response_logps(trainer.model, batch),
+                trainer.compute_loss(trainer.model, batch),
+            )
+        # the packed rows hold fewer tokens than three padded copies of each prompt
+        results[f"tokens_{share_prompt}"] = batch["attention_mask"].sum().item()
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(results[True][1], results[False][1], rtol=1e-5, atol=1e-5)
+    assert results["tokens_True"] < results["tokens_False"]
 
 
 def test_lora_trains_the_adapter_only(tmp_path, model, tokenizer, sorting_dataset):
@@ -173,7 +199,8 @@ def test_beta_zero_equals_cpo_sigmoid(tmp_path, tokenizer):
         "input_ids": concatenated["concatenated_input_ids"],
         "attention_mask": concatenated["concatenated_attention_mask"],
         "completion_mask": (concatenated["concatenated_labels"] != -100).long(),
-        "prompt_lengths": torch.zeros(4, dtype=torch.long),
+        "response_lengths": (concatenated["concatenated_labels"] != -100).sum(1).view(2, 4).t(),
+        "synthetic_equals_real": torch.zeros(4, dtype=torch.bool),
     }
     with torch.no_grad():
         our_loss = ours.compute_loss(ours.model, inputs)
@@ -214,10 +241,11 @@ def test_spin_objective_equals_dpo_with_initial_reference(tmp_path, tokenizer):
         processing_class=dpo.processing_class,
     )
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "completion_mask")}
-    inputs["prompt_lengths"] = torch.zeros(4, dtype=torch.long)
+    inputs["response_lengths"] = batch["completion_mask"].sum(1).view(2, 4).t()
+    inputs["synthetic_equals_real"] = torch.zeros(4, dtype=torch.bool)
     with torch.no_grad():
-        ref_logps, _, _ = ours.response_logps(dpo.ref_model, inputs)
-        inputs["ref_real_logps"], inputs["ref_synthetic_logps"] = ref_logps.chunk(2)
+        ref_logps = ours.response_logps(dpo.ref_model, inputs)
+        inputs["ref_real_logps"], inputs["ref_synthetic_logps"] = ref_logps
         our_loss = ours.compute_loss(ours.model, inputs)
     assert dpo_loss.item() != pytest.approx(0.6931, abs=1e-3)  # the policy really differs from the reference
     torch.testing.assert_close(our_loss, dpo_loss, rtol=1e-5, atol=1e-5)

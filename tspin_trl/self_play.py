@@ -132,13 +132,13 @@ class SelfPlayCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
-        if "advantage/current_abs" in logs:
+        if "logps/abs_margin" in logs:
             stats = self._advantage_logs.setdefault(self.trainer.current_iteration, [])
             stats.append(
                 (
                     logs["advantage/current"],
                     logs.get("advantage/historical"),
-                    logs["advantage/current_abs"],
+                    logs["logps/abs_margin"],
                     logs.get("self_play/synthetic_equals_real", 0.0),
                 )
             )
@@ -271,29 +271,37 @@ class SelfPlayCallback(TrainerCallback):
     # ---- diagnostics and evaluation between iterations ------------------------------------------------------------
 
     def check_advantage(self, iteration: int) -> bool:
-        """Log the iteration's mean advantages; warn and set `self_play/advantage_vanished` if the signal is gone."""
+        """Log the iteration's mean advantages; warn and set `self_play/advantage_vanished` if the signal is gone.
+
+        The signal has vanished when the mean `|logp(y) - logp(y')|` fell below `vanishing_advantage_threshold` (a
+        likelihood gap, so the test means the same for every objective), or most synthetic responses equal the real
+        ones: the model no longer tells its own responses from the annotated ones.
+        """
         entries = self._advantage_logs.get(iteration)
         if not entries:
             return False
-        metrics = self.trainer._metrics["train"]
-        current = sum(e[0] for e in entries) / len(entries)
+        mean = lambda values: sum(values) / len(values)  # noqa: E731
+        margin = mean([e[2] for e in entries])
+        identical = mean([e[3] for e in entries])
+        vanished = margin < self.trainer.args.vanishing_advantage_threshold or identical > 0.9
+        metrics = {
+            "self_play/iteration_mean_advantage_current": mean([e[0] for e in entries]),
+            "self_play/iteration_mean_abs_margin": margin,
+            "self_play/advantage_vanished": float(vanished),
+        }
         historical = [e[1] for e in entries if e[1] is not None]
-        current_abs = sum(e[2] for e in entries) / len(entries)
-        identical = sum(e[3] for e in entries) / len(entries)
-        metrics["self_play/iteration_mean_advantage_current"].append(current)
         if historical:
-            metrics["self_play/iteration_mean_advantage_historical"].append(sum(historical) / len(historical))
-        vanished = current_abs < self.trainer.args.vanishing_advantage_threshold or identical > 0.9
-        metrics["self_play/advantage_vanished"].append(float(vanished))
+            metrics["self_play/iteration_mean_advantage_historical"] = mean(historical)
+        self.trainer.log_now(metrics, iteration)
         if vanished:
             self.alarms.append(iteration)
             logger.warning(
-                "Self-play iteration %d: the current advantage has vanished (mean |advantage| %.4f < %s, or %.0f%% of "
-                "synthetic responses equal the real ones). The model no longer tells its own responses from the "
-                "annotated ones; more iterations will teach little. Consider stopping, more data, or a lower "
-                "temperature.",
+                "Self-play iteration %d: the current advantage has vanished (mean |logp(real) - logp(synthetic)| "
+                "%.4f < %s, or %.0f%% of synthetic responses equal the real ones). The model no longer tells its own "
+                "responses from the annotated ones; more iterations will teach little. Consider stopping, more data, "
+                "or a different sampling temperature.",
                 iteration,
-                current_abs,
+                margin,
                 self.trainer.args.vanishing_advantage_threshold,
                 100 * identical,
             )
@@ -327,7 +335,7 @@ class SelfPlayCallback(TrainerCallback):
         value = float(trainer.scorer(texts, trainer.scorer_rows))
         record = {"label": label, "step": global_step, "score": value}
         self.scores.append(record)
-        trainer._metrics["train"]["self_play/score"].append(value)
+        trainer.log_now({"self_play/score": value}, None if label == "start" else trainer.current_iteration)
         if trainer.accelerator.is_main_process:
             os.makedirs(os.path.dirname(self._scores_path()), exist_ok=True)
             with open(self._scores_path(), "a") as f:

@@ -50,7 +50,7 @@ _METRIC_COLUMNS = (
     "rewards/proto",
     "advantage/current",
     "advantage/historical",
-    "advantage/current_abs",
+    "logps/abs_margin",
     "advantage/current_accuracy",
     "advantage/historical_accuracy",
     "loss/current",
@@ -268,11 +268,13 @@ class TSPINTrainer(_BaseTrainer):
             eval_dataset = prepared_eval
         else:
             eval_dataset = prepared_eval["eval"]
+        self.share_prompt = args.share_prompt and _supports_block_masks(model)
         if data_collator is None:
             data_collator = DataCollatorForTriplet(
                 pad_token_id=processing_class.pad_token_id,
                 max_length=args.max_length,
                 pad_to_multiple_of=args.pad_to_multiple_of,
+                share_prompt=self.share_prompt,
             )
 
         super().__init__(
@@ -344,12 +346,27 @@ class TSPINTrainer(_BaseTrainer):
 
     # ---- forward pass --------------------------------------------------------------------------------------------
 
-    def response_logps(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """Summed response log-probs of every row of a collated batch, from one forward pass.
+    def response_logps(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Summed response log-probs of a collated batch, from one forward pass: shape `(num_roles, batch_size)`.
 
-        Returns the summed log-probs `(rows,)`, the per-token log-probs `(rows, seq_len - 1)` and the shifted
-        completion mask.
+        Works with both layouts of [`DataCollatorForTriplet`]: rows stacked role by role, or one packed row per
+        example whose segments see the shared prompt prefix and themselves (a block attention mask).
         """
+        batch_size, num_roles = inputs["response_lengths"].shape
+        if "segment_ids" in inputs:
+            outputs = model(
+                input_ids=inputs["input_ids"],
+                attention_mask=self._block_attention_mask(inputs["segment_ids"]),
+                position_ids=inputs["position_ids"],
+                shift_labels=inputs["shift_labels"],
+                fused_lm_head=True,
+                use_cache=False,
+            )
+            valid = inputs["shift_labels"] != -100
+            roles = (inputs["segment_ids"] - 1).clamp(min=0)
+            per_token = outputs.log_probs.masked_fill(~valid, 0)
+            logps = per_token.new_zeros(batch_size, num_roles).scatter_add_(1, roles, per_token)
+            return logps.t()
         completion_mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         outputs = model(
@@ -359,18 +376,27 @@ class TSPINTrainer(_BaseTrainer):
             fused_lm_head=True,
             use_cache=False,
         )
-        shift_mask = completion_mask[:, 1:]
         # Prompt-learning PEFT methods prepend virtual tokens: keep the positions of the real tokens
-        per_token_logps = outputs.log_probs[:, -shift_mask.size(1) :]
-        return per_token_logps.sum(dim=1), per_token_logps, shift_mask
+        per_token = outputs.log_probs[:, -(completion_mask.size(1) - 1) :]
+        return per_token.sum(dim=1).view(num_roles, batch_size)
+
+    def _block_attention_mask(self, segment_ids: torch.Tensor) -> torch.Tensor:
+        """Additive 4D mask of the packed layout: causal, and a segment sees only the shared prefix and itself."""
+        query, key = segment_ids[:, None, :, None], segment_ids[:, None, None, :]
+        length = segment_ids.size(1)
+        causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
+        allowed = causal & ((key == 0) | (key == query))  # padding (-1) sees earlier padding: no empty rows
+        dtype = self.model.dtype if self.model.dtype.is_floating_point else torch.float32
+        return torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min
+        )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        logps, per_token_logps, shift_mask = self.response_logps(model, inputs)
-        batch_size = inputs["prompt_lengths"].size(0)
-        num_roles = logps.size(0) // batch_size
-        real_logps, synthetic_logps = logps[:batch_size], logps[batch_size : 2 * batch_size]
-        proto_logps = logps[2 * batch_size :] if num_roles == 3 else None
+        logps = self.response_logps(model, inputs)
+        num_roles = logps.size(0)
+        real_logps, synthetic_logps = logps[0], logps[1]
+        proto_logps = logps[2] if num_roles == 3 else None
         refs = {}
         if self.uses_reference:
             for role in ("real", "synthetic", "proto"):
@@ -388,46 +414,42 @@ class TSPINTrainer(_BaseTrainer):
         )
         loss = losses.mean()
         if self.args.real_nll_weight > 0:
-            real_mask = shift_mask[:batch_size]
-            real_nll = -(per_token_logps[:batch_size] * real_mask).sum() / real_mask.sum().clamp(min=1)
+            real_tokens = inputs["response_lengths"][:, 0].sum().clamp(min=1)
+            real_nll = -real_logps.sum() / real_tokens
             loss = loss + self.args.real_nll_weight * real_nll
             self._metrics[mode]["loss/real_nll"].append(real_nll.detach())
 
-        self._record_metrics(
-            mode, inputs, logps.detach(), shift_mask, num_roles, refs, current_losses, historical_losses
-        )
+        self._record_metrics(mode, inputs, logps.detach(), refs, current_losses, historical_losses)
         if return_outputs:
             return loss, {"logps": logps.detach()}
         return loss
 
-    def _record_metrics(self, mode, inputs, logps, shift_mask, num_roles, refs, current_losses, historical_losses):
+    def _record_metrics(self, mode, inputs, logps, refs, current_losses, historical_losses):
         """Gather one `(batch, columns)` tensor per step; averaged and converted to floats only in `log`."""
-        batch_size = logps.size(0) // num_roles
+        num_roles, batch_size = logps.shape
         nan = torch.full((batch_size,), float("nan"), device=logps.device)
-        by_role = list(logps.split(batch_size)) + [nan] * (3 - num_roles)
-        lengths = list(shift_mask.sum(dim=1).float().split(batch_size)) + [nan] * (3 - num_roles)
+        by_role = list(logps.unbind(0)) + [nan] * (3 - num_roles)
+        lengths = list(inputs["response_lengths"].float().t().unbind(0)) + [nan] * (3 - num_roles)
         role_rewards = [
             rewards(by_role[i], refs.get(f"ref_{role}_logps"), self.args.alpha)
             for i, role in enumerate(("real", "synthetic", "proto"))
         ]
         current = role_rewards[0] - role_rewards[1]
         historical = role_rewards[1] - role_rewards[2]
-        disagreement = (current > 0) != (by_role[0] > by_role[1])
-        ids = inputs["input_ids"]
-        same = (ids[:batch_size] == ids[batch_size : 2 * batch_size]).all(dim=1)
+        likelihood_margin = by_role[0] - by_role[1]
         columns = [
             *by_role,
             *role_rewards,
             current,
             historical,
-            current.abs(),
+            likelihood_margin.abs(),
             (current > 0).float(),
             torch.where(historical.isnan(), nan, (historical > 0).float()),
             current_losses.detach(),
             historical_losses.detach() if num_roles == 3 else nan,
-            disagreement.float(),
+            (current * likelihood_margin < 0).float(),  # a tie is no order, so no disagreement
             *lengths,
-            same.float(),
+            inputs["synthetic_equals_real"].float(),
         ]
         stacked = torch.stack([c.float() for c in columns], dim=1)
         self._metrics[mode]["_per_example"].append(self.accelerator.gather_for_metrics(stacked))
@@ -449,6 +471,10 @@ class TSPINTrainer(_BaseTrainer):
         logs.update(metrics)
         super().log(logs, start_time)
         self._metrics[mode].clear()
+
+    def log_now(self, metrics: dict[str, float], iteration: int | None = None) -> None:
+        """Log self-play metrics (of `iteration`, if given) as their own line, not merged into a training-step line."""
+        super().log(metrics if iteration is None else {**metrics, "self_play/iteration": iteration})
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys: list[str] | None = None):
         inputs = self._prepare_inputs(inputs)
@@ -473,7 +499,9 @@ class TSPINTrainer(_BaseTrainer):
         results: dict[int, list[float]] = {}
         per_chunk = batch_size * world
         collator = DataCollatorForTriplet(
-            pad_token_id=self.processing_class.pad_token_id, max_length=self.args.max_length
+            pad_token_id=self.processing_class.pad_token_id,
+            max_length=self.args.max_length,
+            share_prompt=self.share_prompt,
         )
         try:
             with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
@@ -486,8 +514,7 @@ class TSPINTrainer(_BaseTrainer):
                         for i in (mine or chunk[:1])
                     ]
                     batch = self._prepare_inputs(collator(examples))
-                    logps, _, _ = self.response_logps(model, batch)
-                    values = logps.float().view(len(roles), -1).t().tolist()
+                    values = self.response_logps(model, batch).float().t().tolist()
                     local = list(zip(mine, values, strict=False))
                     gathered = local if world == 1 else gather_object(local)
                     results.update(dict(gathered))
@@ -502,3 +529,20 @@ class TSPINTrainer(_BaseTrainer):
         model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
         self.create_model_card(model_name=model_name.split("/")[-1])
         super()._save_checkpoint(model, trial)
+
+
+def _supports_block_masks(model: torch.nn.Module) -> bool:
+    """Whether the packed layout can be used: an attention backend that takes a 4D mask, no virtual tokens."""
+    if is_peft_model(model) and model.active_peft_config.is_prompt_learning:
+        logger.warning("share_prompt is off: prompt-learning PEFT methods prepend virtual tokens.")
+        return False
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if implementation not in ("sdpa", "eager", None):
+        logger.warning(
+            "share_prompt is off: the %r attention implementation does not take the block attention mask the packed "
+            "layout needs; each response is computed with its own copy of the prompt. Use attn_implementation='sdpa' "
+            "to compute each prompt once.",
+            implementation,
+        )
+        return False
+    return True
