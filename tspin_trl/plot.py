@@ -24,7 +24,7 @@ from typing import Any
 
 SELF_PLAY_DIR = "self_play"
 ITERATION_KEY = "self_play/iteration"
-# Logged once per iteration, at the first log call after the iteration ended (so on a line of the next iteration).
+# Logged once per iteration, on a line of their own tagged with that iteration, when the iteration ends.
 _END_OF_ITERATION_KEYS = (
     "self_play/iteration_mean_advantage_current",
     "self_play/iteration_mean_advantage_historical",
@@ -147,16 +147,13 @@ def _training_lines(records: list[dict[str, Any]], starts: dict[int, int]) -> li
     return [{**record, "iteration": _iteration_of(record, starts)} for record in records if "loss" in record]
 
 
-def _end_of_iteration_metrics(records: list[dict[str, Any]], starts: dict[int, int]) -> dict[int, dict[str, float]]:
-    """The per-iteration checks, logged on the first record after their iteration, given back to that iteration."""
+def _end_of_iteration_metrics(records: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """The per-iteration checks, by iteration."""
     found: dict[int, dict[str, float]] = {}
-    previous = None
     for record in records:
         values = {key: record[key] for key in _END_OF_ITERATION_KEYS if key in record}
-        if values and previous is not None:
-            found.setdefault(previous, {}).update(values)
-        if "loss" in record:
-            previous = _iteration_of(record, starts)
+        if values and ITERATION_KEY in record:
+            found.setdefault(int(record[ITERATION_KEY]), {}).update(values)
     return found
 
 
@@ -315,7 +312,7 @@ def _summary_markdown(
         }
         for key in _SUMMARY_KEYS:
             values = [line[key] for line in group if isinstance(line.get(key), (int, float))]
-            if values and key not in _END_OF_ITERATION_KEYS:  # those, on these lines, are the previous iteration's
+            if values and key not in _END_OF_ITERATION_KEYS:  # taken from the end-of-iteration line below
                 row[key] = sum(values) / len(values)
         row.update({k: v for k, v in end_metrics.get(t, {}).items() if k in _SUMMARY_KEYS})
         if f"iteration_{t}" in score_of:
@@ -435,7 +432,7 @@ def plot_run(output_dir: str, out_dir: str | None = None, num_examples: int = 5)
         notes.append("Skipped `generations.md`: no `self_play/iteration_<t>/train.jsonl` files.")
     path = os.path.join(out_dir, "summary.md")
     with open(path, "w") as f:
-        f.write(_summary_markdown(lines, _end_of_iteration_metrics(records, starts), scores, notes))
+        f.write(_summary_markdown(lines, _end_of_iteration_metrics(records), scores, notes))
     written.append(path)
     return written
 
