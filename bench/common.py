@@ -34,6 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+# libgomp threads spin for a while at every barrier: on a machine where other processes also run (2 cores shared),
+# that made a tiny training step 50x slower (570 ms instead of 11 ms). Passive waiting costs nothing measurable when
+# the cores are free. It must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -44,6 +48,13 @@ os.environ.setdefault("DATASETS_VERBOSITY", "error")
 import warnings  # noqa: E402
 
 import torch  # noqa: E402
+from transformers import LogitsProcessor  # noqa: E402
+
+
+# Scripts run as `python bench/<script>.py`: make the repository's package importable when it is not installed.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)
 
 
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -61,13 +72,14 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # ~0.1M parameters: the smoke tests.
     "tiny": dict(arch="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                  vocab_size=512),
-    # ~4.6M parameters: --quick runs on 2 CPU cores.
+    # ~5.7M parameters (4.1M of them in the embedding and LM head): --quick runs on 2 CPU cores.
     "cpu-small": dict(arch="llama", hidden_size=256, num_hidden_layers=2, num_attention_heads=4,
                       intermediate_size=688, vocab_size=8000),
-    # ~46M parameters (13M in the decoder layers): the CPU reference size, where matmuls dominate a step.
+    # ~45M parameters (13M in the decoder layers): the CPU reference size; a step is compute-bound (matmuls and
+    # the LM head's vocabulary-wide math), not overhead-bound.
     "cpu": dict(arch="llama", hidden_size=512, num_hidden_layers=4, num_attention_heads=8, intermediate_size=1376,
                 vocab_size=32000),
-    # ~87M parameters: the largest CPU point of the scaling runs.
+    # ~92M parameters: the largest CPU point of the scaling runs.
     "cpu-large": dict(arch="llama", hidden_size=768, num_hidden_layers=6, num_attention_heads=12,
                       intermediate_size=2048, vocab_size=32000),
     # Qwen2.5-0.5B's shape (494M parameters, tied embeddings): the GPU check.
@@ -210,18 +222,27 @@ class BenchData:
 
 
 def make_data(
-    tokenizer, n: int, *, prompt_low: int = 16, prompt_high: int = 128, response_max: int = 64, seed: int = 0
+    tokenizer,
+    n: int,
+    *,
+    prompt_low: int = 16,
+    prompt_high: int = 128,
+    response_max: int = 64,
+    seed: int = 0,
+    fixed_lengths: bool = False,
 ) -> BenchData:
     """`n` rows of random text: prompts of [prompt_low, prompt_high] tokens (log-normal spread), responses of at most
     `response_max` tokens including the end-of-sequence token the trainers append. Real responses are log-normal
     around half the cap; synthetic and proto responses too, with a third of them at the cap (generations that ran
-    out of tokens)."""
+    out of tokens). `fixed_lengths`: every prompt is `prompt_high` tokens and every response `response_max`."""
     rng = random.Random(seed)
     alphabet = _vocab_chars(len(tokenizer) - len(SPECIAL_TOKENS))
-    lengths = prompt_lengths(n, prompt_low, prompt_high, seed)
+    lengths = [prompt_high] * n if fixed_lengths else prompt_lengths(n, prompt_low, prompt_high, seed)
     cap = response_max - 1  # the trainers append an eos token
 
     def response_len() -> int:
+        if fixed_lengths:
+            return cap
         return lognormal_lengths(rng, 1, min(8, cap), cap, median=max(1, cap / 2), sigma=0.5)[0]
 
     rows = []
@@ -272,16 +293,11 @@ def tspin_trainer(model, tokenizer, rows: list[dict], *, batch_size: int, max_le
 
     from tspin_trl import TSPINConfig, TSPINTrainer
 
-    args = TSPINConfig(
-        **common_training_kwargs(output_dir, batch_size, max_length, device, bf16),
-        objective="tspin",
-        alpha=1.0,
-        beta=0.1,
-        num_iterations=num_iterations,
-        max_completion_length=response_max,
-        use_proto_cache=False,
-        **config,
-    )
+    kwargs = common_training_kwargs(output_dir, batch_size, max_length, device, bf16)
+    kwargs.update(objective="tspin", alpha=1.0, beta=0.1, num_iterations=num_iterations,
+                  max_completion_length=response_max, use_proto_cache=False)  # fmt: skip
+    kwargs.update(config)
+    args = TSPINConfig(**kwargs)
     return TSPINTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, callbacks=callbacks
     )
@@ -298,47 +314,56 @@ def dpo_trainer(model, tokenizer, rows: list[dict], *, batch_size: int, max_leng
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    args = DPOConfig(
-        **common_training_kwargs(output_dir, batch_size, max_length, device, bf16),
-        beta=0.1,
-        loss_type=["sigmoid"],
-        precompute_ref_log_probs=precompute,
-        model_init_kwargs={"dtype": model_dtype},
-        **config,
-    )
+    kwargs = common_training_kwargs(output_dir, batch_size, max_length, device, bf16)
+    kwargs.update(beta=0.1, loss_type=["sigmoid"], precompute_ref_log_probs=precompute)
+    if isinstance(model, str):
+        kwargs["model_init_kwargs"] = {"dtype": model_dtype}
+    kwargs.update(config)
+    args = DPOConfig(**kwargs)
     return DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
 
 
-def tspin_batches(trainer, batch_size: int, num_batches: int, proto: bool = True) -> list[dict]:
+@dataclass
+class Batch:
+    """A collated batch and the token counts of its examples (counted from the examples, not the padded tensors)."""
+
+    inputs: dict
+    examples: int
+    pair_tokens: int  # prompt+real and prompt+synthetic: the sequences SPIN trains on
+    tokens: int  # every sequence the policy trains on (T-SPIN adds prompt+proto)
+
+    @property
+    def processed_tokens(self) -> int:
+        """Non-padding positions of the collated batch: what the forward pass computes usefully."""
+        return int(self.inputs["attention_mask"].sum())
+
+    @property
+    def padded_tokens(self) -> int:
+        """Positions of the collated batch, padding included: what one forward pass computes."""
+        return int(self.inputs["input_ids"].numel())
+
+
+def tspin_batches(trainer, batch_size: int, num_batches: int, proto: bool = True) -> list[Batch]:
     """Collated batches of the T-SPIN trainer, examples [0, B), [B, 2B), ... (wrapping around)."""
     dataset = trainer.train_dataset
     dataset.include_proto = proto
-    n = len(dataset)
-    return [
-        trainer.data_collator([dataset[(b * batch_size + i) % n] for i in range(batch_size)])
-        for b in range(num_batches)
-    ]
+    out = []
+    for b in range(num_batches):
+        items = [dataset[(b * batch_size + i) % len(dataset)] for i in range(batch_size)]
+        pair = sum(2 * len(x["prompt_ids"]) + len(x["real_ids"]) + len(x["synthetic_ids"]) for x in items)
+        extra = sum(len(x["prompt_ids"]) + len(x["proto_ids"]) for x in items) if proto else 0
+        out.append(Batch(trainer.data_collator(items), batch_size, pair, pair + extra))
+    return out
 
 
-def dpo_batches(trainer, batch_size: int, num_batches: int) -> list[dict]:
+def dpo_batches(trainer, batch_size: int, num_batches: int) -> list[Batch]:
     dataset = trainer.train_dataset
-    n = len(dataset)
-    return [
-        trainer.data_collator([dataset[(b * batch_size + i) % n] for i in range(batch_size)])
-        for b in range(num_batches)
-    ]
-
-
-def pair_tokens(batch: dict) -> int:
-    """Non-padding tokens of the first two roles (prompt+real, prompt+synthetic): the work SPIN trains on."""
-    rows = 2 * batch_examples(batch)
-    return int(batch["attention_mask"][:rows].sum())
-
-
-def batch_examples(batch: dict) -> int:
-    if "prompt_lengths" in batch:
-        return int(batch["prompt_lengths"].size(0))
-    return int(batch["input_ids"].size(0) // 2)
+    out = []
+    for b in range(num_batches):
+        items = [dataset[(b * batch_size + i) % len(dataset)] for i in range(batch_size)]
+        pair = sum(2 * len(x["prompt_ids"]) + len(x["chosen_ids"]) + len(x["rejected_ids"]) for x in items)
+        out.append(Batch(trainer.data_collator(items), batch_size, pair, pair))
+    return out
 
 
 def make_step(trainer) -> Callable[[dict], float]:
@@ -350,8 +375,8 @@ def make_step(trainer) -> Callable[[dict], float]:
     model = trainer.model
     max_norm = trainer.args.max_grad_norm
 
-    def step(batch: dict) -> float:
-        loss = trainer.training_step(model, batch)
+    def step(batch: Batch | dict) -> float:
+        loss = trainer.training_step(model, dict(batch.inputs if isinstance(batch, Batch) else batch))
         if max_norm:
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
         trainer.optimizer.step()
@@ -394,7 +419,7 @@ def alternate(contenders: dict[str, Callable[[int], Any]], repeats: int, warmup:
     for r in range(repeats):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            seconds, _ = timed(lambda name=name: contenders[name](r))
+            seconds, _ = timed(lambda name=name, r=r: contenders[name](r))
             times[name].append(seconds)
     return times
 
@@ -490,10 +515,13 @@ def peak_step_bytes(fn: Callable[[], Any]) -> int:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process (Linux reports KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak resident set size of this process image: `VmHWM` (`ru_maxrss` would also count the parent's RSS at
+    fork, which `exec` keeps)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def current_rss_bytes() -> int:
@@ -508,11 +536,11 @@ def current_rss_bytes() -> int:
 
 def spin_style_generate(model, accelerator, tokenizer, prompts: Sequence[str], *, batch_size: int = 16,
                         max_new_tokens: int, sampling_kwargs: dict | None = None,
-                        pad_to_multiple_of: int = 8) -> list[list[int]]:  # fmt: skip
+                        pad_to_multiple_of: int = 8) -> tuple[list[list[int]], list[str]]:  # fmt: skip
     """SPIN's generation loop (its `generate.py` before it moved to vLLM): split the prompts over processes, fixed
     batches of `batch_size` prompts in dataset order, left padding (to a multiple of 8), `model.generate` with a fixed
     `max_new_tokens`, prompt stripped, decoded to text, gathered. Returns the completions' token ids (as generated,
-    padding after the end of sequence included) in prompt order; the decoded text is made as SPIN makes it."""
+    padding after the end of sequence included) and their decoded texts, in prompt order."""
     from accelerate.utils import gather_object
 
     results = []
@@ -543,14 +571,14 @@ def spin_style_generate(model, accelerator, tokenizer, prompts: Sequence[str], *
     finally:
         tokenizer.padding_side = "right"
     gathered = gather_object(results) if accelerator.num_processes > 1 else results
-    return [ids for ids, _ in gathered]
+    return [ids for ids, _ in gathered], [text for _, text in gathered]
 
 
 def cut_at_eos(ids: list[int], eos_id: int) -> list[int]:
     return ids[: ids.index(eos_id) + 1] if eos_id in ids else ids
 
 
-class ForcedLengthProcessor:
+class ForcedLengthProcessor(LogitsProcessor):
     """A logits processor that ends each response at a length decided by its prompt (a stand-in for a trained model's
     realistic response lengths: a random model almost never samples the end of sequence).
 
@@ -596,6 +624,24 @@ def response_lengths(n: int, cap: int, seed: int = 0) -> list[int]:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def add_cpu_arguments(parser) -> None:
+    parser.add_argument(
+        "--flush-denormal",
+        action="store_true",
+        help="treat subnormal floats as zero on CPU (torch.set_flush_denormal), set before any thread starts",
+    )
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+
+
+def apply_cpu_arguments(args) -> dict:
+    """Apply --flush-denormal / --threads; call before any computation (worker threads inherit the FP mode)."""
+    if getattr(args, "flush_denormal", False):
+        torch.set_flush_denormal(True)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    return {"flush_denormal": bool(getattr(args, "flush_denormal", False)), "threads": torch.get_num_threads()}
+
+
 def machine_info() -> dict:
     info = {
         "python": platform.python_version(),
@@ -603,6 +649,8 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "load_average": os.getloadavg(),
     }
     try:
         import transformers

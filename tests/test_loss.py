@@ -95,3 +95,14 @@ def test_gradient_direction_theorem_1():
 def test_invalid_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         tspin_loss(REAL, SYN, None, **kwargs)
+
+
+def test_huge_advantages_are_clamped_not_denormal():
+    """Beyond 50 nats the loss and its gradient are below 2e-22: clamped to exactly 0 gradient, never denormal."""
+    real = torch.tensor([0.0, 0.0], requires_grad=True)
+    synthetic = torch.tensor([-90.0, -10.0])
+    losses, _, _ = tspin_loss(real, synthetic, beta=0.0)
+    losses.sum().backward()
+    assert real.grad[0] == 0.0 and real.grad[1] < 0
+    torch.testing.assert_close(losses[1], -torch.nn.functional.logsigmoid(torch.tensor(10.0)))
+    assert 0 < losses[0] < 1e-21

@@ -76,11 +76,14 @@ class TSPINConfig(_BaseConfig):
             question and the chat template's generation prompt survive), `"keep_start"` keeps the first ones.
         pad_to_multiple_of (`int`, *optional*):
             If set, the collated sequences are padded to a multiple of this value.
-        share_prompt (`bool`, *optional*, defaults to `True`):
+        share_prompt (`bool`, *optional*):
             Compute each prompt once per example: the prompt and its two or three responses are packed into one row
             with a block attention mask (each response sees the prompt and itself) instead of three padded copies.
-            Same log-probs, fewer tokens. Used with the `sdpa` and `eager` attention implementations; other backends
-            (e.g. `flash_attention_2`) and prompt-learning PEFT fall back to the copies.
+            Same log-probs, fewer tokens and less memory. If unset: on without a CUDA GPU (on CPUs the saved tokens
+            are saved time), off with one (the mask takes SDPA off its fastest kernel: on an H200 the copies were 6%
+            faster per example but used 16% more memory, see docs/benchmarks.md). Used with the `sdpa` and `eager`
+            attention implementations; other backends (e.g. `flash_attention_2`) and prompt-learning PEFT fall back
+            to the copies.
 
         > Parameters that control the loss
 
@@ -183,9 +186,12 @@ class TSPINConfig(_BaseConfig):
     pad_to_multiple_of: int | None = field(
         default=None, metadata={"help": "If set, sequences are padded to a multiple of this value."}
     )
-    share_prompt: bool = field(
-        default=True,
-        metadata={"help": "Compute each prompt once, with the responses packed behind it (block attention mask)."},
+    share_prompt: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Compute each prompt once, with the responses packed behind it (block attention mask). "
+            "Default: on without a CUDA GPU, off with one."
+        },
     )
 
     # Loss
@@ -237,6 +243,8 @@ class TSPINConfig(_BaseConfig):
         # TRL defaults to bf16; on a machine without a bf16-capable accelerator that is slower or fails.
         if self.bf16 is None and not self.fp16:
             self.bf16 = _accelerator_supports_bf16()
+        if self.share_prompt is None:
+            self.share_prompt = self.use_cpu or not torch.cuda.is_available()
         self._validate_tspin_fields()
         requested_epochs = self.num_train_epochs
         self.num_train_epochs = self.num_iterations * self.epochs_per_iteration

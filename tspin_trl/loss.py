@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 
 
+# Advantages beyond this are clamped: their loss and gradient are below 2e-22 anyway, and on CPUs such gradients
+# become denormal floats that slow the whole backward pass 4-6x (measured, docs/benchmarks.md).
+MAX_ADVANTAGE = 50.0
+
+
 def _per_term_loss(z: torch.Tensor, loss_type: str) -> torch.Tensor:
+    z = z.clamp(max=MAX_ADVANTAGE)
     if loss_type == "sigmoid":
         return -F.logsigmoid(z)
     if loss_type == "exponential":
@@ -62,6 +68,9 @@ def tspin_loss(
             Log-probs under the reference policy (the policy at the start of the iteration). When given, rewards are
             `alpha * (logp - ref_logp)` (T-SPIN_ref, SPIN); when omitted, rewards are `alpha * logp` (T-SPIN). Give
             all that the computed terms need, or none.
+
+    Scaled advantages above 50 are clamped to 50 (loss and gradient there are below 2e-22; unclamped, the gradient
+    becomes a denormal float that slows CPU backward passes several-fold).
 
     Returns:
         `tuple[torch.Tensor, torch.Tensor, torch.Tensor]`: per-example losses `l(current) + beta * l(historical)`,

@@ -1,0 +1,134 @@
+"""The benchmark scripts run end to end on tiny settings (no timing is asserted: only that every number is there)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import bench_generation  # noqa: E402
+import bench_iteration  # noqa: E402
+import bench_scaling  # noqa: E402
+import bench_train_step  # noqa: E402
+import common  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: one intra-op thread. With two, OpenMP's spin-waiting (the scripts set OMP_WAIT_POLICY=PASSIVE
+    before importing torch; here torch is already imported) makes steps many times slower when other processes
+    share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tokenizer_round_trips_every_id():
+    tokenizer = common.build_tokenizer(600)
+    assert len(tokenizer) == 600
+    ids = list(range(len(common.SPECIAL_TOKENS), 600))
+    text = tokenizer.decode(ids)
+    assert len(text) == len(ids)
+    assert tokenizer(text, add_special_tokens=False)["input_ids"] == ids
+
+
+def test_data_lengths_and_fixed_lengths():
+    tokenizer = common.build_tokenizer(600)
+    data = common.make_data(tokenizer, 32, prompt_low=16, prompt_high=64, response_max=20)
+    prompts = [len(tokenizer(r["prompt"])["input_ids"]) for r in data.rows]
+    assert min(prompts) >= 16 and max(prompts) <= 64 and len(set(prompts)) > 5
+    assert all(len(r[k]) <= 19 for r in data.rows for k in ("completion", "synthetic", "proto"))
+    fixed = common.make_data(tokenizer, 4, prompt_high=32, response_max=20, fixed_lengths=True)
+    assert {len(r["prompt"]) for r in fixed.rows} == {32}
+    assert {len(r[k]) for r in fixed.rows for k in ("completion", "synthetic", "proto")} == {19}
+
+
+def test_forced_length_processor_ends_each_response_at_its_length():
+    pad, eos = 0, 7
+    prompts = [[10, 11, 12, 13], [20, 21]]
+    processor = common.ForcedLengthProcessor(prompts, lengths=[3, 1], pad_id=pad, eos_id=eos, key_tokens=2)
+    # left-padded batch, one token generated so far after each prompt
+    input_ids = torch.tensor([[10, 11, 12, 13, 50], [pad, pad, 20, 21, 51]])
+    scores = torch.zeros(2, 60)
+    out = processor(input_ids, scores)
+    assert out[1].argmax().item() == eos and torch.isinf(out[1]).sum() == 59  # length 1 reached: forced
+    assert torch.equal(out[0], scores[0])  # 1 of 3 generated: untouched
+    out = processor(torch.cat([input_ids, torch.tensor([[52], [eos]])], dim=1), scores)
+    assert out[0].argmax().item() == eos  # second token generated: the third must be the eos
+
+
+def test_peak_step_bytes_sees_a_transient_tensor():
+    def allocate():
+        x = torch.ones(1024, 1024)  # 4 MiB
+        return float(x.sum())
+
+    assert common.peak_step_bytes(allocate) >= 4 * 2**20
+
+
+def test_train_step_smoke(tmp_path):
+    path = tmp_path / "train.json"
+    results = bench_train_step.main(["--smoke", "--contenders", "tspin,tspin_pair,tspin_stacked,dpo_spin,dpo_precompute",
+                                     "--json", str(path)])  # fmt: skip
+    saved = json.loads(path.read_text())
+    assert set(saved["contenders"]) == {"tspin", "tspin_pair", "tspin_stacked", "dpo_spin", "dpo_precompute"}
+    for entry in results["contenders"].values():
+        assert entry["seconds_per_example"]["median"] > 0 and entry["pair_tokens_per_second"]["median"] > 0
+        assert entry["memory"]["peak_bytes"] > entry["memory"]["persistent_bytes"] > 0
+    assert results["contenders"]["dpo_precompute"]["precompute_seconds"] > 0
+    assert (
+        results["contenders"]["dpo_spin"]["memory"]["persistent_bytes"]
+        > (results["contenders"]["dpo_precompute"]["memory"]["persistent_bytes"])
+    )  # the resident reference model
+    for key in ("time_per_example/tspin/dpo_spin", "time_per_example/tspin/dpo_precompute",
+                "peak_memory/tspin/dpo_spin"):  # fmt: skip
+        assert key in results["ratios"]
+
+
+def test_generation_smoke(tmp_path):
+    results = bench_generation.main(["--smoke", "--json", str(tmp_path / "gen.json")])
+    settings = results["settings"]
+    for scenario in ("cap", "realistic"):
+        r = results["scenarios"][scenario]
+        assert 0 < r["ours"]["useful_tokens"] <= settings["num_prompts"] * settings["max_new_tokens"]
+        assert r["spin"]["generated_tokens_with_padding"] >= r["spin"]["useful_tokens"]
+        assert r["spin"]["generate_calls"] == -(-settings["num_prompts"] // 16)
+        assert r["ratio_tokens_per_second"]["median"] > 0
+    realistic = results["scenarios"]["realistic"]
+    assert realistic["ours"]["useful_tokens"] < settings["num_prompts"] * settings["max_new_tokens"]
+
+
+def test_iteration_smoke(tmp_path):
+    results = bench_iteration.main(["--smoke", "--json", str(tmp_path / "iteration.json")])
+    tspin, spin = results["runs"]["tspin"][0], results["runs"]["spin"][0]
+    assert tspin["generate_calls"] >= 1 and spin["generate_calls"] >= 1
+    assert tspin["generated_tokens"] > 0 and spin["generated_tokens"] > 0
+    assert tspin["seconds"] > tspin["generation_seconds"] > 0
+    assert results["ratio_seconds"]["median"] > 0
+
+
+def test_scaling_smoke(tmp_path):
+    results = bench_scaling.main(["--smoke", "--json", str(tmp_path / "scaling.json")])
+    assert set(results["axes"]) == {"prompts", "response", "model"}
+    for points in results["axes"].values():
+        for point in points:
+            assert point["tspin"]["iteration_seconds"] > 0 and point["dpo_spin"]["peak_bytes"] > 0
+
+
+def test_gpu_check_smoke_writes_json_to_out(tmp_path):
+    env = dict(os.environ, OUT=str(tmp_path))
+    completed = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), "--smoke"], env=env,
+                               capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((tmp_path / "gpu_results.json").read_text())
+    assert {"matmul", "train", "mfu", "generation", "verdicts"} <= set(results)
+    for entry in results["mfu"].values():
+        assert entry["achieved_tflops"] > 0 and 0 < entry["mfu_nominal_989"] < 1
+    assert "MFU" in completed.stdout
