@@ -128,7 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         figures = doc_path.parent / "figures"
     if args.render_only:
         figures.mkdir(parents=True, exist_ok=True)
-        write_outputs(json.loads(Path(args.render_only).read_text()), doc_path, figures)
+        results = json.loads(Path(args.render_only).read_text())
+        results["meta"]["rendered_with"] = "python bench/reproduce.py" + "".join(
+            f" {shlex.quote(a)}" for a in (argv if argv is not None else sys.argv[1:])
+        )
+        write_outputs(results, doc_path, figures)
         print(f"wrote {doc_path} and {figures}", flush=True)
         return 0
     work = Path(args.work_dir or ROOT / "outputs" / f"reproduce-work-{mode}")
@@ -208,8 +212,11 @@ def write_outputs(results: dict, doc_path: Path, figures: Path) -> None:
             "scores": f"reproduction_scores_{setting.name}.png",
             "logps": f"reproduction_logps_{setting.name}.png",
             "heldout": f"reproduction_heldout_logp_{setting.name}.png",
+            "change": f"reproduction_score_change_{setting.name}.png",
         }
         L.plot_scores(groups, setting, str(figures / files["scores"]))
+        L.plot_scores(groups, setting, str(figures / files["change"]), ylabel="change of the score from the warm start",
+                      relative=True)  # fmt: skip
         if any(L.METHODS[m].kind == "selfplay" for m in setting.methods):
             L.plot_logps(groups, setting, str(figures / files["logps"]))
         L.plot_scores(groups, setting, str(figures / files["heldout"]), "heldout_logp_real",

@@ -61,7 +61,7 @@ def make_config(output_dir, **overrides) -> TSPINConfig:
         max_completion_length=10,
         max_length=64,
         learning_rate=1e-3,
-        warmup_ratio=0.0,
+        warmup_steps=0,
         logging_steps=1,
         report_to=[],
         gradient_checkpointing=False,

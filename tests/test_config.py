@@ -7,7 +7,8 @@ def test_defaults_follow_the_paper(tmp_path):
     args = TSPINConfig(output_dir=str(tmp_path), report_to=[])
     assert (args.alpha, args.beta, args.beta_first_iteration) == (1.0, 0.1, 0.0)
     assert (args.loss_type, args.objective) == ("sigmoid", "tspin")
-    assert args.learning_rate == 5e-7 and args.warmup_ratio == 0.1
+    assert args.learning_rate == 5e-7 and args.warmup_steps == 0.1
+    assert args.get_warmup_steps(100) == 10  # a share of all steps, as in the paper
     assert args.real_nll_weight == 0.0
     assert args.bf16 is False  # no bf16-capable accelerator on the test machine
 

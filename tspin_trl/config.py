@@ -47,8 +47,9 @@ class TSPINConfig(_BaseConfig):
 
         learning_rate (`float`, *optional*, defaults to `5e-7`):
             Initial learning rate, the value of the paper and of SPIN (7B models). Small models need more.
-        warmup_ratio (`float`, *optional*, defaults to `0.1`):
-            Share of all training steps (over every iteration) used for linear warm-up, as in the paper.
+        warmup_steps (`float`, *optional*, defaults to `0.1`):
+            Linear warm-up: a value below 1 is a share of all training steps (over every iteration), as in the paper
+            (10%); 1 or more is a number of steps. (transformers 5 replaced `warmup_ratio` with this.)
 
         > Parameters that control the model
 
@@ -156,9 +157,9 @@ class TSPINConfig(_BaseConfig):
         default=5e-7,
         metadata={"help": "The initial learning rate for the optimizer (the paper and SPIN use 5e-7)."},
     )
-    warmup_ratio: float = field(
+    warmup_steps: float = field(
         default=0.1,
-        metadata={"help": "Ratio of total training steps used for a linear warmup (the paper uses 10%%)."},
+        metadata={"help": "Linear warm-up: below 1, a share of all training steps (the paper uses 10%%); else steps."},
     )
 
     # Model

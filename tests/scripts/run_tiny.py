@@ -68,7 +68,7 @@ def main() -> None:
         max_completion_length=8,
         max_length=48,
         learning_rate=1e-3,
-        warmup_ratio=0.0,
+        warmup_steps=0,
         beta_first_iteration=0.1,
         logging_steps=1,
         report_to=[],
