@@ -107,24 +107,9 @@ def build_tokenizer(vocab_size: int, model_max_length: int = 4096):
     Any id decodes to one character (or a special token) and encodes back to the same id, so generated ids survive
     a decode/encode round trip and text lengths are token counts. Padding `<pad>` (0), end of sequence `<|end|>` (7).
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from tspin_trl.presets import build_char_tokenizer
 
-    chars = _vocab_chars(vocab_size - len(SPECIAL_TOKENS))
-    vocab = {token: idx for idx, token in enumerate(SPECIAL_TOKENS + chars)}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    backend.decoder = decoders.Fuse()
-    backend.add_special_tokens(SPECIAL_TOKENS)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="<|end|>",
-        unk_token="<unk>",
-        model_max_length=model_max_length,
-        clean_up_tokenization_spaces=False,
-    )
+    return build_char_tokenizer(model_max_length, characters=_vocab_chars(vocab_size - len(SPECIAL_TOKENS)))
 
 
 def build_model(preset: str, tokenizer, *, dtype=torch.float32, device="cpu", seed: int = 0, attn="sdpa"):

