@@ -87,6 +87,24 @@ def test_shared_prompt_layout_gives_the_same_logps_and_loss(tmp_path, model, tok
     assert results["tokens_True"] < results["tokens_False"]
 
 
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_shared_prompt_layout_with_each_attention_backend(tmp_path, tokenizer, attn_implementation):
+    rows = [r | {"synthetic": "9 9 9", "proto": "0 0 1 2"} for r in sorting_rows(4, conversational=True)]
+    logps = {}
+    for share_prompt in (True, False):
+        model = build_tiny_model(tokenizer, attn_implementation=attn_implementation)
+        trainer = TSPINTrainer(
+            model=model,
+            args=make_config(tmp_path / str(share_prompt), share_prompt=share_prompt),
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+        )
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+        with torch.no_grad():
+            logps[share_prompt] = trainer.response_logps(trainer.model, batch)
+    torch.testing.assert_close(logps[True], logps[False], rtol=1e-5, atol=1e-4)
+
+
 def test_lora_trains_the_adapter_only(tmp_path, model, tokenizer, sorting_dataset):
     peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     trainer = TSPINTrainer(

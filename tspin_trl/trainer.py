@@ -381,11 +381,17 @@ class TSPINTrainer(_BaseTrainer):
         return per_token.sum(dim=1).view(num_roles, batch_size)
 
     def _block_attention_mask(self, segment_ids: torch.Tensor) -> torch.Tensor:
-        """Additive 4D mask of the packed layout: causal, and a segment sees only the shared prefix and itself."""
+        """4D mask of the packed layout: causal, and a segment sees only the shared prefix and itself.
+
+        Boolean (`True` = attend) for SDPA, which then works under autocast whatever the query dtype; additive in the
+        model's dtype for the eager implementation.
+        """
         query, key = segment_ids[:, None, :, None], segment_ids[:, None, None, :]
         length = segment_ids.size(1)
         causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
         allowed = causal & ((key == 0) | (key == query))  # padding (-1) sees earlier padding: no empty rows
+        if getattr(self.model.config, "_attn_implementation", "sdpa") != "eager":
+            return allowed
         dtype = self.model.dtype if self.model.dtype.is_floating_point else torch.float32
         return torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device).masked_fill(
             ~allowed, torch.finfo(dtype).min
