@@ -24,6 +24,43 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def atomic_write(path: str, content: str) -> None:
+    """Write a file under a temporary name and rename it: a file that exists is complete."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        f.write(content)
+    os.replace(path + ".tmp", path)
+
+
+def write_checked_jsonl(data_path: str, meta_path: str, rows: Sequence[Any], meta: dict[str, Any]) -> None:
+    """Write `rows` as JSONL, then a JSON sidecar with `meta`, their SHA-256 and count (written last: it marks the
+    pair complete)."""
+    text = "".join(json.dumps(row) + "\n" for row in rows)
+    atomic_write(data_path, text)
+    atomic_write(meta_path, json.dumps({**meta, "sha256": _sha256(text.encode()), "count": len(rows)}, indent=2))
+
+
+def read_checked_jsonl(data_path: str, meta_path: str) -> tuple[list[Any], dict[str, Any]] | None:
+    """The rows and sidecar written by [`write_checked_jsonl`]; `None` when absent or, with a warning, when the
+    checksum or count does not match (a truncated or corrupted file is never used)."""
+    if not (os.path.isfile(data_path) and os.path.isfile(meta_path)):
+        return None
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        with open(data_path, "rb") as f:
+            raw = f.read()
+        if _sha256(raw) != meta["sha256"]:
+            raise ValueError("checksum mismatch")
+        rows = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+        if len(rows) != meta["count"]:
+            raise ValueError(f"{len(rows)} rows, {meta['count']} expected")
+    except (ValueError, KeyError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
+        logger.warning("Ignoring %s (%s).", data_path, error)
+        return None
+    return rows, meta
+
+
 def model_fingerprint(model: torch.nn.Module, sample: int = 256) -> dict[str, Any]:
     """Identity of a model: name/path, revision, and a hash of every parameter's shape and first/last values.
 
@@ -92,36 +129,14 @@ class ProtoCache:
         return os.path.join(self.directory, f"{key}.jsonl"), os.path.join(self.directory, f"{key}.json")
 
     def load(self, key: str, expected: int) -> list[list[int]] | None:
-        """The cached responses, or `None` when absent, corrupted or of the wrong length."""
-        data_path, meta_path = self.paths(key)
-        if not (os.path.isfile(data_path) and os.path.isfile(meta_path)):
+        """The cached responses, or `None` when absent, corrupted or of the wrong length (then regenerated)."""
+        entry = read_checked_jsonl(*self.paths(key))
+        if entry is None or len(entry[0]) != expected:
             return None
-        try:
-            with open(meta_path) as f:
-                meta = json.load(f)
-            with open(data_path, "rb") as f:
-                raw = f.read()
-            if _sha256(raw) != meta["sha256"]:
-                raise ValueError("checksum mismatch")
-            responses = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
-            if len(responses) != expected or meta.get("count") != expected:
-                raise ValueError(f"{len(responses)} responses for {expected} prompts")
-        except (ValueError, KeyError, json.JSONDecodeError, UnicodeDecodeError) as error:
-            logger.warning(
-                "Ignoring corrupted proto-synthetic cache entry %s (%s); regenerating it.", data_path, error
-            )
-            return None
-        return responses
+        return entry[0]
 
     def save(self, key: str, responses: Sequence[list[int]], fields: dict[str, Any]) -> str:
         """Write an entry atomically; returns the path of its data file."""
-        os.makedirs(self.directory, exist_ok=True)
         data_path, meta_path = self.paths(key)
-        raw = "".join(json.dumps(ids) + "\n" for ids in responses).encode()
-        for path, content in ((data_path, raw), (meta_path, None)):
-            if content is None:
-                content = json.dumps({"sha256": _sha256(raw), "count": len(responses), "key_fields": fields}).encode()
-            with open(path + ".tmp", "wb") as f:
-                f.write(content)
-            os.replace(path + ".tmp", path)
+        write_checked_jsonl(data_path, meta_path, responses, {"key_fields": fields})
         return data_path

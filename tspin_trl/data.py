@@ -276,11 +276,11 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase, conversational: bool) ->
 
 def tokenize_dataset(
     dataset: Dataset | IterableDataset,
+    data_format: str,
     triplet_tokenizer: TripletTokenizer,
     name: str,
 ) -> list[dict[str, Any]]:
-    """Validate, normalise and tokenize every row; returns a list of tokenized examples."""
-    data_format = check_columns(dataset, name)
+    """Validate, normalise and tokenize every row of a dataset of `data_format` (from [`check_columns`])."""
     rows = [normalize_row(row, data_format, index) for index, row in enumerate(dataset)]
     if not rows:
         raise DataFormatError(f"The {name} dataset is empty.")

@@ -14,6 +14,7 @@ from accelerate.utils import broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 from trl.models import unwrap_model_for_generation
 
+from .cache import atomic_write
 from .data import cut_at_eos
 
 
@@ -103,10 +104,7 @@ class ChunkStore:
             with open(manifest) as f:
                 if json.load(f).get("key") != self.key:
                     shutil.rmtree(self.directory)
-        os.makedirs(self.directory, exist_ok=True)
-        with open(manifest + ".tmp", "w") as f:
-            json.dump({"key": self.key}, f)
-        os.replace(manifest + ".tmp", manifest)
+        atomic_write(manifest, json.dumps({"key": self.key}))
         done = {}
         for chunk, size in enumerate(chunk_sizes):
             if not os.path.isfile(self._path(chunk)):
@@ -118,11 +116,7 @@ class ChunkStore:
         return done
 
     def write(self, chunk: int, items: list[tuple[int, list[int]]]) -> None:
-        tmp = self._path(chunk) + ".tmp"
-        with open(tmp, "w") as f:
-            for index, ids in items:
-                f.write(json.dumps([index, ids]) + "\n")
-        os.replace(tmp, self._path(chunk))
+        atomic_write(self._path(chunk), "".join(json.dumps([index, ids]) + "\n" for index, ids in items))
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -14,7 +14,6 @@ exactly the responses the interrupted run had, and a generation pass killed midw
 chunk.
 """
 
-import hashlib
 import json
 import logging
 import math
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from accelerate.utils import broadcast_object_list
 from transformers import TrainerCallback
 
-from .cache import ProtoCache, proto_cache_key
+from .cache import ProtoCache, proto_cache_key, read_checked_jsonl, write_checked_jsonl
 from .config import default_proto_cache_dir
 from .data import TripletDataset
 from .generation import ChunkStore, GenerationStats, SamplingSettings, generate_responses
@@ -39,12 +38,8 @@ logger = logging.getLogger(__name__)
 SELF_PLAY_DIR = "self_play"
 
 
-def _sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+# What an iteration file keeps of each example besides the texts, and gives back on resume
+ITERATION_COLUMNS = ("synthetic_ids", "proto_ids", "ref_real_logps", "ref_synthetic_logps", "ref_proto_logps")
 
 
 class SelfPlayCallback(TrainerCallback):
@@ -350,17 +345,8 @@ class SelfPlayCallback(TrainerCallback):
         return os.path.join(directory, f"{name}.jsonl"), os.path.join(directory, f"{name}.meta.json")
 
     def _read_iteration_rows(self, iteration: int, name: str) -> list[dict[str, Any]] | None:
-        data_path, meta_path = self._paths(iteration, name)
-        if not (os.path.isfile(data_path) and os.path.isfile(meta_path)):
-            return None
-        with open(meta_path) as f:
-            meta = json.load(f)
-        if meta.get("sha256") != _sha256_file(data_path):
-            logger.warning("Ignoring %s: its checksum does not match %s.", data_path, meta_path)
-            return None
-        with open(data_path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        return rows if len(rows) == meta.get("num_examples") else None
+        entry = read_checked_jsonl(*self._paths(iteration, name))
+        return None if entry is None else entry[0]
 
     def _load_iteration_file(self, iteration: int, name: str, dataset: TripletDataset) -> bool:
         decision = [self._read_iteration_rows(iteration, name) if self.trainer.accelerator.is_main_process else None]
@@ -369,7 +355,7 @@ class SelfPlayCallback(TrainerCallback):
         rows = decision[0]
         if rows is None or len(rows) != len(dataset):
             return False
-        for key in ("synthetic_ids", "proto_ids", "ref_real_logps", "ref_synthetic_logps", "ref_proto_logps"):
+        for key in ITERATION_COLUMNS:
             if all(key in row for row in rows):
                 dataset.set_column(key, [row[key] for row in rows])
         logger.info("Self-play iteration %d (%s) loaded from %s.", iteration, name, self.iteration_dir(iteration))
@@ -379,37 +365,23 @@ class SelfPlayCallback(TrainerCallback):
         trainer = self.trainer
         if trainer.accelerator.is_main_process:
             tokenizer = trainer.processing_class
-            data_path, meta_path = self._paths(iteration, name)
-            os.makedirs(os.path.dirname(data_path), exist_ok=True)
-            with open(data_path + ".tmp", "w") as f:
-                for index, example in enumerate(dataset.examples):
-                    row = {"index": index, "prompt": example["prompt_text"], "real": example["real_text"]}
-                    for role in ("synthetic", "proto"):
-                        if f"{role}_ids" in example:
-                            row[role] = tokenizer.decode(example[f"{role}_ids"], skip_special_tokens=True)
-                    for key in (
-                        "synthetic_ids",
-                        "proto_ids",
-                        "ref_real_logps",
-                        "ref_synthetic_logps",
-                        "ref_proto_logps",
-                    ):
-                        if key in example:
-                            row[key] = example[key]
-                    f.write(json.dumps(row) + "\n")
-            os.replace(data_path + ".tmp", data_path)
+            rows = []
+            for index, example in enumerate(dataset.examples):
+                row = {"index": index, "prompt": example["prompt_text"], "real": example["real_text"]}
+                for role in ("synthetic", "proto"):
+                    if f"{role}_ids" in example:
+                        row[role] = tokenizer.decode(example[f"{role}_ids"], skip_special_tokens=True)
+                row.update({key: example[key] for key in ITERATION_COLUMNS if key in example})
+                rows.append(row)
             meta = {
                 "iteration": iteration,
                 "global_step": global_step,
                 "num_examples": len(dataset),
-                "sha256": _sha256_file(data_path),
                 "sampling": self.sampling().to_dict(),
                 "seed": trainer.args.seed,
                 "objective": trainer.args.objective,
                 "beta": self.beta_for(iteration),
                 "generation": {k: v.to_dict() for k, v in self.generation_stats.items() if name in k},
             }
-            with open(meta_path + ".tmp", "w") as f:
-                json.dump(meta, f, indent=2)
-            os.replace(meta_path + ".tmp", meta_path)
+            write_checked_jsonl(*self._paths(iteration, name), rows, meta)
         trainer.accelerator.wait_for_everyone()

@@ -172,11 +172,10 @@ class TSPINTrainer(_BaseTrainer):
         # Validate the data before loading anything
         if train_dataset is None:
             raise ValueError("`train_dataset` is required.")
-        check_columns(train_dataset, "train")
         eval_datasets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
-        for name, dataset in eval_datasets.items():
-            if dataset is not None:
-                check_columns(dataset, name)
+        eval_datasets = {name: dataset for name, dataset in eval_datasets.items() if dataset is not None}
+        data_formats = {"train": check_columns(train_dataset, "train")}
+        data_formats.update({name: check_columns(dataset, name) for name, dataset in eval_datasets.items()})
 
         # Model
         set_seed(args.seed)  # PEFT initialises adapters randomly
@@ -256,11 +255,12 @@ class TSPINTrainer(_BaseTrainer):
         triplet_tokenizer = TripletTokenizer(
             processing_class, args.max_length, args.max_prompt_length, args.truncation_mode, self.eos_ids
         )
-        train_dataset = TripletDataset(tokenize_dataset(train_dataset, triplet_tokenizer, "train"))
+        train_dataset = TripletDataset(
+            tokenize_dataset(train_dataset, data_formats["train"], triplet_tokenizer, "train")
+        )
         prepared_eval = {
-            name: TripletDataset(tokenize_dataset(dataset, triplet_tokenizer, name))
+            name: TripletDataset(tokenize_dataset(dataset, data_formats[name], triplet_tokenizer, name))
             for name, dataset in eval_datasets.items()
-            if dataset is not None
         }
         if not prepared_eval:
             eval_dataset = None
