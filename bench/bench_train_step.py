@@ -150,7 +150,7 @@ class Contender:
 
         def run(batch):
             if self.beta is not None:
-                self.trainer.current_beta = self.beta
+                self.trainer.beta = self.beta
             return step(batch)
 
         return run

@@ -366,7 +366,8 @@ def make_step(trainer) -> Callable[[dict], float]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
         trainer.optimizer.step()
         trainer.optimizer.zero_grad(set_to_none=True)
-        for metrics in trainer._metrics.values():  # both trainers accumulate per-step metrics until `log`
+        # both trainers accumulate per-step metrics until `log`
+        for metrics in (*trainer._metrics.values(), *getattr(trainer, "_per_example", {}).values()):
             metrics.clear()
         return loss
 

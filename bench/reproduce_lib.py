@@ -427,11 +427,11 @@ def run_one(
         )
         callback.trainer = trainer
         trainer.train()
-        scores = [s["score"] for s in trainer.self_play.scores]
+        scores = [s["score"] for s in trainer.scoring.scores]
         responses = _last_scored_responses(output_dir)
         train_logs = _per_iteration_logs(trainer.state.log_history, setting.iterations)
         extra = {
-            "advantage_vanished_iterations": list(trainer.self_play.alarms),
+            "advantage_vanished_iterations": list(trainer.monitor.alarms["vanishing"]),
             "generated_tokens": sum(s.generated_tokens for s in trainer.self_play.generation_stats.values()),
         }
     wall = time.perf_counter() - start

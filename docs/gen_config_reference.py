@@ -16,6 +16,33 @@ from tspin_trl import TSPINConfig
 
 OUTPUT = Path(__file__).resolve().parent / "config.md"
 
+# Where each default comes from: the T-SPIN paper, SPIN (its paper, scripts and configs, which the paper follows), TRL
+# (our base class), or our own choice, with the reason where it departs from a value the paper or SPIN states.
+DEFAULT_SOURCES = {
+    "learning_rate": "paper and SPIN (5e-7 for 7B models)",
+    "warmup_steps": "paper (10% of each iteration's steps)",
+    "optim": "paper and SPIN (RMSProp)",
+    "max_length": "paper (2048; SPIN uses 1024)",
+    "max_prompt_length": "ours: no truncation (SPIN uses 512; the paper states none)",
+    "objective": "paper",
+    "alpha": "paper (1.0)",
+    "beta": "paper (0.1)",
+    "beta_first_iteration": "paper (0 in iteration 0)",
+    "loss_type": "paper (logistic in all experiments)",
+    "real_nll_weight": "ours: off (not part of T-SPIN)",
+    "num_iterations": "paper (5: iter0 .. iter4)",
+    "epochs_per_iteration": "ours: 1 (SPIN trains 3; the T-SPIN paper states no number, and 1 keeps an iteration's "
+    "cost at one pass: set 3 to follow SPIN)",
+    "restart_each_iteration": "SPIN's recipe, which the paper follows (each iteration a fresh run)",
+    "mix_previous_iteration": "paper (current iteration only; SPIN's configs mix in iteration t-1)",
+    "reuse_proto_as_first_synthetic": "ours: same policy, saves a generation pass",
+    "max_completion_length": "SPIN's generation and the paper's samples (256)",
+    "temperature": "SPIN's generation (1.0)",
+    "top_p": "SPIN's generation (1.0)",
+    "top_k": "ours: off",
+    "disable_dropout": "ours (TRL's DPO does the same)",
+}
+
 
 def parameter_docs() -> dict[str, str]:
     """Parameter name -> its description, parsed from the class docstring."""
@@ -44,8 +71,8 @@ def render() -> str:
         "(https://huggingface.co/docs/transformers/main_classes/trainer#transformers.TrainingArguments) field works too.",
         "Below: the fields T-SPIN adds, and the ones whose default differs from TRL's.",
         "",
-        "| field | type | default | description |",
-        "| --- | --- | --- | --- |",
+        "| field | type | default | default from | description |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for field in dataclasses.fields(TSPINConfig):
         own = field.name not in base or field.default != base[field.name]
@@ -54,11 +81,19 @@ def render() -> str:
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         kind = getattr(field.type, "__name__", str(field.type)).replace("typing.", "").replace("|", "\\|")
         description = docs.get(field.name) or field.metadata.get("help", "")
-        lines.append(f"| `{field.name}` | `{kind}` | `{default!r}` | {description.replace('|', '/')} |")
+        source = DEFAULT_SOURCES.get(field.name, "ours" if field.name not in base else "TRL")
+        lines.append(f"| `{field.name}` | `{kind}` | `{default!r}` | {source} | {description.replace('|', '/')} |")
     lines += [
         "",
         "`num_train_epochs` is derived: `num_iterations * epochs_per_iteration`. `bf16` defaults to `True` only on a",
         "bf16-capable GPU (TRL's default `True` would slow CPU runs 2.4x).",
+        "",
+        "Not defaults, because they depend on the hardware: the paper's global batch of 64 (8 GPUs x 8 per device) is",
+        "`per_device_train_batch_size * gradient_accumulation_steps * number of processes`; its bf16 and DeepSpeed",
+        "ZeRO-3 come from the launch (see `examples/configs/paper_zephyr.yaml` for the whole recipe).",
+        "",
+        "Every float field, TRL's included, must be finite (NaN and infinities are refused with the field named);",
+        "`alpha`, `beta`, `beta_first_iteration`, `real_nll_weight` and `temperature` must be at most 100.",
         "",
     ]
     return "\n".join(lines)

@@ -118,7 +118,7 @@ def results_table(trainer) -> str:
         if "logps/real" in entry:
             for key in ("logps/real", "logps/synthetic"):
                 by_iteration[int(entry["self_play/iteration"])][key].append(entry[key])
-    scores = {s["label"]: s["score"] for s in trainer.self_play.scores}
+    scores = {s["label"]: s["score"] for s in trainer.scoring.scores} if trainer.scoring else {}
     lines = [
         "| after | held-out pass rate | mean logp(real) | mean logp(synthetic) |",
         "| --- | --- | --- | --- |",

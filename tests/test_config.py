@@ -16,8 +16,8 @@ def test_defaults_follow_the_paper(tmp_path):
 def test_epochs_follow_the_iterations(tmp_path):
     args = TSPINConfig(output_dir=str(tmp_path), num_iterations=4, epochs_per_iteration=2, report_to=[])
     assert args.num_train_epochs == 8
-    with pytest.warns(UserWarning, match="num_train_epochs=5"):
-        TSPINConfig(output_dir=str(tmp_path), num_train_epochs=5, report_to=[])
+    with pytest.warns(UserWarning, match="num_train_epochs=7"):
+        TSPINConfig(output_dir=str(tmp_path), num_train_epochs=7, report_to=[])
 
 
 @pytest.mark.parametrize(

@@ -60,10 +60,12 @@ def test_iterations_in_one_train(tmp_path, tokenizer, num_iterations):
         assert h["self_play/iteration"] == iteration
         assert h["beta"] == pytest.approx(0.0 if iteration == 0 else 0.2)
         assert ("logps/proto" in h) == (iteration > 0)
-    # a single linear schedule over the whole run (no warm-up here): strictly decreasing, ends near zero
+    # every iteration is its own run: the linear schedule starts again at each iteration
     lrs = [h["learning_rate"] for h in logs]
-    assert all(a > b for a, b in zip(lrs, lrs[1:]))
-    assert lrs[-1] == pytest.approx(1e-3 / len(lrs))
+    expected = [1e-3 * (1 - k / steps_per_epoch) for k in range(steps_per_epoch)] * num_iterations
+    assert lrs == pytest.approx(expected)
+    resets = [h["self_play/optimizer_states_reset"] for h in logs if "self_play/optimizer_states_reset" in h]
+    assert len(resets) == num_iterations - 1 and all(r > 0 for r in resets)
 
 
 def test_spin_and_tspin_ref_store_reference_logps_per_iteration(tmp_path, tokenizer):
@@ -198,14 +200,14 @@ def test_vanishing_advantage_alarm(tmp_path, tokenizer, caplog):
     trainer = self_play_trainer(tmp_path / "vanished", tokenizer, rows=rows, num_iterations=1)
     with caplog.at_level("WARNING"):
         trainer.train()
-    assert trainer.self_play.alarms == [0]
+    assert trainer.monitor.alarms["vanishing"] == [0]
     assert "current advantage has vanished" in caplog.text
     vanished = [h for h in trainer.state.log_history if "self_play/advantage_vanished" in h]
     assert [(h["self_play/iteration"], h["self_play/advantage_vanished"]) for h in vanished] == [(0, 1.0)]
 
     normal = self_play_trainer(tmp_path / "normal", tokenizer, num_iterations=2)
     normal.train()
-    assert normal.self_play.alarms == []
+    assert normal.monitor.alarms["vanishing"] == []
     finals = [h for h in normal.state.log_history if "self_play/advantage_vanished" in h]
     assert [(h["self_play/iteration"], h["self_play/advantage_vanished"]) for h in finals] == [(0, 0.0), (1, 0.0)]
 
@@ -228,7 +230,7 @@ def test_scorer_runs_before_training_and_after_every_iteration(tmp_path, tokeniz
         scorer_dataset=held_out,
     )
     trainer.train()
-    assert [s["label"] for s in trainer.self_play.scores] == ["start", "iteration_0", "iteration_1"]
+    assert [s["label"] for s in trainer.scoring.scores] == ["start", "iteration_0", "iteration_1"]
     assert seen == [3, 3, 3]
     lines = [json.loads(line) for line in (tmp_path / "self_play" / "scores.jsonl").open()]
     assert [len(line["responses"]) for line in lines] == [3, 3, 3]
@@ -263,8 +265,14 @@ def test_eval_dataset_gets_its_own_responses(tmp_path, tokenizer):
     assert len(evals) == 3 and all("eval_logps/real" in h for h in evals)
     assert (tmp_path / "self_play" / "iteration_1" / "eval.jsonl").is_file()
     assert sorted(trainer.self_play.generation_stats) == sorted(
-        ["proto/train", "proto/eval", "iteration_1/train", "iteration_1/eval"]
+        ["proto/train", "proto/eval", "iteration_1/train", "iteration_1/eval", "final/eval"]
     )
+    # the likelihood inversion on the evaluation data, after every iteration
+    inversion = [h for h in trainer.state.log_history if "self_play/likelihood_inversion" in h]
+    assert [h["self_play/iteration"] for h in inversion] == [0, 1]
+    assert all(0 <= h["self_play/likelihood_inversion"] <= 1 for h in inversion)
+    records = trainer.run_folder.iteration_records()
+    assert all("likelihood_inversion" in records[t] for t in (0, 1))
 
 
 def test_gradient_checkpointing_and_lora_self_play(tmp_path, tokenizer):

@@ -6,81 +6,51 @@ the model's identity and a fingerprint of its weights, the tokenizer and its cha
 every sampling setting. A file whose checksum or length does not match is reported and ignored, never used.
 """
 
+import contextlib
 import hashlib
-import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .run_folder import RunLock, json_digest, read_checked_jsonl, valid_token_ids, write_checked_jsonl
+
 
 logger = logging.getLogger(__name__)
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def model_fingerprint(model: torch.nn.Module) -> dict[str, Any]:
+    """Identity of a model: name/path, revision, and a SHA-256 of every byte of every parameter (with its name, shape
+    and dtype), so that two models that differ in any weight never share a fingerprint.
 
-
-def atomic_write(path: str, content: str) -> None:
-    """Write a file under a temporary name and rename it: a file that exists is complete."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        f.write(content)
-    os.replace(path + ".tmp", path)
-
-
-def write_checked_jsonl(data_path: str, meta_path: str, rows: Sequence[Any], meta: dict[str, Any]) -> None:
-    """Write `rows` as JSONL, then a JSON sidecar with `meta`, their SHA-256 and count (written last: it marks the
-    pair complete)."""
-    text = "".join(json.dumps(row) + "\n" for row in rows)
-    atomic_write(data_path, text)
-    atomic_write(meta_path, json.dumps({**meta, "sha256": _sha256(text.encode()), "count": len(rows)}, indent=2))
-
-
-def read_checked_jsonl(data_path: str, meta_path: str) -> tuple[list[Any], dict[str, Any]] | None:
-    """The rows and sidecar written by [`write_checked_jsonl`]; `None` when absent or, with a warning, when the
-    checksum or count does not match (a truncated or corrupted file is never used)."""
-    if not (os.path.isfile(data_path) and os.path.isfile(meta_path)):
-        return None
-    try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-        with open(data_path, "rb") as f:
-            raw = f.read()
-        if _sha256(raw) != meta["sha256"]:
-            raise ValueError("checksum mismatch")
-        rows = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
-        if len(rows) != meta["count"]:
-            raise ValueError(f"{len(rows)} rows, {meta['count']} expected")
-    except (ValueError, KeyError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
-        logger.warning("Ignoring %s (%s).", data_path, error)
-        return None
-    return rows, meta
-
-
-def model_fingerprint(model: torch.nn.Module, sample: int = 256) -> dict[str, Any]:
-    """Identity of a model: name/path, revision, and a hash of every parameter's shape and first/last values.
-
-    Sampling the ends of each tensor keeps this fast for large models while telling apart checkpoints and random
-    initialisations. Parameters already partitioned by DeepSpeed ZeRO-3 contribute their name and full shape only.
+    Parameters partitioned by DeepSpeed ZeRO-3 are gathered one at a time (every process must call this). Hashing
+    runs at memory speed: about 1 s per GB of weights on one CPU core (docs/reliability.md has the measurement).
     """
     digest = hashlib.sha256()
     for name, param in model.named_parameters():
-        shape = tuple(getattr(param, "ds_shape", param.shape))
-        digest.update(f"{name}:{shape}".encode())
-        if getattr(param, "ds_numel", None) is None and param.numel() > 0:
-            flat = param.detach().reshape(-1)
-            ends = torch.cat([flat[:sample], flat[-sample:]]).float().cpu()
-            digest.update(ends.numpy().tobytes())
+        with _gathered(param):
+            tensor = param.detach()
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            if tensor.numel() > 0:
+                digest.update(tensor.contiguous().view(-1).view(torch.uint8).cpu().numpy().tobytes())
     config = getattr(model, "config", None)
     return {
         "name_or_path": getattr(config, "_name_or_path", None),
         "revision": getattr(config, "_commit_hash", None),
         "weights": digest.hexdigest(),
     }
+
+
+def _gathered(param: torch.nn.Parameter):
+    if getattr(param, "ds_id", None) is None:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters([param], modifier_rank=None)
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -92,7 +62,7 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
         "eos": tokenizer.eos_token_id,
         "pad": tokenizer.pad_token_id,
     }
-    return _sha256(json.dumps(payload, sort_keys=True, default=str).encode())
+    return json_digest(payload)
 
 
 def proto_cache_key(
@@ -106,12 +76,12 @@ def proto_cache_key(
     fields = {
         "model": model_identity,
         "tokenizer": tokenizer_identity,
-        "prompts": _sha256(json.dumps(list(prompts)).encode()),
+        "prompts": json_digest(list(prompts)),
         "num_prompts": len(prompts),
         "sampling": sampling,
         "seed": seed,
     }
-    return _sha256(json.dumps(fields, sort_keys=True, default=str).encode())[:32], fields
+    return json_digest(fields)[:32], fields
 
 
 class ProtoCache:
@@ -128,15 +98,57 @@ class ProtoCache:
     def paths(self, key: str) -> tuple[str, str]:
         return os.path.join(self.directory, f"{key}.jsonl"), os.path.join(self.directory, f"{key}.json")
 
-    def load(self, key: str, expected: int) -> list[list[int]] | None:
-        """The cached responses, or `None` when absent, corrupted or of the wrong length (then regenerated)."""
+    def load(self, key: str, expected: int, vocab_size: int) -> list[list[int]] | None:
+        """The cached responses, or `None` when absent or, with a warning, corrupted, of the wrong length, or holding
+        anything but token ids of a `vocab_size` vocabulary (then regenerated)."""
         entry = read_checked_jsonl(*self.paths(key))
-        if entry is None or len(entry[0]) != expected:
+        if entry is None:
             return None
-        return entry[0]
+        responses = entry[0]
+        if len(responses) != expected or not all(valid_token_ids(ids, vocab_size) for ids in responses):
+            logger.warning(
+                "Ignoring the proto cache entry %s: %d responses for %d prompts, or token ids outside the vocabulary "
+                "of %d tokens. It will be regenerated.",
+                self.paths(key)[0],
+                len(responses),
+                expected,
+                vocab_size,
+            )
+            return None
+        return responses
 
     def save(self, key: str, responses: Sequence[list[int]], fields: dict[str, Any]) -> str:
         """Write an entry atomically; returns the path of its data file."""
         data_path, meta_path = self.paths(key)
         write_checked_jsonl(data_path, meta_path, responses, {"key_fields": fields})
         return data_path
+
+    def chunks_dir(self, key: str) -> str:
+        return os.path.join(self.directory, f"{key}.chunks")
+
+    def claim(self, key: str, expected: int, vocab_size: int, poll_seconds: float = 5.0) -> list[list[int]] | RunLock:
+        """Either the entry, or the right to generate it.
+
+        When another live process is generating the same entry (its `<key>.lock` exists), wait for it to finish and
+        return its responses instead of doing the same work twice; when that process died, take its lock over (its
+        chunks are reused). Returns the responses, or the held [`RunLock`] to release after [`save`].
+        """
+        lock = RunLock(os.path.join(self.directory, f"{key}.lock"), guards=f"generating the proto cache entry {key}")
+        waited = False
+        while True:
+            cached = self.load(key, expected, vocab_size)
+            if cached is not None:
+                return cached
+            try:
+                lock.acquire()
+                # the other writer may have finished between the load and the lock
+                cached = self.load(key, expected, vocab_size)
+                if cached is not None:
+                    lock.release()
+                    return cached
+                return lock
+            except RuntimeError as error:  # held by a live process
+                if not waited:
+                    logger.info("Waiting for another run to finish the proto cache entry %s (%s).", key, error)
+                    waited = True
+                time.sleep(poll_seconds)

@@ -1,5 +1,7 @@
 """`TSPINConfig`: every knob of T-SPIN training and self-play, its default and its validation."""
 
+import dataclasses
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -10,6 +12,14 @@ from trl.trainer.base_config import _BaseConfig
 
 
 OBJECTIVES = ("tspin", "tspin_ref", "spin")
+# Past these, settings only overflow the loss or its gradients (e.g. beta=1e30 gives an infinite gradient norm).
+_UPPER_BOUNDS = {
+    "alpha": 100.0,
+    "beta": 100.0,
+    "beta_first_iteration": 100.0,
+    "real_nll_weight": 100.0,
+    "temperature": 100.0,
+}
 LOSS_TYPES = ("sigmoid", "exponential")
 TRUNCATION_MODES = ("keep_end", "keep_start")
 
@@ -48,8 +58,11 @@ class TSPINConfig(_BaseConfig):
         learning_rate (`float`, *optional*, defaults to `5e-7`):
             Initial learning rate, the value of the paper and of SPIN (7B models). Small models need more.
         warmup_steps (`float`, *optional*, defaults to `0.1`):
-            Linear warm-up: a value below 1 is a share of all training steps (over every iteration), as in the paper
-            (10%); 1 or more is a number of steps. (transformers 5 replaced `warmup_ratio` with this.)
+            Linear warm-up: a value below 1 is a share of each iteration's steps (of all steps when
+            `restart_each_iteration=False`), as in the paper (10%); 1 or more is a number of steps. (transformers 5
+            replaced `warmup_ratio` with this.)
+        optim (`str`, *optional*, defaults to `"rmsprop"`):
+            The optimizer: RMSProp without weight decay, as in the paper and SPIN (TRL's default is AdamW).
 
         > Parameters that control the model
 
@@ -66,8 +79,8 @@ class TSPINConfig(_BaseConfig):
 
         dataset_num_proc (`int`, *optional*):
             Number of processes to use for processing the dataset.
-        max_length (`int` or `None`, *optional*, defaults to `1024`):
-            Maximum length of a tokenized prompt + response. Responses are cut at the end to fit; a prompt that alone
+        max_length (`int` or `None`, *optional*, defaults to `2048`):
+            Maximum length of a tokenized prompt + response (the paper's value; SPIN uses 1024). Responses are cut at the end to fit; a prompt that alone
             reaches `max_length` is an error (set `max_prompt_length` to truncate prompts instead).
         max_prompt_length (`int` or `None`, *optional*, defaults to `None`):
             If set, prompts longer than this are truncated at tokenization time (see `truncation_mode`), so that
@@ -112,11 +125,23 @@ class TSPINConfig(_BaseConfig):
 
         > Parameters that control self-play
 
-        num_iterations (`int`, *optional*, defaults to `3`):
-            Number of self-play iterations run by one `train()` call. `num_train_epochs` is set to
-            `num_iterations * epochs_per_iteration`.
+        num_iterations (`int`, *optional*, defaults to `5`):
+            Number of self-play iterations run by one `train()` call (the paper runs 5: iter0 .. iter4).
+            `num_train_epochs` is set to `num_iterations * epochs_per_iteration`.
         epochs_per_iteration (`int`, *optional*, defaults to `1`):
-            Training epochs over the triplets of one iteration before the synthetic responses are regenerated.
+            Training epochs over the triplets of one iteration before the synthetic responses are regenerated. SPIN
+            trains 3 (see docs/config.md for why the default is 1).
+        restart_each_iteration (`bool`, *optional*, defaults to `True`):
+            Run every self-play iteration as its own fine-tuning run, as SPIN's recipe (which the paper follows) does:
+            at each iteration boundary the optimizer state is reset and the learning-rate schedule (`lr_scheduler_type`
+            with its warm-up) starts again over that iteration's steps. `False` keeps one optimizer and one schedule
+            over all iterations (later iterations then train at a decayed learning rate).
+        mix_previous_iteration (`bool`, *optional*, defaults to `False`):
+            SPIN's data mixing: train iteration t on its own triplets plus those of iteration t-1 (with the current
+            iteration's reference log-probs), as the official SPIN configs do. The training set then has two rows per
+            prompt in every iteration; iteration 0, which has no predecessor, sees its own triplets twice (SPIN's
+            scripts train iteration 0 for twice the epochs, the same number of steps). Off by default: the T-SPIN paper
+            trains on the current iteration's responses only.
         reuse_proto_as_first_synthetic (`bool`, *optional*, defaults to `True`):
             Use the proto-synthetic responses as iteration 0's synthetic responses (they come from the same policy),
             saving a full generation pass.
@@ -148,6 +173,10 @@ class TSPINConfig(_BaseConfig):
             responses fell below this value (nats), or more than 90% of synthetic responses equal the real ones, a warning is logged
             and the metric `self_play/advantage_vanished` is 1: the model no longer tells its own responses from the
             annotated ones, and further iterations teach little.
+        saturation_threshold (`float`, *optional*, defaults to `10.0`):
+            A pair whose scaled current advantage exceeds this is saturated: the logistic loss there is below 5e-5 and
+            teaches almost nothing. When more than half of an iteration's pairs are saturated, a warning says what to
+            try (a lower `alpha`, shorter responses, other sampling); the share is logged as `advantage/saturated`.
     """
 
     _VALID_DICT_FIELDS = _BaseConfig._VALID_DICT_FIELDS + ["model_init_kwargs", "generation_kwargs"]
@@ -159,7 +188,13 @@ class TSPINConfig(_BaseConfig):
     )
     warmup_steps: float = field(
         default=0.1,
-        metadata={"help": "Linear warm-up: below 1, a share of all training steps (the paper uses 10%%); else steps."},
+        metadata={
+            "help": "Linear warm-up: below 1, a share of each iteration's steps (the paper uses 10%%); else steps."
+        },
+    )
+    optim: str = field(
+        default="rmsprop",
+        metadata={"help": "The optimizer (the paper and SPIN use RMSProp without weight decay)."},
     )
 
     # Model
@@ -176,7 +211,7 @@ class TSPINConfig(_BaseConfig):
     dataset_num_proc: int | None = field(
         default=None, metadata={"help": "Number of processes to use for processing the dataset."}
     )
-    max_length: int | None = field(default=1024, metadata={"help": "Maximum length of a tokenized prompt + response."})
+    max_length: int | None = field(default=2048, metadata={"help": "Maximum length of a tokenized prompt + response."})
     max_prompt_length: int | None = field(
         default=None, metadata={"help": "If set, prompts longer than this are truncated (see `truncation_mode`)."}
     )
@@ -213,8 +248,16 @@ class TSPINConfig(_BaseConfig):
     )
 
     # Self-play
-    num_iterations: int = field(default=3, metadata={"help": "Number of self-play iterations in one `train()`."})
+    num_iterations: int = field(default=5, metadata={"help": "Number of self-play iterations in one `train()`."})
     epochs_per_iteration: int = field(default=1, metadata={"help": "Training epochs per self-play iteration."})
+    restart_each_iteration: bool = field(
+        default=True,
+        metadata={"help": "Reset the optimizer and restart the learning-rate schedule at every iteration (SPIN)."},
+    )
+    mix_previous_iteration: bool = field(
+        default=False,
+        metadata={"help": "SPIN's data mixing: train iteration t on its triplets plus those of iteration t-1."},
+    )
     reuse_proto_as_first_synthetic: bool = field(
         default=True, metadata={"help": "Use the proto-synthetic responses as iteration 0's synthetic responses."}
     )
@@ -239,6 +282,10 @@ class TSPINConfig(_BaseConfig):
         default=0.1,
         metadata={"help": "Alarm when an iteration's mean |current advantage| falls below this (nats)."},
     )
+    saturation_threshold: float = field(
+        default=10.0,
+        metadata={"help": "Scaled current advantage above which a pair is saturated (alarm when most pairs are)."},
+    )
 
     def __post_init__(self):
         # TRL defaults to bf16; on a machine without a bf16-capable accelerator that is slower or fails.
@@ -261,6 +308,25 @@ class TSPINConfig(_BaseConfig):
     def _validate_tspin_fields(self) -> None:
         def fail(name: str, value: Any, fix: str) -> None:
             raise ValueError(f"TSPINConfig.{name}={value!r} is invalid: {fix}")
+
+        # NaN passes every comparison's negation and inf passes `> 0`: check finiteness first, for every float field
+        # (TrainingArguments' ones included).
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name, None)
+            if isinstance(value, float) and not math.isfinite(value):
+                fail(spec.name, value, "it must be a finite number.")
+        for name, upper in _UPPER_BOUNDS.items():
+            if getattr(self, name) > upper:
+                fail(name, getattr(self, name), f"it must be <= {upper}; larger values only overflow the loss.")
+        if not 0 < self.learning_rate <= 1:
+            fail("learning_rate", self.learning_rate, "it must be in (0, 1] (the paper uses 5e-7).")
+        if self.lr_scheduler_type == "reduce_lr_on_plateau" and self.restart_each_iteration:
+            fail(
+                "lr_scheduler_type",
+                self.lr_scheduler_type,
+                "it cannot restart at every iteration; pick a step-based schedule (e.g. 'linear') or set "
+                "restart_each_iteration=False.",
+            )
 
         if self.objective not in OBJECTIVES:
             fail("objective", self.objective, f"use one of {list(OBJECTIVES)}.")
@@ -298,6 +364,8 @@ class TSPINConfig(_BaseConfig):
             fail("top_k", self.top_k, "it must be >= 0 (0 disables top-k).")
         if self.generation_batch_size is not None and self.generation_batch_size < 1:
             fail("generation_batch_size", self.generation_batch_size, "it must be >= 1, or None for automatic.")
+        if not self.saturation_threshold > 0:
+            fail("saturation_threshold", self.saturation_threshold, "it must be > 0.")
         if not self.vanishing_advantage_threshold >= 0:
             fail("vanishing_advantage_threshold", self.vanishing_advantage_threshold, "it must be >= 0.")
         if self.logps_batch_size is not None and self.logps_batch_size < 1:

@@ -303,27 +303,37 @@ class TripletDataset(torch.utils.data.Dataset):
 
     The trainer's dataloader holds this object, so what [`SelfPlayCallback`] writes at an epoch start is what that
     epoch trains on. `include_proto` drops the proto response from the examples when the historical term is off.
+
+    With `mix_previous=True` (SPIN's data mixing) the dataset has two rows per prompt: row `i < N` is the current
+    iteration's triplet, row `N + i` the same prompt with the previous iteration's synthetic response
+    (`previous_synthetic_ids`, and its reference log-prob `ref_previous_synthetic_logps`), or the current one again
+    where there is no previous iteration. The length never changes, so the trainer's step count holds for every
+    iteration.
     """
 
-    def __init__(self, examples: list[dict[str, Any]]):
+    def __init__(self, examples: list[dict[str, Any]], mix_previous: bool = False):
         self.examples = examples
         self.include_proto = True
+        self.mix_previous = mix_previous
 
     def __len__(self) -> int:
-        return len(self.examples)
+        return len(self.examples) * (2 if self.mix_previous else 1)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        example = self.examples[index]
-        item = {"prompt_ids": example["prompt_ids"], "real_ids": example["real_ids"]}
+        previous = index >= len(self.examples)
+        example = self.examples[index - len(self.examples) if previous else index]
         if "synthetic_ids" not in example:
             raise RuntimeError(f"Example {index} has no synthetic response yet: self-play has not generated it.")
-        item["synthetic_ids"] = example["synthetic_ids"]
-        roles = ("real", "synthetic", "proto") if self.include_proto else ("real", "synthetic")
+        item = {"prompt_ids": example["prompt_ids"], "real_ids": example["real_ids"]}
+        synthetic = "previous_synthetic" if previous and "previous_synthetic_ids" in example else "synthetic"
+        item["synthetic_ids"] = example[f"{synthetic}_ids"]
         if self.include_proto:
             item["proto_ids"] = example["proto_ids"]
-        for role in roles:
-            if f"ref_{role}_logps" in example:
-                item[f"ref_{role}_logps"] = example[f"ref_{role}_logps"]
+        sources = {"real": "real", "synthetic": synthetic, "proto": "proto"}
+        for role in ("real", "synthetic", "proto") if self.include_proto else ("real", "synthetic"):
+            key = f"ref_{sources[role]}_logps"
+            if key in example:
+                item[f"ref_{role}_logps"] = example[key]
         return item
 
     def has(self, role: str) -> bool:
@@ -337,3 +347,7 @@ class TripletDataset(torch.utils.data.Dataset):
             raise ValueError(f"Got {len(values)} values for {len(self.examples)} examples.")
         for example, value in zip(self.examples, values, strict=True):
             example[key] = value
+
+    def drop_column(self, key: str) -> None:
+        for example in self.examples:
+            example.pop(key, None)

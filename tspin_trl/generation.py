@@ -1,6 +1,7 @@
 """Sharded, batched generation of responses from prompt token ids, checkpointed chunk by chunk."""
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -14,8 +15,11 @@ from accelerate.utils import broadcast_object_list, gather_object
 from tqdm.auto import tqdm
 from trl.models import unwrap_model_for_generation
 
-from .cache import atomic_write
 from .data import cut_at_eos
+from .run_folder import atomic_write, json_digest, sha256_hex, valid_token_ids
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,36 +91,87 @@ def auto_generation_batch_size(model: torch.nn.Module, prompt_length: int, max_n
 class ChunkStore:
     """Completed generation chunks on disk, so a pass killed midway resumes at the first missing chunk.
 
-    A chunk file is written under a temporary name and renamed, so a file that exists is complete. The `key` names
-    everything the chunks depend on; chunks written under another key are discarded.
+    A chunk file is written under a temporary name and renamed, so a file that exists is complete; the manifest
+    records the SHA-256 of every chunk and a checksum of itself. The `key` names everything the chunks depend on;
+    chunks written under another key, with a wrong checksum, or holding anything but token ids of the vocabulary for
+    the chunk's own prompts are discarded (with a warning) and generated again.
+
+    Args:
+        directory (`str`):
+            Folder of the chunks.
+        key (`str`):
+            Identity of the generation pass.
+        vocab_size (`int`, *optional*):
+            Size of the vocabulary, to validate token ids.
     """
 
-    def __init__(self, directory: str, key: str):
+    def __init__(self, directory: str, key: str, vocab_size: int | None = None):
         self.directory = directory
         self.key = key
+        self.vocab_size = vocab_size
+        self.checksums: dict[str, str] = {}
 
     def _path(self, chunk: int) -> str:
         return os.path.join(self.directory, f"chunk_{chunk:05d}.jsonl")
 
-    def load(self, chunk_sizes: Sequence[int]) -> dict[int, list[tuple[int, list[int]]]]:
-        manifest = os.path.join(self.directory, "manifest.json")
-        if os.path.isfile(manifest):
-            with open(manifest) as f:
-                if json.load(f).get("key") != self.key:
-                    shutil.rmtree(self.directory)
-        atomic_write(manifest, json.dumps({"key": self.key}))
+    @property
+    def _manifest_path(self) -> str:
+        return os.path.join(self.directory, "manifest.json")
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        if not os.path.isfile(self._manifest_path):
+            return None
+        try:
+            with open(self._manifest_path) as f:
+                manifest = json.load(f)
+            body = {k: v for k, v in manifest.items() if k != "sha256"}
+            if manifest.get("sha256") != json_digest(body) or not isinstance(body.get("chunks"), dict):
+                raise ValueError("checksum mismatch")
+            return body
+        except (OSError, ValueError, AttributeError) as error:
+            logger.warning("Ignoring the corrupted chunk manifest %s (%s).", self._manifest_path, error)
+            return None
+
+    def _write_manifest(self) -> None:
+        body = {"key": self.key, "chunks": self.checksums}
+        atomic_write(self._manifest_path, json.dumps({**body, "sha256": json_digest(body)}))
+
+    def load(self, chunks: Sequence[Sequence[int]]) -> dict[int, list[tuple[int, list[int]]]]:
+        """The stored chunks that are intact and hold exactly the responses to their prompts (`chunks[i]` lists the
+        prompt indices of chunk `i`)."""
+        manifest = self._read_manifest()
+        if manifest is None or manifest.get("key") != self.key:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            manifest = {"chunks": {}}
+        self.checksums = {}
         done = {}
-        for chunk, size in enumerate(chunk_sizes):
-            if not os.path.isfile(self._path(chunk)):
+        for chunk, indices in enumerate(chunks):
+            path, expected = self._path(chunk), manifest["chunks"].get(str(chunk))
+            if expected is None or not os.path.isfile(path):
                 continue
-            with open(self._path(chunk)) as f:
-                items = [tuple(json.loads(line)) for line in f if line.strip()]
-            if len(items) == size:
-                done[chunk] = [(index, ids) for index, ids in items]
+            try:
+                with open(path, "rb") as f:
+                    raw = f.read()
+                if sha256_hex(raw) != expected:
+                    raise ValueError("checksum mismatch")
+                items = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+                if sorted(item[0] for item in items) != sorted(indices) or not all(
+                    self.vocab_size is None or valid_token_ids(item[1], self.vocab_size) for item in items
+                ):
+                    raise ValueError("its responses do not match the chunk's prompts or the vocabulary")
+            except (OSError, ValueError, TypeError, IndexError, UnicodeDecodeError) as error:
+                logger.warning("Discarding generation chunk %s (%s); it is generated again.", path, error)
+                continue
+            self.checksums[str(chunk)] = expected
+            done[chunk] = [(index, ids) for index, ids in items]
+        self._write_manifest()
         return done
 
     def write(self, chunk: int, items: list[tuple[int, list[int]]]) -> None:
-        atomic_write(self._path(chunk), "".join(json.dumps([index, ids]) + "\n" for index, ids in items))
+        text = "".join(json.dumps([index, ids]) + "\n" for index, ids in items)
+        atomic_write(self._path(chunk), text)
+        self.checksums[str(chunk)] = sha256_hex(text.encode())
+        self._write_manifest()
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -193,7 +248,7 @@ def generate_responses(
 
         done: dict[int, list[tuple[int, list[int]]]] = {}
         if chunk_store is not None:
-            loaded = [chunk_store.load([len(c) for c in chunks]) if accelerator.is_main_process else None]
+            loaded = [chunk_store.load(chunks) if accelerator.is_main_process else None]
             done = broadcast_object_list(loaded)[0] if world > 1 else loaded[0]
         stats.reused_chunks = len(done)
 

@@ -15,18 +15,33 @@ import torch
 import torch.nn.functional as F
 
 
-# Advantages beyond this are clamped: their loss and gradient are below 2e-22 anyway, and on CPUs such gradients
+# Scaled advantages above this are clamped: their loss and gradient are below 2e-22 anyway, and on CPUs such gradients
 # become denormal floats that slow the whole backward pass 4-6x (measured, docs/benchmarks.md).
 MAX_ADVANTAGE = 50.0
+# Below this scaled advantage the exponential loss continues as its tangent line (value and slope of exp(-z) at the
+# threshold), so that it stays finite for any finite advantage: exp(-z) overflows float32 below about -88 and bfloat16
+# far earlier in gradient terms. The logistic loss needs no such care: -logsigmoid(z) grows linearly already.
+EXPONENTIAL_LINEAR_BELOW = -20.0
 
 
 def _per_term_loss(z: torch.Tensor, loss_type: str) -> torch.Tensor:
-    z = z.clamp(max=MAX_ADVANTAGE)
+    z = z.float().clamp(max=MAX_ADVANTAGE)
     if loss_type == "sigmoid":
         return -F.logsigmoid(z)
     if loss_type == "exponential":
-        return torch.exp(-z)
+        threshold = EXPONENTIAL_LINEAR_BELOW
+        tangent = torch.exp(torch.tensor(-threshold)) * (1 + (threshold - z))
+        return torch.where(z >= threshold, torch.exp(-z.clamp(min=threshold)), tangent)
     raise ValueError(f"Unknown loss_type {loss_type!r}: use 'sigmoid' or 'exponential'.")
+
+
+def clamped(z: torch.Tensor, loss_type: str) -> torch.Tensor:
+    """Where a scaled advantage `z` lies outside the range in which `l` is computed exactly (a boolean tensor): above
+    `MAX_ADVANTAGE`, or, for the exponential loss, below `EXPONENTIAL_LINEAR_BELOW`."""
+    outside = z > MAX_ADVANTAGE
+    if loss_type == "exponential":
+        outside = outside | (z < EXPONENTIAL_LINEAR_BELOW)
+    return outside
 
 
 def rewards(logps: torch.Tensor, ref_logps: torch.Tensor | None, alpha: float) -> torch.Tensor:
@@ -69,8 +84,10 @@ def tspin_loss(
             `alpha * (logp - ref_logp)` (T-SPIN_ref, SPIN); when omitted, rewards are `alpha * logp` (T-SPIN). Give
             all that the computed terms need, or none.
 
-    Scaled advantages above 50 are clamped to 50 (loss and gradient there are below 2e-22; unclamped, the gradient
-    becomes a denormal float that slows CPU backward passes several-fold).
+    The loss is computed in float32 whatever the input dtype. Scaled advantages above 50 are clamped to 50 (loss and
+    gradient there are below 2e-22; unclamped, the gradient becomes a denormal float that slows CPU backward passes
+    several-fold). The exponential loss continues below a scaled advantage of -20 as its tangent line, so it stays
+    finite (see [`clamped`] and docs/loss.md). Any finite advantage gives a finite loss and finite gradients.
 
     Returns:
         `tuple[torch.Tensor, torch.Tensor, torch.Tensor]`: per-example losses `l(current) + beta * l(historical)`,

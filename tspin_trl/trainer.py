@@ -1,6 +1,7 @@
 """`TSPINTrainer`: model/tokenizer/PEFT set-up, the triplet forward pass, metrics and checkpoints."""
 
 import logging
+import os
 import textwrap
 from collections import defaultdict
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from transformers import (
     TrainerCallback,
     set_seed,
 )
+from transformers.optimization import get_scheduler
 from transformers.trainer_utils import EvalPrediction
 from transformers.utils import is_peft_available
 from trl.models.utils import disable_gradient_checkpointing
@@ -29,7 +31,11 @@ from .cache import model_fingerprint, tokenizer_fingerprint
 from .collator import DataCollatorForTriplet
 from .config import TSPINConfig
 from .data import TripletDataset, TripletTokenizer, check_columns, eos_token_ids, tokenize_dataset
-from .loss import rewards, tspin_loss
+from .loss import clamped, rewards, tspin_loss
+from .monitor import IterationMonitor
+from .objective import ObjectivePolicy
+from .run_folder import RunFolder, RunLock, check_dataset_name, last_complete_checkpoint
+from .scoring import ScoringCallback
 from .self_play import SelfPlayCallback
 
 
@@ -40,27 +46,9 @@ if is_peft_available():
 
 logger = logging.getLogger(__name__)
 
-# Columns of the per-example metrics tensor gathered once per step (no `.item()` in the training step).
-_METRIC_COLUMNS = (
-    "logps/real",
-    "logps/synthetic",
-    "logps/proto",
-    "rewards/real",
-    "rewards/synthetic",
-    "rewards/proto",
-    "advantage/current",
-    "advantage/historical",
-    "logps/abs_margin",
-    "advantage/current_accuracy",
-    "advantage/historical_accuracy",
-    "loss/current",
-    "loss/historical",
-    "rewards/disagreement",
-    "length/real",
-    "length/synthetic",
-    "length/proto",
-    "self_play/synthetic_equals_real",
-)
+# Log-likelihood (and reward) differences within this many nats are ties: neither an accuracy win nor a disagreement.
+# Identical real and synthetic responses differ by about 2e-6 nats through floating-point noise alone.
+TIE_TOLERANCE = 1e-3
 
 
 class TSPINTrainer(_BaseTrainer):
@@ -71,7 +59,9 @@ class TSPINTrainer(_BaseTrainer):
     One `train()` runs every self-play iteration: a [`SelfPlayCallback`], installed by the trainer, samples the
     proto-synthetic responses of the initial policy once (cached on disk), regenerates the synthetic responses with
     the current policy at each iteration boundary, and keeps every iteration's responses under
-    `output_dir/self_play/`. No reference model is loaded.
+    `output_dir/self_play/`. By default every iteration is its own fine-tuning run, as in SPIN's recipe: the optimizer
+    state is reset and the learning-rate schedule restarts at each iteration boundary (`restart_each_iteration`). An
+    [`IterationMonitor`] summarises every iteration from all of its training steps. No reference model is loaded.
 
     Example:
 
@@ -174,6 +164,14 @@ class TSPINTrainer(_BaseTrainer):
             raise ValueError("`train_dataset` is required.")
         eval_datasets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
         eval_datasets = {name: dataset for name, dataset in eval_datasets.items() if dataset is not None}
+        for name, dataset in {"train_dataset": train_dataset, **eval_datasets}.items():
+            if not isinstance(dataset, (Dataset, IterableDataset)):
+                raise TypeError(
+                    f"`{name}` must be a `datasets.Dataset` or `IterableDataset`, got {type(dataset).__name__}. Wrap "
+                    "a list of rows with `datasets.Dataset.from_list(rows)`."
+                )
+        for name in eval_datasets:
+            check_dataset_name(name)
         data_formats = {"train": check_columns(train_dataset, "train")}
         data_formats.update({name: check_columns(dataset, name) for name, dataset in eval_datasets.items()})
 
@@ -251,17 +249,19 @@ class TSPINTrainer(_BaseTrainer):
                 model.enable_input_require_grads()
 
         # Data
-        self.eos_ids = eos_token_ids(processing_class, getattr(model, "generation_config", None))
+        self.eos_token_ids = eos_token_ids(processing_class, getattr(model, "generation_config", None))
         triplet_tokenizer = TripletTokenizer(
-            processing_class, args.max_length, args.max_prompt_length, args.truncation_mode, self.eos_ids
+            processing_class, args.max_length, args.max_prompt_length, args.truncation_mode, self.eos_token_ids
         )
         train_dataset = TripletDataset(
-            tokenize_dataset(train_dataset, data_formats["train"], triplet_tokenizer, "train")
+            tokenize_dataset(train_dataset, data_formats["train"], triplet_tokenizer, "train"),
+            mix_previous=args.mix_previous_iteration,
         )
         prepared_eval = {
             name: TripletDataset(tokenize_dataset(dataset, data_formats[name], triplet_tokenizer, name))
             for name, dataset in eval_datasets.items()
         }
+        _warn_unusable_generation_length(args, model, train_dataset)
         if not prepared_eval:
             eval_dataset = None
         elif isinstance(eval_dataset, dict):
@@ -301,31 +301,34 @@ class TSPINTrainer(_BaseTrainer):
         self.model.add_model_tags(self._tag_names)
 
         self._metrics: dict[str, dict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
-        self.current_beta = args.beta_first_iteration
-        self.current_iteration = 0
+        self._per_example: dict[str, dict[str, list[torch.Tensor]]] = {
+            "train": defaultdict(list),
+            "eval": defaultdict(list),
+        }
+        self._metrics_listeners: list[Callable[[str, dict[str, torch.Tensor]], None]] = []
+        self._steps_per_epoch: int | None = None
+        self.resumed_from_checkpoint: str | None = None
+        self.policy = ObjectivePolicy.from_config(args, own_synthetic=train_dataset.has("synthetic"))
+        self.iteration = 0
+        self.beta = self.policy.beta_for(0)
         # Identity of the initial policy, taken before any sharding or training; it keys the proto cache.
         self.initial_model_fingerprint = model_fingerprint(self.model)
         self.tokenizer_fingerprint = tokenizer_fingerprint(processing_class)
-        self.scorer = scorer
-        self.scorer_rows, self.scorer_prompts = self._prepare_scorer(scorer, scorer_dataset, triplet_tokenizer)
+        self.vocab_size = max(len(processing_class), self.model.config.get_text_config().vocab_size)
+        self.run_folder = RunFolder(args.output_dir)
+        self._run_lock = RunLock(self.run_folder.lock_path)
+
         self.self_play = SelfPlayCallback(self)
+        self.monitor = IterationMonitor(self)
         self.add_callback(self.self_play)
+        self.add_callback(self.monitor)
+        self.scoring = None
+        if scorer is not None or scorer_dataset is not None:
+            self.scoring = ScoringCallback(self, scorer, scorer_dataset, triplet_tokenizer)
+        if self.scoring is not None:
+            self.add_callback(self.scoring)
 
     # ---- data plumbing -------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _prepare_scorer(scorer, scorer_dataset, triplet_tokenizer) -> tuple[list[dict], list[list[int]]]:
-        if scorer is None and scorer_dataset is None:
-            return [], []
-        if scorer is None or scorer_dataset is None:
-            raise ValueError("Pass both `scorer` and `scorer_dataset` (held-out prompts for the scorer), or neither.")
-        if "prompt" not in scorer_dataset.column_names:
-            raise ValueError(
-                f"`scorer_dataset` needs a 'prompt' column (text or messages); it has {scorer_dataset.column_names}."
-            )
-        rows = list(scorer_dataset)
-        prompts = [triplet_tokenizer.encode_prompt(row["prompt"], index)[1] for index, row in enumerate(rows)]
-        return rows, prompts
 
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
@@ -339,10 +342,96 @@ class TSPINTrainer(_BaseTrainer):
                 "ref_proto_logps",
             ]
 
+    # ---- the public surface the self-play callbacks use ----------------------------------------------------------
+
     @property
-    def uses_reference(self) -> bool:
-        """Whether the objective measures rewards against the policy at the start of each iteration."""
-        return self.args.objective in ("spin", "tspin_ref")
+    def steps_per_iteration(self) -> int | None:
+        """Optimizer steps of one self-play iteration (known once `train()` has sized its dataloader)."""
+        if self._steps_per_epoch is None:
+            return None
+        return self._steps_per_epoch * self.args.epochs_per_iteration
+
+    def iteration_of_step(self, step: int) -> int:
+        """The iteration that optimizer step `step` (1-based, as `state.global_step` counts) belongs to."""
+        return min(max(step - 1, 0) // self.steps_per_iteration, self.args.num_iterations - 1)
+
+    def start_iteration(self, iteration: int) -> None:
+        """Make `iteration` the current one: its beta for the loss, and, when every iteration is its own run
+        (`restart_each_iteration`) and the previous iteration's optimizer steps are behind, a fresh optimizer state.
+
+        The learning-rate schedule needs no action: it is a function of the step within the iteration. Resuming in the
+        middle of an iteration keeps the checkpoint's optimizer state.
+        """
+        self.iteration = iteration
+        self.beta = self.policy.beta_for(iteration)
+        at_boundary = self.steps_per_iteration is not None and self.state.global_step == (
+            iteration * self.steps_per_iteration
+        )
+        if self.args.restart_each_iteration and iteration > 0 and at_boundary and self.optimizer is not None:
+            cleared = _reset_optimizer_state(self.optimizer)
+            self.record_metric("self_play/optimizer_states_reset", float(cleared))
+            logger.info("Iteration %d: optimizer state reset (%d parameter states cleared).", iteration, cleared)
+
+    def record_metric(self, name: str, value: float, mode: str = "train") -> None:
+        """Add a value to the next logged line (values of one name are averaged over the logging window)."""
+        self._metrics[mode][name].append(value)
+
+    def add_metrics_listener(self, listener: Callable[[str, dict[str, torch.Tensor]], None]) -> None:
+        """Call `listener(mode, columns)` at every training or evaluation step with the step's per-example metrics,
+        gathered over processes (`columns` maps a metric name to a `(global_batch,)` tensor, NaN where undefined)."""
+        self._metrics_listeners.append(listener)
+
+    # ---- training loop ----------------------------------------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(
+                    f"No complete checkpoint found in {self.args.output_dir!r} to resume from (checkpoint-* folders "
+                    "with trainer_state.json and model weights). Start without `resume_from_checkpoint`."
+                )
+        self.resumed_from_checkpoint = resume_from_checkpoint or None
+        if self.accelerator.is_main_process:
+            self._run_lock.acquire()
+        try:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        finally:
+            self._run_lock.release()
+
+    def set_initial_training_values(self, args, dataloader):
+        values = super().set_initial_training_values(args, dataloader)
+        self._steps_per_epoch = values[1]
+        return values
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        """With `restart_each_iteration`, the schedule (warm-up included) of one iteration, repeated every iteration:
+        a function of the step within the iteration, so that a resume anywhere continues it exactly."""
+        if not self.args.restart_each_iteration or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        optimizer = self.optimizer if optimizer is None else optimizer
+        steps = self.steps_per_iteration or num_training_steps
+        probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        one_iteration = get_scheduler(
+            self.args.lr_scheduler_type,
+            optimizer=probe,
+            num_warmup_steps=self.args.get_warmup_steps(steps),
+            num_training_steps=steps,
+            scheduler_specific_kwargs=self.args.lr_scheduler_kwargs,
+        )
+        if not isinstance(one_iteration, torch.optim.lr_scheduler.LambdaLR):
+            raise ValueError(
+                f"lr_scheduler_type={self.args.lr_scheduler_type!r} cannot restart at every iteration. Use a "
+                "step-based schedule (e.g. 'linear', 'cosine', 'constant_with_warmup') or restart_each_iteration=False."
+            )
+        factor = one_iteration.lr_lambdas[0]
+
+        def per_iteration(step: int) -> float:
+            return factor(step % steps)
+
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, per_iteration)
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
 
     # ---- forward pass --------------------------------------------------------------------------------------------
 
@@ -403,18 +492,21 @@ class TSPINTrainer(_BaseTrainer):
         num_roles = logps.size(0)
         real_logps, synthetic_logps = logps[0], logps[1]
         proto_logps = logps[2] if num_roles == 3 else None
+        if self.beta > 0 and proto_logps is None:
+            raise RuntimeError(
+                f"Iteration {self.iteration} uses beta={self.beta} but the batch has no proto responses."
+            )
         refs = {}
-        if self.uses_reference:
+        if self.policy.uses_reference:
             for role in ("real", "synthetic", "proto"):
                 if f"ref_{role}_logps" in inputs:
                     refs[f"ref_{role}_logps"] = inputs[f"ref_{role}_logps"].to(logps.dtype)
-        beta = 0.0 if self.args.objective == "spin" or proto_logps is None else self.current_beta
         losses, current_losses, historical_losses = tspin_loss(
             real_logps,
             synthetic_logps,
             proto_logps,
             alpha=self.args.alpha,
-            beta=beta,
+            beta=self.beta,
             loss_type=self.args.loss_type,
             **refs,
         )
@@ -425,58 +517,76 @@ class TSPINTrainer(_BaseTrainer):
             loss = loss + self.args.real_nll_weight * real_nll
             self._metrics[mode]["loss/real_nll"].append(real_nll.detach())
 
-        self._record_metrics(mode, inputs, logps.detach(), refs, current_losses, historical_losses)
+        self._record_metrics(mode, inputs, logps.detach(), refs, losses.detach(), current_losses, historical_losses)
         if return_outputs:
             return loss, {"logps": logps.detach()}
         return loss
 
-    def _record_metrics(self, mode, inputs, logps, refs, current_losses, historical_losses):
-        """Gather one `(batch, columns)` tensor per step; averaged and converted to floats only in `log`."""
+    def _record_metrics(self, mode, inputs, logps, refs, losses, current_losses, historical_losses):
+        """Per-example metrics by name, gathered once per step as one tensor; averaged and converted to floats only in
+        `log` (no host sync in the training step). NaN marks a value an example does not have."""
         num_roles, batch_size = logps.shape
         nan = torch.full((batch_size,), float("nan"), device=logps.device)
-        by_role = list(logps.unbind(0)) + [nan] * (3 - num_roles)
-        lengths = list(inputs["response_lengths"].float().t().unbind(0)) + [nan] * (3 - num_roles)
-        role_rewards = [
-            rewards(by_role[i], refs.get(f"ref_{role}_logps"), self.args.alpha)
-            for i, role in enumerate(("real", "synthetic", "proto"))
-        ]
-        current = role_rewards[0] - role_rewards[1]
-        historical = role_rewards[1] - role_rewards[2]
-        likelihood_margin = by_role[0] - by_role[1]
-        columns = [
-            *by_role,
-            *role_rewards,
-            current,
-            historical,
-            likelihood_margin.abs(),
-            (current > 0).float(),
-            torch.where(historical.isnan(), nan, (historical > 0).float()),
-            current_losses.detach(),
-            historical_losses.detach() if num_roles == 3 else nan,
-            (current * likelihood_margin < 0).float(),  # a tie is no order, so no disagreement
-            *lengths,
-            inputs["synthetic_equals_real"].float(),
-        ]
-        stacked = torch.stack([c.float() for c in columns], dim=1)
-        self._metrics[mode]["_per_example"].append(self.accelerator.gather_for_metrics(stacked))
-        self._metrics[mode]["beta"].append(self.current_beta)
-        self._metrics[mode]["self_play/iteration"].append(self.current_iteration)
+        columns: dict[str, torch.Tensor] = {}
+        role_rewards = {}
+        for index, role in enumerate(("real", "synthetic", "proto")):
+            role_logps = logps[index] if index < num_roles else nan
+            role_rewards[role] = rewards(role_logps, refs.get(f"ref_{role}_logps"), self.args.alpha)
+            columns[f"logps/{role}"] = role_logps
+            columns[f"rewards/{role}"] = role_rewards[role]
+            columns[f"length/{role}"] = inputs["response_lengths"][:, index].float() if index < num_roles else nan
+        current = role_rewards["real"] - role_rewards["synthetic"]
+        historical = role_rewards["synthetic"] - role_rewards["proto"]
+        likelihood_margin = logps[0] - logps[1]
+        identical = inputs["synthetic_equals_real"].to(logps.device)
+        reward_tolerance = TIE_TOLERANCE * self.args.alpha
+        # Identical pairs and ties (within the tolerance) are neither wins nor disagreements; shares are over all pairs.
+        decided = ~identical & (current.abs() > reward_tolerance)
+        columns["advantage/current"] = current
+        columns["advantage/historical"] = historical
+        columns["logps/abs_margin"] = likelihood_margin.abs()
+        columns["advantage/current_accuracy"] = (decided & (current > 0)).float()
+        columns["advantage/historical_accuracy"] = torch.where(
+            historical.isnan(), nan, (historical > reward_tolerance).float()
+        )
+        columns["rewards/ties"] = (~identical & ~decided).float()
+        columns["rewards/disagreement"] = (
+            decided & (likelihood_margin.abs() > TIE_TOLERANCE) & (current * likelihood_margin < 0)
+        ).float()
+        columns["self_play/synthetic_equals_real"] = identical.float()
+        columns["advantage/saturated"] = (current > self.args.saturation_threshold).float()
+        terms = torch.cat([current, historical]) if num_roles == 3 else current
+        columns["loss/clamped"] = clamped(terms, self.args.loss_type).float().view(-1, batch_size).mean(0)
+        columns["loss/current"] = current_losses.detach()
+        columns["loss/historical"] = historical_losses.detach() if num_roles == 3 else nan
+        columns["loss/per_example"] = losses
+
+        names = list(columns)
+        stacked = self.accelerator.gather_for_metrics(torch.stack([columns[n].float() for n in names], dim=1))
+        gathered = dict(zip(names, stacked.unbind(1), strict=True))
+        for name, values in gathered.items():
+            self._per_example[mode][name].append(values)
+        for listener in self._metrics_listeners:
+            listener(mode, gathered)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
         metrics: dict[str, float] = {}
-        per_example = self._metrics[mode].pop("_per_example", [])
+        per_example = self._per_example[mode]
         if per_example:
-            means = torch.cat(per_example).nanmean(dim=0).tolist()
-            metrics.update({name: value for name, value in zip(_METRIC_COLUMNS, means, strict=True)})
-            metrics = {k: v for k, v in metrics.items() if v == v}  # drop columns that had no values (NaN)
+            names = list(per_example)
+            means = torch.stack([torch.cat(per_example[name]) for name in names], dim=1).nanmean(dim=0).tolist()
+            metrics.update({name: value for name, value in zip(names, means, strict=True) if value == value})
+            per_example.clear()
         for key, values in self._metrics[mode].items():
             metrics[key] = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values]).mean().item()
+        self._metrics[mode].clear()
         if mode == "eval":
             metrics = {f"eval_{key}": value for key, value in metrics.items()}
+        elif "loss" in logs:  # a training line: a logging window never spans two iterations (see IterationMonitor)
+            metrics.update({"self_play/iteration": self.iteration, "beta": self.beta})
         logs.update(metrics)
         super().log(logs, start_time)
-        self._metrics[mode].clear()
 
     def log_now(self, metrics: dict[str, float], iteration: int | None = None) -> None:
         """Log self-play metrics (of `iteration`, if given) as their own line, not merged into a training-step line."""
@@ -534,6 +644,9 @@ class TSPINTrainer(_BaseTrainer):
     def _save_checkpoint(self, model, trial):
         model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
         self.create_model_card(model_name=model_name.split("/")[-1])
+        if self.args.should_save:
+            checkpoint_dir = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            self.monitor.save(checkpoint_dir)
         super()._save_checkpoint(model, trial)
 
 
@@ -552,3 +665,40 @@ def _supports_block_masks(model: torch.nn.Module) -> bool:
         )
         return False
     return True
+
+
+def _reset_optimizer_state(optimizer: torch.optim.Optimizer) -> int:
+    """Clear the per-parameter state (moments, step counts) of the innermost optimizers, as a fresh optimizer has.
+
+    Unwraps accelerate's and DeepSpeed's wrappers, so under ZeRO the partitioned fp32 states of every process are the
+    ones cleared. PyTorch optimizers create their state lazily at the next step. Returns the number of states cleared.
+    """
+    inner = optimizer
+    while hasattr(inner, "optimizer") and inner.optimizer is not inner:
+        inner = inner.optimizer
+    cleared = len(inner.state)
+    inner.state.clear()
+    return cleared
+
+
+def _warn_unusable_generation_length(args: TSPINConfig, model: torch.nn.Module, dataset: TripletDataset) -> None:
+    """Warn when generated tokens cannot be trained on: beyond `max_length` after the prompt, or the model's
+    positions."""
+    prompt_lengths = sorted(len(example["prompt_ids"]) for example in dataset.examples)
+    if not prompt_lengths:
+        return
+    median_prompt = prompt_lengths[len(prompt_lengths) // 2]
+    positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+    limits = [limit for limit in (args.max_length, positions) if limit is not None]
+    if limits and median_prompt + args.max_completion_length > min(limits):
+        usable = max(min(limits) - median_prompt, 0)
+        logger.warning(
+            "max_completion_length=%d: with the median prompt of %d tokens, only %d generated tokens fit in "
+            "max_length/the model's positions (%d); the rest (%.0f%%) would be generated and then cut before training. "
+            "Lower max_completion_length or raise max_length.",
+            args.max_completion_length,
+            median_prompt,
+            usable,
+            min(limits),
+            100 * (1 - usable / args.max_completion_length),
+        )

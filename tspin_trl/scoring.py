@@ -1,0 +1,121 @@
+"""`ScoringCallback`: the user's scorer on held-out prompts, before training and after every iteration."""
+
+import logging
+import math
+import traceback
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from .data import TripletTokenizer
+from .generation import SamplingSettings, generate_responses
+from .run_folder import append_jsonl
+
+
+if TYPE_CHECKING:
+    from .trainer import TSPINTrainer
+
+
+logger = logging.getLogger(__name__)
+
+
+class ScoringCallback(TrainerCallback):
+    """
+    Greedy responses of the current policy to held-out prompts, scored by a user function, before training
+    (`"start"`) and after every iteration (`"iteration_<t>"`). [`TSPINTrainer`] installs it when given a `scorer`.
+
+    Each score is logged as `self_play/score` and written with the responses to `output_dir/self_play/scores.jsonl`.
+    A scorer that raises does not stop training: the error is logged with the scorer's name and recorded in
+    `scores.jsonl`, and the iteration's checkpoint is still saved. A score that is not a finite number is recorded
+    with a warning.
+
+    Args:
+        trainer ([`TSPINTrainer`]):
+            The trainer (public attributes only).
+        scorer (`Callable[[list[str], list[dict]], float]`):
+            Called with the decoded responses and the dataset's rows; returns a score.
+        scorer_dataset ([`~datasets.Dataset`]):
+            Held-out rows with a `prompt` column (text or messages).
+        triplet_tokenizer ([`TripletTokenizer`]):
+            Tokenizes prompts exactly as training does.
+    """
+
+    def __init__(
+        self,
+        trainer: "TSPINTrainer",
+        scorer: Callable[[list[str], list[dict[str, Any]]], float] | None,
+        scorer_dataset: Dataset | None,
+        triplet_tokenizer: TripletTokenizer,
+    ):
+        if scorer is None or scorer_dataset is None:
+            raise ValueError("Pass both `scorer` and `scorer_dataset` (held-out prompts for the scorer), or neither.")
+        if "prompt" not in scorer_dataset.column_names:
+            raise ValueError(
+                f"`scorer_dataset` needs a 'prompt' column (text or messages); it has {scorer_dataset.column_names}."
+            )
+        self.trainer = trainer
+        self.scorer = scorer
+        self.rows = list(scorer_dataset)
+        self.prompts = [
+            triplet_tokenizer.encode_prompt(row["prompt"], index)[1] for index, row in enumerate(self.rows)
+        ]
+        self.scores: list[dict[str, Any]] = []
+
+    def _recorded(self, label: str) -> bool:
+        return any(record.get("label") == label for record in self.trainer.run_folder.scores())
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not self._recorded("start"):
+            self.score("start", state.global_step)
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        steps = self.trainer.steps_per_iteration
+        if steps and state.global_step > 0 and state.global_step % steps == 0:
+            label = f"iteration_{self.trainer.iteration_of_step(state.global_step)}"
+            if not self._recorded(label):
+                self.score(label, state.global_step)
+        return control
+
+    def score(self, label: str, global_step: int) -> float:
+        """Score the greedy responses of the current policy; `nan` when the scorer fails (the error is logged)."""
+        trainer, args = self.trainer, self.trainer.args
+        responses, _ = generate_responses(
+            trainer.model_wrapped,
+            trainer.accelerator,
+            self.prompts,
+            sampling=SamplingSettings(
+                max_new_tokens=args.max_completion_length, generation_kwargs={"do_sample": False}
+            ),
+            pad_token_id=trainer.processing_class.pad_token_id,
+            eos_ids=trainer.eos_token_ids,
+            batch_size=args.generation_batch_size,
+            description=f"Scoring ({label})",
+        )
+        texts = [trainer.processing_class.decode(ids, skip_special_tokens=True) for ids in responses]
+        record: dict[str, Any] = {"label": label, "step": global_step}
+        name = getattr(self.scorer, "__qualname__", type(self.scorer).__name__)
+        try:
+            value = float(self.scorer(texts, self.rows))
+        except Exception as error:  # a user function: report whatever it raised, keep training and the checkpoint
+            value = float("nan")
+            record["error"] = f"{type(error).__name__}: {error}"
+            logger.error(
+                "The scorer %s raised %s at %s; the score is recorded as NaN and training continues.\n%s",
+                name,
+                record["error"],
+                label,
+                traceback.format_exc(),
+            )
+        if not math.isfinite(value) and "error" not in record:
+            logger.warning("The scorer %s returned %r at %s (not a finite number).", name, value, label)
+        record["score"] = value
+        self.scores.append(record)
+        iteration = None if label == "start" else trainer.iteration
+        trainer.log_now({"self_play/score": value}, iteration)
+        if trainer.accelerator.is_main_process:
+            append_jsonl(trainer.run_folder.scores_path, record | {"responses": texts})
+            logger.info("Score %s: %.4f", label, value)
+        return value
