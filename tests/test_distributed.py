@@ -65,3 +65,14 @@ def test_two_process_deepspeed_zero3_regenerates_and_finishes(tmp_path):
     results = launch(tmp_path, "zero3", ["--config_file", str(CONFIGS / "zero3.yaml")])
     assert "DEEPSPEED" in results[0]["distributed_type"]
     _check_regeneration(results, tmp_path, "zero3")
+
+
+@pytest.mark.slow
+def test_two_process_deepspeed_zero2_restarts_the_schedule_and_optimizer_every_iteration(tmp_path):
+    results = launch(tmp_path, "zero2", ["--config_file", str(CONFIGS / "zero2.yaml")], "--warmup_steps", "0.5")
+    assert "DEEPSPEED" in results[0]["distributed_type"]
+    # 12 prompts / (2 per device * 2 processes) = 3 steps per iteration; warm-up ceil(0.5 * 3) = 2 steps, then decay
+    one_iteration = [0.0, 5e-4, 1e-3]
+    assert results[0]["learning_rates"] == pytest.approx(one_iteration * 2)
+    # the reset reached the partitioned optimizer states of iteration 0 on every process
+    assert all(len(r["optimizer_resets"]) == 1 and r["optimizer_resets"][0] > 0 for r in results[:1])

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from tspin_trl import tspin_loss
+from tspin_trl.loss import EXPONENTIAL_LINEAR_BELOW, clamped
 
 
 def logsig(x: float) -> float:
@@ -106,3 +107,35 @@ def test_huge_advantages_are_clamped_not_denormal():
     assert real.grad[0] == 0.0 and real.grad[1] < 0
     torch.testing.assert_close(losses[1], -torch.nn.functional.logsigmoid(torch.tensor(10.0)))
     assert 0 < losses[0] < 1e-21
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "exponential"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("objective", ["tspin", "tspin_ref", "spin"])
+def test_loss_and_gradients_stay_finite_for_any_finite_advantage(loss_type, dtype, objective):
+    advantages = torch.tensor([-1e4, -150.0, -88.0, -20.0, 0.0, 20.0, 88.0, 150.0, 1e4])
+    n = advantages.numel()
+    real = torch.zeros(n, dtype=dtype, requires_grad=True)
+    synthetic = (-advantages).to(dtype).detach().requires_grad_(True)  # current advantage = +-1e4 ...
+    proto = (2 * -advantages).to(dtype).detach().requires_grad_(True)  # ... and historical the same
+    refs = {}
+    if objective != "tspin":
+        refs = {f"ref_{role}_logps": torch.zeros(n, dtype=dtype) for role in ("real", "synthetic", "proto")}
+    beta = 0.0 if objective == "spin" else 0.1
+    losses, current, historical = tspin_loss(real, synthetic, proto, alpha=1.0, beta=beta, loss_type=loss_type, **refs)
+    losses.sum().backward()
+    for tensor in (losses, current, historical, real.grad, synthetic.grad):
+        assert torch.isfinite(tensor.float()).all(), (tensor, loss_type, dtype)
+    if beta > 0:
+        assert torch.isfinite(proto.grad.float()).all()
+    # the loss still decreases in the advantage everywhere, and the clamp is reported where it bites
+    assert (current[:-1] >= current[1:]).all()
+    assert clamped(advantages, loss_type).tolist() == [
+        loss_type == "exponential" and a < EXPONENTIAL_LINEAR_BELOW or a > 50 for a in advantages.tolist()
+    ]
+
+
+def test_exponential_loss_is_exact_above_its_threshold():
+    z = torch.tensor([-19.0, -1.0, 0.0, 3.0])
+    losses, _, _ = tspin_loss(z, torch.zeros(4), beta=0.0, loss_type="exponential")
+    torch.testing.assert_close(losses, torch.exp(-z))

@@ -279,7 +279,7 @@ class SelfPlayCallback(TrainerCallback):
         has no predecessor: its triplets then appear twice)."""
         if iteration == 0:
             return dataset.column("synthetic_ids") if dataset.has("synthetic") else dataset.column("proto_ids")
-        rows = self._read_valid_rows(iteration - 1, name, len(dataset))
+        rows = self._read_valid_rows(iteration - 1, name, len(dataset.examples))
         if rows is None:
             raise SelfPlayError(
                 f"mix_previous_iteration needs iteration {iteration - 1}'s responses of the {name} dataset, but "
@@ -336,7 +336,7 @@ class SelfPlayCallback(TrainerCallback):
         """Proto responses from an earlier iteration file, the cache, or the initial policy (then cached)."""
         trainer, args = self.trainer, self.trainer.args
         for earlier in range(iteration):
-            rows = self._on_main(self._read_valid_rows, earlier, name, len(dataset))
+            rows = self._on_main(self._read_valid_rows, earlier, name, len(dataset.examples))
             if rows is not None and all("proto_ids" in row for row in rows):
                 dataset.set_column("proto_ids", [row["proto_ids"] for row in rows])
                 return

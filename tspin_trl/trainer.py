@@ -28,6 +28,7 @@ from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable_dropout_in_model, get_config_model_id
 
 from .cache import model_fingerprint, tokenizer_fingerprint
+from .collator import ROLES as COLLATED_ROLES
 from .collator import DataCollatorForTriplet
 from .config import TSPINConfig
 from .data import TripletDataset, TripletTokenizer, check_columns, eos_token_ids, tokenize_dataset
@@ -602,11 +603,15 @@ class TSPINTrainer(_BaseTrainer):
 
     @torch.no_grad()
     def compute_dataset_logps(self, dataset: TripletDataset, roles: tuple[str, ...]) -> dict[str, list[float]]:
-        """Summed log-probs of the given response roles for every example, under the current policy.
+        """Summed log-probs of the given responses (`"real"`, `"synthetic"`, `"proto"`, `"previous_synthetic"`) of
+        every prompt of `dataset`, under the current policy.
 
         The work is sharded over processes (each makes the same number of forward passes, as ZeRO-3 requires) and
-        gathered back in order.
+        gathered back in order; up to three responses share a forward pass.
         """
+        if len(roles) > len(COLLATED_ROLES):
+            first = self.compute_dataset_logps(dataset, roles[: len(COLLATED_ROLES)])
+            return first | self.compute_dataset_logps(dataset, roles[len(COLLATED_ROLES) :])
         world, rank = self.accelerator.num_processes, self.accelerator.process_index
         batch_size = self.args.logps_batch_size or self.args.per_device_eval_batch_size
         model = self.model  # a plain forward; ZeRO-3 gathers parameters through its module hooks
@@ -614,6 +619,7 @@ class TSPINTrainer(_BaseTrainer):
         model.eval()
         results: dict[int, list[float]] = {}
         per_chunk = batch_size * world
+        num_examples = len(dataset.examples)
         collator = DataCollatorForTriplet(
             pad_token_id=self.processing_class.pad_token_id,
             max_length=self.args.max_length,
@@ -621,12 +627,16 @@ class TSPINTrainer(_BaseTrainer):
         )
         try:
             with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-                for start in range(0, len(dataset), per_chunk):
-                    chunk = list(range(start, min(start + per_chunk, len(dataset))))
+                for start in range(0, num_examples, per_chunk):
+                    chunk = list(range(start, min(start + per_chunk, num_examples)))
                     mine = chunk[rank::world]
+                    # the collator's response slots, filled with the requested roles in order
                     examples = [
                         {"prompt_ids": dataset.examples[i]["prompt_ids"]}
-                        | {f"{role}_ids": dataset.examples[i][f"{role}_ids"] for role in roles}
+                        | {
+                            f"{slot}_ids": dataset.examples[i][f"{role}_ids"]
+                            for slot, role in zip(COLLATED_ROLES, roles)
+                        }
                         for i in (mine or chunk[:1])
                     ]
                     batch = self._prepare_inputs(collator(examples))
@@ -637,7 +647,7 @@ class TSPINTrainer(_BaseTrainer):
         finally:
             if was_training:
                 model.train()
-        return {role: [results[i][r] for i in range(len(dataset))] for r, role in enumerate(roles)}
+        return {role: [results[i][r] for i in range(num_examples)] for r, role in enumerate(roles)}
 
     # ---- checkpoints ---------------------------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--generation_batch_size", type=int, default=2)
     parser.add_argument("--pregenerated", action="store_true")
     parser.add_argument("--save_strategy", default="no")
+    parser.add_argument("--warmup_steps", type=float, default=0)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--kill_after_chunks", type=int, default=0)
     args = parser.parse_args()
@@ -68,7 +69,7 @@ def main() -> None:
         max_completion_length=8,
         max_length=48,
         learning_rate=1e-3,
-        warmup_steps=0,
+        warmup_steps=args.warmup_steps,
         beta_first_iteration=0.1,
         logging_steps=1,
         report_to=[],
@@ -93,6 +94,12 @@ def main() -> None:
         "rank": rank,
         "world_size": trainer.accelerator.num_processes,
         "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
+        "learning_rates": [h["learning_rate"] for h in trainer.state.log_history if "loss" in h],
+        "optimizer_resets": [
+            h["self_play/optimizer_states_reset"]
+            for h in trainer.state.log_history
+            if "self_play/optimizer_states_reset" in h
+        ],
         "generate_calls": trainer.self_play.generate_calls,
         "generation_stats": {k: v.to_dict() for k, v in trainer.self_play.generation_stats.items()},
         "synthetic_ids": trainer.train_dataset.column("synthetic_ids"),
