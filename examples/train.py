@@ -24,7 +24,6 @@ to a folder once and then loaded by path, through the same code as a Hub id.
 
 import os
 import sys
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,32 +110,11 @@ def load_data(script_args, self_play_args):
     return train, held_out, scorer
 
 
-def results_table(trainer) -> str:
-    """Markdown table: held-out score and mean log-likelihoods of real and synthetic responses per iteration."""
-    by_iteration = defaultdict(lambda: defaultdict(list))
-    for entry in trainer.state.log_history:
-        if "logps/real" in entry:
-            for key in ("logps/real", "logps/synthetic"):
-                by_iteration[int(entry["self_play/iteration"])][key].append(entry[key])
-    scores = {s["label"]: s["score"] for s in trainer.scoring.scores} if trainer.scoring else {}
-    lines = [
-        "| after | held-out pass rate | mean logp(real) | mean logp(synthetic) |",
-        "| --- | --- | --- | --- |",
-        f"| start (initial model) | {scores.get('start', float('nan')):.3f} | | |",
-    ]
-    for iteration in sorted(by_iteration):
-        logs = by_iteration[iteration]
-        real = sum(logs["logps/real"]) / len(logs["logps/real"])
-        synthetic = sum(logs["logps/synthetic"]) / len(logs["logps/synthetic"])
-        score = scores.get(f"iteration_{iteration}", float("nan"))
-        lines.append(f"| iteration {iteration} | {score:.3f} | {real:.2f} | {synthetic:.2f} |")
-    return "\n".join(lines)
-
-
 def main(script_args, training_args, model_args, self_play_args) -> None:
     from trl import get_peft_config, get_quantization_config
 
     from tspin_trl import TSPINTrainer
+    from tspin_trl.plot import iteration_table
 
     model_init_kwargs = dict(
         revision=model_args.model_revision,
@@ -166,7 +144,7 @@ def main(script_args, training_args, model_args, self_play_args) -> None:
     trainer.create_model_card(model_name=Path(training_args.output_dir).name, dataset_name=script_args.dataset_name)
 
     if trainer.accelerator.is_main_process:
-        table = results_table(trainer)
+        table = iteration_table(training_args.output_dir)
         output = Path(training_args.output_dir)
         report = (
             f"{table}\n\n"

@@ -32,6 +32,7 @@ def run_dir(tmp_path, model, tokenizer):
         model=model,
         args=make_config(output_dir, num_iterations=2, per_device_train_batch_size=2, beta_first_iteration=0.1),
         train_dataset=Dataset.from_list(rows),
+        eval_dataset=Dataset.from_list(sorting_rows(10)[8:]),
         processing_class=tokenizer,
         scorer=lambda texts, rows: sum(len(t) for t in texts) / len(texts),
         scorer_dataset=Dataset.from_list(rows[:2]),
@@ -44,9 +45,9 @@ def test_plot_run_and_cli(run_dir, tmp_path, capsys):
     output_dir, rows = run_dir
     written = plot_run(str(output_dir), num_examples=3)
     plots = output_dir / "plots"
-    expected = [*FIGURES, "scores.png", "generations.md", "summary.md"]
+    expected = [*FIGURES, "inversion.png", "scores.png", "generations.md", "summary.md"]
     assert sorted(written) == sorted(str(plots / name) for name in expected)
-    for name in (*FIGURES, "scores.png"):
+    for name in (*FIGURES, "inversion.png", "scores.png"):
         assert_png(plots / name)
 
     generations = (plots / "generations.md").read_text()
@@ -55,7 +56,8 @@ def test_plot_run_and_cli(run_dir, tmp_path, capsys):
     assert "| iteration 0 |" in generations and "| iteration 1 |" in generations
     assert "proto (initial policy)" in generations
     summary = (plots / "summary.md").read_text()
-    assert "| 0 | 1-" in summary and "| 1 | " in summary and "Score before training" in summary
+    assert "| 0 | 1-4 |" in summary and "| 1 | 5-8 |" in summary and "Score before training" in summary
+    assert "likelihood_inversion" in summary
 
     main([str(output_dir), "--out", str(tmp_path / "cli"), "--num_examples", "1"])
     printed = capsys.readouterr().out.split()
@@ -88,7 +90,7 @@ def test_checkpoint_fallback_and_skipped_figures(tmp_path):
     assert_png(tmp_path / "out" / "loglikelihood.png")
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "Skipped `advantages.png`" in summary and "Skipped `generations.md`" in summary
-    assert "| 0 | 1-2 |" in summary and "| 1 | 3-5 |" in summary
+    assert "Skipped `inversion.png`" in summary and "No per-iteration records" in summary
 
 
 def test_resumed_logs_keep_the_last_logging_of_each_step(tmp_path):

@@ -5,9 +5,11 @@ python -m tspin_trl.plot OUTPUT_DIR [--out DIR] [--num_examples 5]
 ```
 
 reads `OUTPUT_DIR/self_play/logs.jsonl` (or, without it, the `log_history` of the newest `trainer_state.json`), the
-per-iteration `self_play/iteration_<t>/train.jsonl` files and the optional `self_play/scores.jsonl`, and writes
-`loglikelihood.png`, `rewards.png`, `advantages.png`, `disagreement.png`, `scores.png`, `generations.md` and
-`summary.md` to `OUTPUT_DIR/plots` (figures whose metrics are absent are skipped, with a note in `summary.md`).
+per-iteration records `self_play/iterations.jsonl` (means over every training step of each iteration), the
+`self_play/iteration_<t>/train.jsonl` files and the optional `self_play/scores.jsonl` (the layout is
+[`RunFolder`]'s), and writes `loglikelihood.png`, `rewards.png`, `advantages.png`, `disagreement.png`,
+`inversion.png`, `scores.png`, `generations.md` and `summary.md` to `OUTPUT_DIR/plots` (figures whose metrics are
+absent are skipped, with a note in `summary.md`).
 
 matplotlib is imported only when a figure is drawn (`pip install tspin-trl[plot]`).
 """
@@ -15,35 +17,30 @@ matplotlib is imported only when a figure is drawn (`pip install tspin-trl[plot]
 import argparse
 import glob
 import json
-import math
 import os
-import re
 from collections.abc import Sequence
 from typing import Any
 
+from .run_folder import ITERATION_KEY, RunFolder, read_jsonl
 
-SELF_PLAY_DIR = "self_play"
-ITERATION_KEY = "self_play/iteration"
-# Logged once per iteration, on a line of their own tagged with that iteration, when the iteration ends.
-_END_OF_ITERATION_KEYS = (
-    "self_play/iteration_mean_advantage_current",
-    "self_play/iteration_mean_advantage_historical",
-    "self_play/advantage_vanished",
-)
-_SUMMARY_KEYS = (
-    "loss",
-    "logps/real",
-    "logps/synthetic",
-    "logps/proto",
-    "advantage/current",
-    "advantage/historical",
-    "advantage/current_accuracy",
-    "advantage/historical_accuracy",
-    "rewards/disagreement",
-    "length/synthetic",
-    "self_play/synthetic_equals_real",
-    "generation/eos_rate",
-    "self_play/advantage_vanished",  # the iteration_mean_* of the check are the means of the advantages above
+
+# Columns of the per-iteration table (`summary.md`, and the `results.md` of the training script), from the
+# per-iteration records: (record key, column name).
+TABLE_COLUMNS = (
+    ("means.loss/per_example", "loss"),
+    ("means.logps/real", "logps/real"),
+    ("means.logps/synthetic", "logps/synthetic"),
+    ("means.logps/proto", "logps/proto"),
+    ("means.advantage/current", "advantage/current"),
+    ("means.advantage/historical", "advantage/historical"),
+    ("means.advantage/current_accuracy", "current_accuracy"),
+    ("means.rewards/disagreement", "disagreement"),
+    ("means.rewards/ties", "ties"),
+    ("means.self_play/synthetic_equals_real", "identical_pairs"),
+    ("means.advantage/saturated", "saturated_pairs"),
+    ("likelihood_inversion", "likelihood_inversion"),
+    ("advantage_vanished", "advantage_vanished"),
+    ("advantage_saturated", "advantage_saturated"),
 )
 _ROLES = ("real", "synthetic", "proto")
 _ROLE_STYLE = {"real": ("C0", "-"), "synthetic": ("C1", "-"), "proto": ("C2", "--")}
@@ -52,13 +49,8 @@ _ROLE_STYLE = {"real": ("C0", "-"), "synthetic": ("C1", "-"), "proto": ("C2", "-
 # ---- reading a run -------------------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: str) -> list[dict[str, Any]]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _log_source(output_dir: str) -> str | None:
-    logs = os.path.join(output_dir, SELF_PLAY_DIR, "logs.jsonl")
+    logs = RunFolder(output_dir).logs_path
     if os.path.isfile(logs):
         return logs
     states = glob.glob(os.path.join(output_dir, "checkpoint-*", "trainer_state.json"))
@@ -84,7 +76,8 @@ def load_logs(output_dir: str) -> tuple[list[dict[str, Any]], str]:
     Returns:
         `tuple[list[dict[str, Any]], str]`: the records in step order, each with its `"step"`, and the file they came
         from: `self_play/logs.jsonl`, else the `log_history` of the newest `trainer_state.json` (of a checkpoint or
-        of `output_dir`). When a resumed or restarted run logged a step again, only its last logging is kept.
+        of `output_dir`). When a resumed or restarted run logged a step again, only its last logging is kept; a
+        truncated last line (a writer killed mid-line) is skipped.
 
     Raises:
         `FileNotFoundError`: when `output_dir` has neither file.
@@ -96,7 +89,7 @@ def load_logs(output_dir: str) -> tuple[list[dict[str, Any]], str]:
             "trainer_state.json. Is it the output_dir of a TSPINTrainer run?"
         )
     if source.endswith(".jsonl"):
-        records = _read_jsonl(source)
+        records = read_jsonl(source)
     else:
         with open(source) as f:
             records = json.load(f).get("log_history", [])
@@ -110,7 +103,7 @@ def load_logs(output_dir: str) -> tuple[list[dict[str, Any]], str]:
         # A step logged again: the run was resumed from a checkpoint or restarted; drop what it redid.
         while kept and (
             kept[-1]["step"] > record["step"]
-            or (kept[-1]["step"] == record["step"] and kind(kept[-1]) == kind(record))
+            or (kept[-1]["step"] == record["step"] and kind(kept[-1]) == kind(record) == "train")
         ):
             kept.pop()
         kept.append(record)
@@ -119,42 +112,27 @@ def load_logs(output_dir: str) -> tuple[list[dict[str, Any]], str]:
 
 def _iteration_files(output_dir: str) -> dict[int, tuple[list[dict[str, Any]], dict[str, Any]]]:
     """`{t: (rows, meta)}` of every `self_play/iteration_<t>/train.jsonl`."""
+    folder = RunFolder(output_dir)
     found = {}
-    for path in glob.glob(os.path.join(output_dir, SELF_PLAY_DIR, "iteration_*", "train.jsonl")):
-        match = re.fullmatch(r"iteration_(\d+)", os.path.basename(os.path.dirname(path)))
-        if match is None:
-            continue
-        meta_path = path[: -len(".jsonl")] + ".meta.json"
+    for t in folder.iteration_numbers():
+        data_path, meta_path = folder.iteration_files(t, "train")
         meta = {}
         if os.path.isfile(meta_path):
             with open(meta_path) as f:
                 meta = json.load(f)
-        found[int(match.group(1))] = (_read_jsonl(path), meta)
-    return dict(sorted(found.items()))
-
-
-def _iteration_of(record: dict[str, Any], starts: dict[int, int]) -> int | None:
-    """The iteration of a logged step: from the iteration files' start steps if known, else the logged value."""
-    if starts:
-        return max((t for t, start in starts.items() if start <= record["step"]), default=min(starts))
-    value = record.get(ITERATION_KEY)
-    # The logged value is a mean over the logging window, which can straddle two iterations.
-    return math.floor(value + 0.5) if isinstance(value, (int, float)) else None
-
-
-def _training_lines(records: list[dict[str, Any]], starts: dict[int, int]) -> list[dict[str, Any]]:
-    """The training-step records (not the final summary or evaluation ones), each with its `"iteration"`."""
-    return [{**record, "iteration": _iteration_of(record, starts)} for record in records if "loss" in record]
-
-
-def _end_of_iteration_metrics(records: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
-    """The per-iteration checks, by iteration."""
-    found: dict[int, dict[str, float]] = {}
-    for record in records:
-        values = {key: record[key] for key in _END_OF_ITERATION_KEYS if key in record}
-        if values and ITERATION_KEY in record:
-            found.setdefault(int(record[ITERATION_KEY]), {}).update(values)
+        found[t] = (read_jsonl(data_path), meta if isinstance(meta, dict) else {})
     return found
+
+
+def _iteration_of(record: dict[str, Any]) -> int | None:
+    """The iteration a logged line belongs to: its own tag (a logging window never spans two iterations)."""
+    value = record.get(ITERATION_KEY)
+    return int(value) if isinstance(value, (int, float)) and float(value).is_integer() else None
+
+
+def _training_lines(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The training-step records (not the final summary or evaluation ones), each with its `"iteration"`."""
+    return [{**record, "iteration": _iteration_of(record)} for record in records if "loss" in record]
 
 
 # ---- figures -------------------------------------------------------------------------------------------------------
@@ -173,8 +151,8 @@ def _series(lines: list[dict[str, Any]], key: str) -> tuple[list[float], list[fl
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def _boundaries(lines: list[dict[str, Any]], starts: dict[int, int]) -> list[tuple[float, int]]:
-    """`(x, t)` where iteration `t` begins, between two logged steps."""
+def _boundaries(lines: list[dict[str, Any]]) -> list[tuple[float, int]]:
+    """`(x, t)` where iteration `t` begins, after the last logged step of the previous one."""
     found = []
     for before, after in zip(lines, lines[1:]):
         if (
@@ -182,9 +160,7 @@ def _boundaries(lines: list[dict[str, Any]], starts: dict[int, int]) -> list[tup
             and before["iteration"] is not None
             and after["iteration"] != before["iteration"]
         ):
-            t = after["iteration"]
-            x = starts[t] - 0.5 if t in starts else (before["step"] + after["step"]) / 2
-            found.append((x, t))
+            found.append((before["step"] + 0.5, after["iteration"]))
     return found
 
 
@@ -242,7 +218,7 @@ def _line_figure(
 
 
 def _scores_figure(path: str, scores: list[dict[str, Any]]) -> None:
-    latest = {record["label"]: record for record in scores}  # a resumed run may score a label again
+    latest = {record["label"]: record for record in scores if "label" in record}  # a resumed run may score again
     labels = list(latest)
     figure = _figure_class()(figsize=(7, 4), dpi=110, layout="constrained")
     ax = figure.subplots()
@@ -297,38 +273,79 @@ def _format(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _summary_markdown(
-    lines: list[dict[str, Any]], end_metrics: dict[int, dict], scores: list[dict[str, Any]], notes: list[str]
-) -> str:
-    score_of = {record["label"]: record["score"] for record in scores}
-    groups: dict[Any, list[dict[str, Any]]] = {}
-    for line in lines:
-        groups.setdefault(line["iteration"], []).append(line)
-    rows = []
-    for t, group in groups.items():
-        row: dict[str, Any] = {
-            "iteration": "all" if t is None else t,
-            "steps": f"{group[0]['step']}-{group[-1]['step']}",
-        }
-        for key in _SUMMARY_KEYS:
-            values = [line[key] for line in group if isinstance(line.get(key), (int, float))]
-            if values and key not in _END_OF_ITERATION_KEYS:  # taken from the end-of-iteration line below
-                row[key] = sum(values) / len(values)
-        row.update({k: v for k, v in end_metrics.get(t, {}).items() if k in _SUMMARY_KEYS})
-        if f"iteration_{t}" in score_of:
-            row["self_play/score"] = score_of[f"iteration_{t}"]
-        rows.append(row)
-    columns = ["iteration", "steps", *(k for k in (*_SUMMARY_KEYS, "self_play/score") if any(k in r for r in rows))]
-    names = [column.removeprefix("self_play/") for column in columns]
-    parts = ["# Per-iteration means", ""]
-    if "start" in score_of:
-        parts += [f"Score before training: {_format(score_of['start'])}.", ""]
-    parts += ["| " + " | ".join(names) + " |", "|" + "---|" * len(columns)]
-    parts += ["| " + " | ".join(_format(row.get(c)) for c in columns) + " |" for row in rows]
-    parts += ["", "`advantage_vanished` comes from the check at the end of that row's iteration."]
+def _lookup(record: dict[str, Any], key: str) -> Any:
+    if key.startswith("means."):
+        return record.get("means", {}).get(key.removeprefix("means."))
+    return record.get(key)
+
+
+def iteration_table(output_dir: str) -> str:
+    """
+    Markdown table of a run's iterations: the means over every training step of each iteration, the likelihood
+    inversion on the evaluation data after it, its alarms and its score, from `self_play/iterations.jsonl` and
+    `self_play/scores.jsonl`. `summary.md` and the training script's `results.md` both show this table.
+
+    Args:
+        output_dir (`str`):
+            The run's `output_dir`.
+
+    Returns:
+        `str`: the table (with the score before training above it when there is one), or a line saying there is no
+        per-iteration record yet.
+    """
+    folder = RunFolder(output_dir)
+    records = folder.iteration_records()
+    scores = {record.get("label"): record.get("score") for record in folder.scores()}
+    if not records:
+        return "No per-iteration records (`self_play/iterations.jsonl`) yet.\n"
+    columns = [(key, name) for key, name in TABLE_COLUMNS if any(_lookup(r, key) is not None for r in records.values())]
+    has_scores = any(f"iteration_{t}" in scores for t in records)
+    header = ["iteration", "steps", *(name for _, name in columns)] + (["score"] if has_scores else [])
+    parts = []
+    if scores.get("start") is not None:
+        parts += [f"Score before training: {_format(scores['start'])}.", ""]
+    parts += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for t, record in records.items():
+        steps = f"{record.get('first_step')}-{record.get('last_step')}" if "first_step" in record else ""
+        if record.get("complete") is False:
+            steps += " (stopped early)"
+        cells = [str(t), steps, *(_format(_lookup(record, key)) for key, _ in columns)]
+        if has_scores:
+            cells.append(_format(scores.get(f"iteration_{t}")))
+        parts.append("| " + " | ".join(cells) + " |")
+    return "\n".join(parts) + "\n"
+
+
+def _summary_markdown(output_dir: str, notes: list[str]) -> str:
+    parts = ["# Per-iteration means (over every training step of the iteration)", "", iteration_table(output_dir)]
+    parts += [
+        "`likelihood_inversion`: share of evaluation prompts whose own sampled response the policy finds more likely "
+        "than the real one, after the iteration. `disagreement` and `current_accuracy` count ties (within 1e-3 nats) "
+        "and identical pairs as neither.",
+    ]
     if notes:
         parts += ["", "## Notes", "", *(f"- {note}" for note in notes)]
     return "\n".join(parts) + "\n"
+
+
+def _inversion_figure(path: str, records: dict[int, dict[str, Any]]) -> bool:
+    keys = sorted({k for r in records.values() for k in r if k.startswith("likelihood_inversion")})
+    if not keys:
+        return False
+    figure = _figure_class()(figsize=(7, 4), dpi=110, layout="constrained")
+    ax = figure.subplots()
+    for key in keys:
+        points = [(t, r[key]) for t, r in records.items() if isinstance(r.get(key), (int, float))]
+        label = key.replace("likelihood_inversion", "eval").replace("eval_", "")
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    ax.set_xlabel("after iteration")
+    ax.set_ylabel("share of prompts with logp(own sample) > logp(real)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title("Likelihood inversion on the evaluation data")
+    figure.savefig(path)
+    return True
 
 
 # ---- entry points --------------------------------------------------------------------------------------------------
@@ -350,8 +367,9 @@ def plot_run(output_dir: str, out_dir: str | None = None, num_examples: int = 5)
     Returns:
         `list[str]`: paths of the written files, among `loglikelihood.png` (log-probs of the real, synthetic and
         proto responses with the iteration boundaries, the paper's Fig. 3), `rewards.png`, `advantages.png`,
-        `disagreement.png`, `scores.png`, `generations.md` (the paper's Table 5) and `summary.md` (per-iteration
-        means, and a note for every output skipped because its inputs are absent).
+        `disagreement.png`, `inversion.png` (likelihood inversion on the evaluation data per iteration), `scores.png`,
+        `generations.md` (the paper's Table 5) and `summary.md` (the per-iteration table of [`iteration_table`], and a
+        note for every output skipped because its inputs are absent).
 
     Raises:
         `FileNotFoundError`: when `output_dir` has no training logs.
@@ -370,12 +388,11 @@ def plot_run(output_dir: str, out_dir: str | None = None, num_examples: int = 5)
     _figure_class()  # fail early, before writing anything, when matplotlib is missing
     out_dir = out_dir or os.path.join(output_dir, "plots")
     os.makedirs(out_dir, exist_ok=True)
+    folder = RunFolder(output_dir)
     iterations = _iteration_files(output_dir)
-    starts = {t: meta["global_step"] + 1 for t, (_, meta) in iterations.items() if "global_step" in meta}
-    lines = _training_lines(records, starts)
-    boundaries = _boundaries(lines, starts)
-    scores_path = os.path.join(output_dir, SELF_PLAY_DIR, "scores.jsonl")
-    scores = _read_jsonl(scores_path) if os.path.isfile(scores_path) else []
+    lines = _training_lines(records)
+    boundaries = _boundaries(lines)
+    scores = folder.scores()
     written: list[str] = []
     notes = [f"Logs read from `{source}`."]
 
@@ -418,6 +435,11 @@ def plot_run(output_dir: str, out_dir: str | None = None, num_examples: int = 5)
             written.append(path)
         else:
             notes.append(f"Skipped `{name}`: its metrics are not in the logs.")
+    path = os.path.join(out_dir, "inversion.png")
+    if _inversion_figure(path, folder.iteration_records()):
+        written.append(path)
+    else:
+        notes.append("Skipped `inversion.png`: no likelihood inversion measured (it needs an evaluation dataset).")
     if scores:
         _scores_figure(os.path.join(out_dir, "scores.png"), scores)
         written.append(os.path.join(out_dir, "scores.png"))
@@ -432,7 +454,7 @@ def plot_run(output_dir: str, out_dir: str | None = None, num_examples: int = 5)
         notes.append("Skipped `generations.md`: no `self_play/iteration_<t>/train.jsonl` files.")
     path = os.path.join(out_dir, "summary.md")
     with open(path, "w") as f:
-        f.write(_summary_markdown(lines, _end_of_iteration_metrics(records), scores, notes))
+        f.write(_summary_markdown(output_dir, notes))
     written.append(path)
     return written
 
