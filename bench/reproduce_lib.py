@@ -351,20 +351,18 @@ def build_warm_start(setting: Setting, quarter, held_out_rows, seed: int, folder
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _per_iteration_logs(log_history: list[dict], iterations: int) -> dict[str, list[float | None]]:
-    """Mean of the training-step metrics of each self-play iteration (the paper's Fig. 3 quantities)."""
-    keys = ("logps/real", "logps/synthetic", "logps/proto", "advantage/current", "advantage/historical",
-            "advantage/current_accuracy", "rewards/disagreement", "length/synthetic", "self_play/synthetic_equals_real",
-            "loss/real_nll")  # fmt: skip
-    sums: dict[str, list[list[float]]] = {k: [[] for _ in range(iterations)] for k in keys}
-    for entry in log_history:
-        if "logps/real" not in entry or "self_play/iteration" not in entry:
-            continue
-        it = int(round(entry["self_play/iteration"]))
-        for k in keys:
-            if k in entry and entry[k] == entry[k]:
-                sums[k][it].append(float(entry[k]))
-    return {k: [statistics.fmean(v) if v else None for v in per_it] for k, per_it in sums.items()}
+PER_ITERATION_KEYS = ("logps/real", "logps/synthetic", "logps/proto", "advantage/current", "advantage/historical",
+                      "advantage/current_accuracy", "rewards/disagreement", "length/synthetic",
+                      "self_play/synthetic_equals_real", "loss/real_nll")  # fmt: skip
+
+
+def _per_iteration_logs(output_dir: str, iterations: int) -> dict[str, list[float | None]]:
+    """Mean of the training-step metrics of each self-play iteration (the paper's Fig. 3 quantities), over every
+    step of the iteration (the run folder's per-iteration records)."""
+    from tspin_trl.run_folder import RunFolder
+
+    records = RunFolder(output_dir).iteration_records()
+    return {k: [records.get(t, {}).get("means", {}).get(k) for t in range(iterations)] for k in PER_ITERATION_KEYS}
 
 
 def run_one(
@@ -429,7 +427,7 @@ def run_one(
         trainer.train()
         scores = [s["score"] for s in trainer.scoring.scores]
         responses = _last_scored_responses(output_dir)
-        train_logs = _per_iteration_logs(trainer.state.log_history, setting.iterations)
+        train_logs = _per_iteration_logs(output_dir, setting.iterations)
         extra = {
             "advantage_vanished_iterations": list(trainer.monitor.alarms["vanishing"]),
             "generated_tokens": sum(s.generated_tokens for s in trainer.self_play.generation_stats.values()),
@@ -462,14 +460,10 @@ def _as_dataset(rows):
 
 
 def _last_scored_responses(output_dir: str) -> list[str]:
-    path = os.path.join(output_dir, "self_play", "scores.jsonl")
-    last = []
-    if os.path.isfile(path):
-        with open(path) as f:
-            for line in f:
-                if line.strip():
-                    last = json.loads(line).get("responses", [])
-    return last
+    from tspin_trl.run_folder import RunFolder
+
+    scores = RunFolder(output_dir).scores()
+    return scores[-1].get("responses", []) if scores else []
 
 
 # ----------------------------------------------------------------------------------------------------------------------

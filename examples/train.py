@@ -145,13 +145,14 @@ def main(script_args, training_args, model_args, self_play_args) -> None:
 
     if trainer.accelerator.is_main_process:
         table = iteration_table(training_args.output_dir)
-        output = Path(training_args.output_dir)
+        output, folder = Path(training_args.output_dir), trainer.run_folder
         report = (
             f"{table}\n\n"
             f"- model and model card: {output} (README.md)\n"
-            f"- per-iteration generations: {output / 'self_play'}/iteration_*/train.jsonl\n"
-            f"- held-out responses and scores: {output / 'self_play' / 'scores.jsonl'}\n"
-            f"- training logs: {output / 'self_play' / 'logs.jsonl'} (figures: python -m tspin_trl.plot {output})\n"
+            f"- per-iteration generations: {folder.root}/iteration_*/train.jsonl\n"
+            f"- per-iteration records: {folder.iterations_path}\n"
+            f"- held-out responses and scores: {folder.scores_path}\n"
+            f"- training logs: {folder.logs_path} (figures: python -m tspin_trl.plot {output})\n"
         )
         (output / "results.md").write_text(report)
         print("\n" + report, flush=True)
