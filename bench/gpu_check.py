@@ -98,6 +98,9 @@ def train_step(args, device: str) -> dict:
             built = T.build(T.Settings(**{**vars(settings), "tspin_args": overrides}), (base,), os.path.join(
                 workdir, name), tokenizer, data, path)  # fmt: skip
             contenders[name] = built[base]
+            if overrides.get("gradient_checkpointing"):  # Trainer turns it on in train(), which the bench bypasses
+                trainer = contenders[name].trainer
+                trainer.model.gradient_checkpointing_enable(trainer.args.gradient_checkpointing_kwargs)
         results["logps_agreement"] = logps_agreement(contenders)  # before any step: identical weights
         steps = {name: c.step_fn() for name, c in contenders.items()}
         calls = {name: (lambda r, n=name: steps[n](contenders[n].batches[r % len(contenders[n].batches)]))
