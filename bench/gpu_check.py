@@ -5,18 +5,23 @@ Setup: bf16 weights and autocast, SDPA attention, a 0.5B-class Qwen2 built from 
 tokens and responses of 256 tokens (real, synthetic and proto), 8 examples per step.
 
 1. Peak bf16 matmul throughput measured on the device (square matmuls, best of a few sizes).
-2. Training step (`bench_train_step.py` on this setup): `tspin` (three responses, the trainer's default layout) vs
-   `dpo_spin` (DPOTrainer, resident reference), alternated after warm-up; time per example, tokens/s, peak memory
-   (`torch.cuda.max_memory_allocated` during a step + resident tensors), MFU with FLOPs counted as
-   6 x parameters x tokens for trained sequences + 2 x parameters x tokens for the reference forward (tokens = the
-   non-padding positions each forward processes), against the measured peak and against the nominal 989 TFLOP/s.
+2. Training step, the layouts side by side with DPO-as-SPIN in one alternated run (same model, data, batches):
+   `tspin_stacked` (three responses, each behind its own copy of the prompt: SDPA's flash kernel, today's GPU
+   default), `tspin` (packed: the prompt once, a dense 4D mask), `tspin_flex` (packed, FlexAttention `BlockMask`,
+   `packed_attention="flex"`), `tspin_flex_gc` (the same with gradient checkpointing), `dpo_spin` (DPOTrainer,
+   resident reference). Time per example, tokens/s, peak memory (`torch.cuda.max_memory_allocated` during a step +
+   resident tensors), MFU with FLOPs counted as 6 x parameters x tokens for trained sequences + 2 x parameters x tokens
+   for the reference forward (tokens = the non-padding positions each forward processes), against the measured peak
+   and against the nominal 989 TFLOP/s. The layouts' summed log-probs on one batch are compared (bf16 tolerance).
+   Then a torch.profiler summary of one step of each (`profile_step.py`: attention, MLP, LM head + log-softmax,
+   optimizer, copies).
 3. Generation pass (`bench_generation.py`): ours (`generate_responses`, automatic batch) on 256 prompts (16-128
    tokens) vs the SPIN-style loop (16 prompts per batch) on the first 32 of them (its tokens/s does not depend on the
    prompt count; ours is also timed on those 32), 256 new tokens each (a random model never stops early). One
    untimed full pass of each first: the first decode at every new (batch, length) shape is several times slower on
    a GPU, and a pass over a real dataset runs warm. Then 2 alternated timed rounds.
 
-Prints everything and writes `$OUT/gpu_results.json` when `$OUT` is set (or `--json PATH`).
+Prints everything and writes `gpu_results.json` and `gpu_results.md` (the tables) to `$OUT` (default `./out`).
 
     python bench/gpu_check.py            # on the GPU machine (trl and datasets installed)
     python bench/gpu_check.py --smoke    # tiny model, CPU or GPU, seconds
@@ -37,7 +42,7 @@ import torch  # noqa: E402
 
 
 NOMINAL_TFLOPS = 989.0  # H100/H200 SXM dense bf16
-TARGETS = {"time_per_example": 0.75, "peak_memory": 1.0, "generation_tokens_per_second": 10.0}
+TARGETS = {"time_per_example": 0.75, "mfu": 0.40, "peak_memory": 1.0, "generation_tokens_per_second": 10.0}
 
 
 def measure_matmul_tflops(device: str, dtype: torch.dtype, sizes=(4096, 8192), iters: int = 20) -> dict:
@@ -61,17 +66,97 @@ def measure_matmul_tflops(device: str, dtype: torch.dtype, sizes=(4096, 8192), i
     return {"best_tflops": best, "per_size": per_size, "dtype": str(dtype)}
 
 
-def train_step(args, device: str) -> dict:
-    import bench_train_step as T
+# name -> (bench_train_step contender it is built as, TSPINConfig overrides)
+LAYOUTS = {
+    "tspin_stacked": ("tspin_stacked", {}),
+    "tspin": ("tspin", {"packed_attention": "dense"}),
+    "tspin_flex": ("tspin", {"packed_attention": "flex"}),
+    "tspin_flex_gc": ("tspin", {"packed_attention": "flex", "gradient_checkpointing": True}),
+    "dpo_spin": ("dpo_spin", {}),
+}
 
+
+def train_step(args, device: str) -> dict:
+    """The layouts and DPO-as-SPIN, alternated round by round on the same batches; memory, log-prob agreement and a
+    profile of each."""
+    import bench_train_step as T
+    import profile_step as P
+
+    names = tuple(args.contenders.split(","))
     settings = T.Settings(
         preset=args.preset, batch_size=args.batch_size, response_max=args.response, prompt_min=args.prompt,
         prompt_max=args.prompt, num_examples=args.batch_size * 4, repeats=args.repeats, warmup=2, epoch=False,
-        contenders=tuple(args.contenders.split(",")), device=device, bf16=device == "cuda", memory=True,
-        fixed_lengths=True,
+        contenders=names, device=device, bf16=device == "cuda", memory=True, fixed_lengths=True,
     )  # fmt: skip
-    results = T.run(settings)
+    results: dict = {"settings": vars(args) | {"device": device}, "contenders": {}}
+    with C.workdir() as workdir:
+        tokenizer, data, path, info = T.prepare(settings, workdir)
+        results["model"] = {"preset": args.preset, **info}
+        contenders = {}
+        for name in names:
+            base, overrides = LAYOUTS[name]
+            built = T.build(T.Settings(**{**vars(settings), "tspin_args": overrides}), (base,), os.path.join(
+                workdir, name), tokenizer, data, path)  # fmt: skip
+            contenders[name] = built[base]
+            if overrides.get("gradient_checkpointing"):  # Trainer turns it on in train(), which the bench bypasses
+                trainer = contenders[name].trainer
+                trainer.model.gradient_checkpointing_enable(trainer.args.gradient_checkpointing_kwargs)
+        results["logps_agreement"] = logps_agreement(contenders)  # before any step: identical weights
+        steps = {name: c.step_fn() for name, c in contenders.items()}
+        calls = {name: (lambda r, n=name: steps[n](contenders[n].batches[r % len(contenders[n].batches)]))
+                 for name in contenders}  # fmt: skip
+        times = C.alternate(calls, settings.repeats, settings.warmup)
+        per_example = {}
+        for name, c in contenders.items():
+            batches = [c.batches[r % len(c.batches)] for r in range(settings.repeats)]
+            per_example[name] = [t / b.examples for t, b in zip(times[name], batches)]
+            trainer = c.trainer
+            step_peak = max(C.peak_step_bytes(lambda n=name, b=b: steps[n](b)) for b in c.batches[:2])
+            persistent = C.persistent_bytes(trainer)
+            results["contenders"][name] = {
+                "step_seconds": C.summarize(times[name]).to_dict(),
+                "seconds_per_example": C.summarize(per_example[name]).to_dict(),
+                "processed_tokens_per_step": C.summarize([b.processed_tokens for b in batches]).to_dict(),
+                "padded_tokens_per_step": C.summarize([b.padded_tokens for b in batches]).to_dict(),
+                "packed_attention": getattr(trainer, "packed_attention", None),
+                "gradient_checkpointing": bool(trainer.args.gradient_checkpointing),
+                "memory": {"persistent_bytes": persistent, "step_peak_bytes": step_peak,
+                           "peak_bytes": persistent + step_peak},
+            }  # fmt: skip
+        results["ratios"] = {}
+        if "dpo_spin" in per_example:
+            dpo = results["contenders"]["dpo_spin"]["memory"]["peak_bytes"]
+            for name in names:
+                if name != "dpo_spin":
+                    results["ratios"][f"time_per_example/{name}/dpo_spin"] = C.ratio_summary(
+                        per_example[name], per_example["dpo_spin"]).to_dict()  # fmt: skip
+                    results["ratios"][f"peak_memory/{name}/dpo_spin"] = {
+                        "value": results["contenders"][name]["memory"]["peak_bytes"] / dpo
+                    }
+        results["profile"] = {}
+        if args.profile:
+            for name, c in contenders.items():
+                if c.beta is not None:
+                    c.trainer.current_beta = c.beta
+                results["profile"][name] = P.profile(c.trainer, c.batches, steps=1, device=device)
     return results
+
+
+def logps_agreement(contenders: dict) -> dict:
+    """Largest difference of the summed response log-probs of each T-SPIN layout from the dense packed layout's, on
+    the first batch, with the same weights (before any step)."""
+    reference = contenders.get("tspin")
+    out = {}
+    if reference is None:
+        return out
+    with torch.no_grad():
+        base = reference.trainer.response_logps(reference.trainer.model, dict(reference.batches[0].inputs))
+        for name, c in contenders.items():
+            if name.startswith("tspin") and name != "tspin":
+                logps = c.trainer.response_logps(c.trainer.model, dict(c.batches[0].inputs))
+                out[name] = {"max_abs_difference": float((logps - base).abs().max()),
+                             "max_abs_logp": float(base.abs().max())}  # fmt: skip
+    return out
 
 
 def mfu(train: dict, peak_tflops: float) -> dict:
@@ -105,6 +190,68 @@ def generation(args, device: str) -> dict:
     return G.run(settings)
 
 
+def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Every table of the run: (title, header, rows)."""
+    train, out = results["train"], []
+    rows = []
+    for name, e in train["contenders"].items():
+        m, mem = results["mfu"][name], e["memory"]
+        ratio = train["ratios"].get(f"time_per_example/{name}/dpo_spin")
+        memory_ratio = train["ratios"].get(f"peak_memory/{name}/dpo_spin")
+        rows.append([
+            name, str(e["packed_attention"]), "on" if e["gradient_checkpointing"] else "off",
+            C.summarize(e["seconds_per_example"]["values"]).fmt(1000, 1),
+            f"{ratio['median']:.3f} ({ratio['min']:.3f}-{ratio['max']:.3f})" if ratio else "1",
+            f"{m['processed_tokens_per_step']:.0f}", f"{m['achieved_tflops']:.1f}",
+            f"{100 * m['mfu_measured_peak']:.1f}%" if m["mfu_measured_peak"] else "-",
+            f"{C.mib(mem['peak_bytes'])} ({C.mib(mem['persistent_bytes'])} + {C.mib(mem['step_peak_bytes'])})",
+            f"{memory_ratio['value']:.3f}" if memory_ratio else "1",
+        ])  # fmt: skip
+    out.append((
+        "training step: layouts and DPO-as-SPIN (median (min-max) of alternated rounds)",
+        ["contender", "packed attention", "grad. ckpt", "ms/example", "/ dpo_spin (paired)", "tokens/step",
+         "TFLOP/s", "MFU (measured peak)", "peak MiB (resident + step)", "memory / dpo_spin"],
+        rows,
+    ))  # fmt: skip
+    if train.get("logps_agreement"):
+        out.append((
+            "summed log-probs vs the dense packed layout (same weights, first batch)",
+            ["layout", "max |difference|", "max |log-prob|"],
+            [[n, f"{a['max_abs_difference']:.3g}", f"{a['max_abs_logp']:.1f}"]
+             for n, a in train["logps_agreement"].items()],
+        ))  # fmt: skip
+    if train.get("profile"):
+        import profile_step as P
+
+        out.append(("time per step by category (torch.profiler, one step each)", ["category", *train["profile"]],
+                    P.table_rows(train["profile"])))  # fmt: skip
+    if results.get("verdicts"):
+        out.append(("targets (T-SPIN / SPIN)", ["what", "value", "verdict"], results["verdicts"]))
+    return out
+
+
+def markdown(results: dict) -> str:
+    machine = results["machine"]
+    lines = [
+        f"# gpu_check: {machine.get('gpu', 'cpu')}, torch {machine['torch']}, transformers {machine['transformers']}",
+        "",
+        f"Model {results['train']['model']['preset']} ({results['train']['model']['parameters'] / 1e6:.0f}M "
+        f"parameters), batch {results['args']['batch_size']}, prompt {results['args']['prompt']}, responses "
+        f"{results['args']['response']}; measured peak matmul {results['matmul']['best_tflops']:.1f} TFLOP/s "
+        f"({results['matmul']['dtype']}); total {results['total_seconds']:.0f} s.",
+    ]
+    for title, header, rows in tables(results):
+        lines += ["", f"## {title}", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
+    if results.get("generation"):
+        g = results["generation"]["scenarios"]["cap"]["ratio_tokens_per_second"]
+        lines += [
+            "",
+            f"Generation useful tokens/s, ours / SPIN-style: {g['median']:.2f} ({g['min']:.2f}-{g['max']:.2f})",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def report(results: dict) -> None:
     print(f"\ndevice: {results['machine'].get('gpu', 'cpu')}; torch {results['machine']['torch']}; "
           f"model {results['train']['model']['parameters'] / 1e6:.0f}M parameters "
@@ -112,23 +259,12 @@ def report(results: dict) -> None:
     mm = results["matmul"]
     print(f"measured peak matmul: {mm['best_tflops']:.1f} TFLOP/s ({mm['dtype']}; per size "
           f"{ {k: round(v, 1) for k, v in mm['per_size'].items()} }); nominal {NOMINAL_TFLOPS:.0f}")  # fmt: skip
-    import bench_train_step as T
-
-    T.report(results["train"])
-    rows = []
-    for name, m in results["mfu"].items():
-        rows.append([name, f"{m['processed_tokens_per_step']:.0f}", f"{m['processed_tokens_per_second']:.0f}",
-                     f"{m['achieved_tflops']:.1f}",
-                     f"{100 * m['mfu_measured_peak']:.1f}%" if m["mfu_measured_peak"] else "-",
-                     f"{100 * m['mfu_nominal_989']:.1f}%"])  # fmt: skip
-    C.print_table("MFU (6 x params x trained tokens + 2 x params x reference tokens)",
-                  ["contender", "tokens/step", "tokens/s", "TFLOP/s", "MFU (measured peak)", "MFU (989)"],
-                  rows)  # fmt: skip
+    for title, header, rows in tables(results):
+        C.print_table(title, header, rows)
     if results.get("generation"):
         import bench_generation as G
 
         G.report(results["generation"])
-    C.print_table("targets (T-SPIN / SPIN)", ["what", "value", "verdict"], results["verdicts"])
 
 
 def main(argv=None) -> dict:
@@ -139,13 +275,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--response", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--contenders", default="tspin,dpo_spin")
+    parser.add_argument("--contenders", default=",".join(LAYOUTS), help=f"from {', '.join(LAYOUTS)}")
+    parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip the torch.profiler table")
     parser.add_argument("--gen-prompts", type=int, default=256)
     parser.add_argument("--spin-prompts", type=int, default=32)
     parser.add_argument("--gen-repeats", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--skip-generation", action="store_true")
-    parser.add_argument("--json", help="default: $OUT/gpu_results.json when $OUT is set")
+    parser.add_argument("--json", help="default: $OUT/gpu_results.json ($OUT defaults to ./out)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.preset, args.batch_size, args.prompt, args.response, args.repeats = "tiny", 2, 16, 16, 2
@@ -165,7 +302,7 @@ def main(argv=None) -> dict:
     )
     results["train"] = train_step(args, device)
     results["mfu"] = mfu(results["train"], results["matmul"]["best_tflops"])
-    C.free_memory()  # the trainers (three model copies) are gone before generation starts
+    C.free_memory()  # the trainers (five model copies) are gone before generation starts
     print(f"[{time.perf_counter() - start:.0f}s] training step done", flush=True)
     if not args.skip_generation:
         results["generation"] = generation(args, device)
@@ -173,13 +310,17 @@ def main(argv=None) -> dict:
 
     verdicts = []
     ratios = results["train"].get("ratios", {})
-    if "time_per_example/tspin/dpo_spin" in ratios:
-        r = ratios["time_per_example/tspin/dpo_spin"]
-        verdicts.append(["training time per example", f"{r['median']:.3f} ({r['min']:.3f}-{r['max']:.3f})",
-                         C.verdict(r["median"], TARGETS["time_per_example"], False)])  # fmt: skip
-    if "peak_memory/tspin/dpo_spin" in ratios:
-        r = ratios["peak_memory/tspin/dpo_spin"]
-        verdicts.append(["peak memory", f"{r['value']:.3f}", C.verdict(r["value"], TARGETS["peak_memory"], False)])
+    for name in LAYOUTS:
+        if f"time_per_example/{name}/dpo_spin" in ratios:
+            r = ratios[f"time_per_example/{name}/dpo_spin"]
+            verdicts.append([f"training time per example ({name})", f"{r['median']:.3f} ({r['min']:.3f}-{r['max']:.3f})",
+                             C.verdict(r["median"], TARGETS["time_per_example"], False)])  # fmt: skip
+            m = results["mfu"][name]["mfu_measured_peak"]
+            if m is not None:
+                verdicts.append([f"MFU ({name})", f"{100 * m:.1f}%", C.verdict(m, TARGETS["mfu"], True)])
+            r = ratios[f"peak_memory/{name}/dpo_spin"]
+            verdicts.append([f"peak memory ({name})", f"{r['value']:.3f}",
+                             C.verdict(r["value"], TARGETS["peak_memory"], False)])  # fmt: skip
     if results.get("generation"):
         g = results["generation"]["scenarios"]["cap"]["ratio_tokens_per_second"]
         verdicts.append(["generation tokens/s", f"{g['median']:.2f}",
@@ -188,8 +329,12 @@ def main(argv=None) -> dict:
     results["total_seconds"] = time.perf_counter() - start
     report(results)
     print(f"\ntotal {results['total_seconds']:.0f} s")
-    path = args.json or (os.path.join(os.environ["OUT"], "gpu_results.json") if os.environ.get("OUT") else None)
+    out = os.environ.get("OUT") or "out"
+    path = args.json or os.path.join(out, "gpu_results.json")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     C.write_json(path, results)
+    with open(os.path.splitext(path)[0] + ".md", "w") as f:
+        f.write(markdown(results))
     return results
 
 

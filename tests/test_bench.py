@@ -132,3 +132,24 @@ def test_gpu_check_smoke_writes_json_to_out(tmp_path):
     for entry in results["mfu"].values():
         assert entry["achieved_tflops"] > 0 and 0 < entry["mfu_nominal_989"] < 1
     assert "MFU" in completed.stdout
+    # the layouts side by side with DPO-as-SPIN; on CPU "flex" falls back to the dense mask (no backward there)
+    contenders = results["train"]["contenders"]
+    assert set(contenders) == {"tspin_stacked", "tspin", "tspin_flex", "tspin_flex_gc", "dpo_spin"}
+    assert contenders["tspin_stacked"]["packed_attention"] is None and contenders["tspin_flex"]["packed_attention"]
+    assert contenders["tspin_flex_gc"]["gradient_checkpointing"] and contenders["tspin"]["memory"]["peak_bytes"] > 0
+    for agreement in results["train"]["logps_agreement"].values():
+        assert agreement["max_abs_difference"] < 1e-3 * agreement["max_abs_logp"]
+    for profile in results["train"]["profile"].values():
+        assert profile["seconds_per_step"]["lm head + log-softmax"] > 0 and profile["seconds_per_step"]["mlp"] > 0
+    assert profile["seconds_per_step"]["reference forward"] > 0  # dpo_spin, the last one
+    table = (tmp_path / "gpu_results.md").read_text()
+    assert "| tspin_flex |" in table and "time per step by category" in table
+
+
+def test_profile_step_smoke():
+    import profile_step
+
+    profiles = profile_step.main(["--smoke", "--contenders", "tspin"])
+    seconds = profiles["tspin"]["seconds_per_step"]
+    assert set(seconds) == set(profile_step.CATEGORIES)
+    assert seconds["attention"] > seconds["attention kernel"] > 0 and seconds["optimizer"] > 0

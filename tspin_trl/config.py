@@ -98,6 +98,17 @@ class TSPINConfig(_BaseConfig):
             faster per example but used 16% more memory, see docs/benchmarks.md). Used with the `sdpa` and `eager`
             attention implementations; other backends (e.g. `flash_attention_2`) and prompt-learning PEFT fall back
             to the copies.
+        packed_attention (`str`, *optional*, defaults to `"auto"`):
+            How the packed layout's block mask reaches the attention kernel (used when `share_prompt` is on):
+            `"dense"`: a `(batch, 1, L, L)` boolean mask (SDPA's masked kernel, which computes the whole square);
+            `"flex"`: a FlexAttention `BlockMask` whose kernel skips the fully masked blocks (a response never looks
+            at another response); the model's `sdpa` implementation is then swapped for one that runs FlexAttention
+            for that mask and SDPA for everything else. `"flex"` needs a CUDA device (FlexAttention has no backward
+            pass on CPU in torch <= 2.13), torch >= 2.5, a model that supports FlexAttention, the `sdpa` or
+            `flex_attention` implementation and no attention dropout; otherwise it falls back to `"dense"` with one
+            log line. `"auto"`: `"flex"` for a model loaded with `attn_implementation="flex_attention"`, `"dense"`
+            otherwise (on CPUs the dense mask is the only one with a backward pass; on GPUs FlexAttention is not yet
+            measured faster, see docs/benchmarks.md).
 
         > Parameters that control the loss
 
@@ -229,6 +240,14 @@ class TSPINConfig(_BaseConfig):
             "Default: on without a CUDA GPU, off with one."
         },
     )
+    packed_attention: str = field(
+        default="auto",
+        metadata={
+            "help": "How the packed layout's mask reaches attention: 'dense' (4D boolean mask), 'flex' (FlexAttention "
+            "BlockMask that skips masked blocks; CUDA only), or 'auto'.",
+            "choices": ["auto", "dense", "flex"],
+        },
+    )
 
     # Loss
     objective: str = field(
@@ -334,6 +353,8 @@ class TSPINConfig(_BaseConfig):
             fail("loss_type", self.loss_type, f"use one of {list(LOSS_TYPES)}.")
         if self.truncation_mode not in TRUNCATION_MODES:
             fail("truncation_mode", self.truncation_mode, f"use one of {list(TRUNCATION_MODES)}.")
+        if self.packed_attention not in ("auto", "dense", "flex"):
+            fail("packed_attention", self.packed_attention, "use one of ['auto', 'dense', 'flex'].")
         if not self.alpha > 0:
             fail("alpha", self.alpha, "it must be > 0 (the paper uses 1.0).")
         for name in ("beta", "beta_first_iteration", "real_nll_weight"):

@@ -298,7 +298,9 @@ def iteration_table(output_dir: str) -> str:
     scores = {record.get("label"): record.get("score") for record in folder.scores()}
     if not records:
         return "No per-iteration records (`self_play/iterations.jsonl`) yet.\n"
-    columns = [(key, name) for key, name in TABLE_COLUMNS if any(_lookup(r, key) is not None for r in records.values())]
+    columns = [
+        (key, name) for key, name in TABLE_COLUMNS if any(_lookup(r, key) is not None for r in records.values())
+    ]
     has_scores = any(f"iteration_{t}" in scores for t in records)
     header = ["iteration", "steps", *(name for _, name in columns)] + (["score"] if has_scores else [])
     parts = []

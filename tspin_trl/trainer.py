@@ -27,6 +27,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable_dropout_in_model, get_config_model_id
 
+from .attention import dense_block_mask, flex_block_mask, packed_attention_backend
 from .cache import model_fingerprint, tokenizer_fingerprint
 from .collator import ROLES as COLLATED_ROLES
 from .collator import DataCollatorForTriplet
@@ -269,7 +270,12 @@ class TSPINTrainer(_BaseTrainer):
             eval_dataset = prepared_eval
         else:
             eval_dataset = prepared_eval["eval"]
-        self.share_prompt = args.share_prompt and _supports_block_masks(model)
+        self.packed_attention = (
+            packed_attention_backend(model, args.packed_attention, args.device, dropout=not args.disable_dropout)
+            if args.share_prompt
+            else None
+        )
+        self.share_prompt = self.packed_attention is not None
         if data_collator is None:
             data_collator = DataCollatorForTriplet(
                 pad_token_id=processing_class.pad_token_id,
@@ -470,22 +476,15 @@ class TSPINTrainer(_BaseTrainer):
         per_token = outputs.log_probs[:, -(completion_mask.size(1) - 1) :]
         return per_token.sum(dim=1).view(num_roles, batch_size)
 
-    def _block_attention_mask(self, segment_ids: torch.Tensor) -> torch.Tensor:
-        """4D mask of the packed layout: causal, and a segment sees only the shared prefix and itself.
-
-        Boolean (`True` = attend) for SDPA, which then works under autocast whatever the query dtype; additive in the
-        model's dtype for the eager implementation.
-        """
-        query, key = segment_ids[:, None, :, None], segment_ids[:, None, None, :]
-        length = segment_ids.size(1)
-        causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
-        allowed = causal & ((key == 0) | (key == query))  # padding (-1) sees earlier padding: no empty rows
+    def _block_attention_mask(self, segment_ids: torch.Tensor) -> Any:
+        """Mask of the packed layout (causal, a segment sees the shared prefix and itself), in the form chosen by
+        `packed_attention`: a FlexAttention `BlockMask`, a boolean 4D mask for SDPA (dtype-independent under autocast),
+        or an additive one in the model's dtype for the eager implementation."""
+        if self.packed_attention == "flex":
+            return flex_block_mask(segment_ids)
         if getattr(self.model.config, "_attn_implementation", "sdpa") != "eager":
-            return allowed
-        dtype = self.model.dtype if self.model.dtype.is_floating_point else torch.float32
-        return torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device).masked_fill(
-            ~allowed, torch.finfo(dtype).min
-        )
+            return dense_block_mask(segment_ids)
+        return dense_block_mask(segment_ids, self.model.dtype if self.model.dtype.is_floating_point else torch.float32)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
@@ -658,23 +657,6 @@ class TSPINTrainer(_BaseTrainer):
             checkpoint_dir = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
             self.monitor.save(checkpoint_dir)
         super()._save_checkpoint(model, trial)
-
-
-def _supports_block_masks(model: torch.nn.Module) -> bool:
-    """Whether the packed layout can be used: an attention backend that takes a 4D mask, no virtual tokens."""
-    if is_peft_model(model) and model.active_peft_config.is_prompt_learning:
-        logger.warning("share_prompt is off: prompt-learning PEFT methods prepend virtual tokens.")
-        return False
-    implementation = getattr(model.config, "_attn_implementation", None)
-    if implementation not in ("sdpa", "eager", None):
-        logger.warning(
-            "share_prompt is off: the %r attention implementation does not take the block attention mask the packed "
-            "layout needs; each response is computed with its own copy of the prompt. Use attn_implementation='sdpa' "
-            "to compute each prompt once.",
-            implementation,
-        )
-        return False
-    return True
 
 
 def _reset_optimizer_state(optimizer: torch.optim.Optimizer) -> int:
