@@ -27,6 +27,7 @@ from .cache import ProtoCache, proto_cache_key, read_checked_jsonl, write_checke
 from .config import default_proto_cache_dir
 from .data import TripletDataset
 from .generation import ChunkStore, GenerationStats, SamplingSettings, generate_responses
+from .vllm_backend import make_generation_backend
 
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class SelfPlayCallback(TrainerCallback):
         self._advantage_logs: dict[int, list[tuple]] = {}
         # Whether iteration 0's synthetic responses come from the dataset (then not from the initial policy)
         self.own_synthetic = {name: ds.has("synthetic") for name, ds in self._datasets().items()}
+        self.backend = None  # the generation backend of the running `train()` (vLLM engine or `model.generate`)
 
     # ---- schedule ------------------------------------------------------------------------------------------------
 
@@ -110,10 +112,18 @@ class SelfPlayCallback(TrainerCallback):
         )
 
     def on_train_begin(self, args, state, control, **kwargs):
+        t = self.trainer
+        self.backend = make_generation_backend(args, t.model, t.accelerator, t.processing_class)
         if self.trainer.scorer is not None and not self._score_recorded("start"):
             self.score("start", state.global_step)
         # Fill the datasets now, so that evaluation before the first epoch (`eval_on_start`) has triplets too
         self.on_epoch_begin(args, state, control)
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
@@ -209,6 +219,7 @@ class SelfPlayCallback(TrainerCallback):
             seed=seed,
             chunk_store=store,
             description=f"Generating {label}",
+            backend=self.backend,
         )
         self.generate_calls += stats.generate_calls
         self.generation_stats[label] = stats
@@ -325,6 +336,7 @@ class SelfPlayCallback(TrainerCallback):
             eos_ids=trainer.eos_ids,
             batch_size=args.generation_batch_size,
             description=f"Scoring ({label})",
+            backend=self.backend,
         )
         texts = [trainer.processing_class.decode(ids, skip_special_tokens=True) for ids in responses]
         value = float(trainer.scorer(texts, trainer.scorer_rows))
