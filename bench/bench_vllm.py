@@ -12,6 +12,7 @@ Rounds alternate the contenders' order. The engine start and the weight sync are
 
     python bench/bench_vllm.py             # the CPU reference size: 45M Llama, 128 prompts x 64 new tokens, fp32
     python bench/bench_vllm.py --quick     # 5.7M Llama, 64 prompts x 32 new tokens
+    python bench/bench_vllm.py --device cuda   # on a GPU with `pip install vllm` (not run in this workplace)
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     cli = parser.parse_args()
     mode = dict(MODES["quick" if cli.quick else "full"])
     if cli.repeats:
@@ -58,15 +60,16 @@ def main() -> None:
     from tspin_trl.vllm_backend import VLLMGenerationBackend
 
     tokenizer = C.build_tokenizer(C.MODEL_PRESETS[mode["preset"]]["vocab_size"])
-    model = C.build_model(mode["preset"], tokenizer)
+    model = C.build_model(mode["preset"], tokenizer, device=cli.device)
     rng = random.Random(0)
     lengths = C.prompt_lengths(mode["num_prompts"], 16, 128)
     prompts = [[rng.randrange(8, len(tokenizer)) for _ in range(n)] for n in lengths]
     eos = [tokenizer.eos_token_id]
     sampling = SamplingSettings(max_new_tokens=mode["max_new_tokens"])
-    accelerator = Accelerator(cpu=True)
     workdir = tempfile.mkdtemp(prefix="bench_vllm_")
-    args = TSPINConfig(output_dir=workdir, use_cpu=True, use_vllm=True, report_to=[])
+    cpu = cli.device == "cpu"
+    args = TSPINConfig(output_dir=workdir, use_cpu=cpu, bf16=False, use_vllm=True, report_to=[])
+    accelerator = Accelerator(cpu=cpu)  # after the config, whose set-up resets accelerate's state
 
     start = time.perf_counter()
     backend = VLLMGenerationBackend(args, model, accelerator, tokenizer)
