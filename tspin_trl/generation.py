@@ -5,9 +5,10 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from accelerate import Accelerator
@@ -187,6 +188,76 @@ def _left_pad(prompts: list[list[int]], pad_token_id: int, device: torch.device)
     return input_ids.to(device), attention_mask.to(device)
 
 
+class GenerationBackend(Protocol):
+    """
+    What turns a batch of prompt ids into completions. [`generate_responses`] does everything else (chunks,
+    sharding, ordering, resume, eos cutting, statistics), identically for every backend.
+
+    Implementations: [`HFGenerationBackend`] (`model.generate`) and `tspin_trl.vllm_backend.VLLMGenerationBackend`.
+    """
+
+    #: Added to the chunk store's key when not `None`, so chunks of one backend are not resumed by another.
+    chunk_key: str | None
+
+    def session(self, model: torch.nn.Module, accelerator: Accelerator) -> AbstractContextManager[None]:
+        """Context of one generation pass: `generate` is only called inside it (weights are made current here)."""
+        ...
+
+    def default_batch_size(self, prompt_length: int, max_new_tokens: int) -> int:
+        """Prompts per `generate` call and process when the user did not set `generation_batch_size`."""
+        ...
+
+    def generate(
+        self, prompts: list[list[int]], sampling: SamplingSettings, *, seed: int, pad_token_id: int, eos_ids: list[int]
+    ) -> list[list[int]]:
+        """Completion ids of `prompts` (this process's share of one chunk); may run past an eos token."""
+        ...
+
+
+class HFGenerationBackend:
+    """`model.generate` on the trainer's model: unwrapped for the pass (ZeRO-3 parameters gathered), in eval mode."""
+
+    chunk_key = None
+
+    def __init__(self):
+        self._model: torch.nn.Module | None = None
+
+    @contextmanager
+    def session(self, model: torch.nn.Module, accelerator: Accelerator) -> Iterator[None]:
+        with unwrap_model_for_generation(model, accelerator) as unwrapped:
+            was_training = unwrapped.training
+            unwrapped.eval()
+            self._model = unwrapped
+            try:
+                yield
+            finally:
+                self._model = None
+                if was_training:
+                    unwrapped.train()
+
+    def default_batch_size(self, prompt_length: int, max_new_tokens: int) -> int:
+        return auto_generation_batch_size(self._model, prompt_length, max_new_tokens)
+
+    def generate(
+        self, prompts: list[list[int]], sampling: SamplingSettings, *, seed: int, pad_token_id: int, eos_ids: list[int]
+    ) -> list[list[int]]:
+        input_ids, attention_mask = _left_pad(prompts, pad_token_id, next(self._model.parameters()).device)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            output = self._model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                pad_token_id=pad_token_id,
+                eos_token_id=list(eos_ids),
+                use_cache=True,
+                **sampling.generate_kwargs(),
+            )
+        return output[:, input_ids.size(1) :].tolist()
+
+    def close(self) -> None:
+        pass
+
+
 def generate_responses(
     model: torch.nn.Module,
     accelerator: Accelerator,
@@ -199,6 +270,7 @@ def generate_responses(
     seed: int = 0,
     chunk_store: ChunkStore | None = None,
     description: str = "Generating",
+    backend: GenerationBackend | None = None,
 ) -> tuple[list[list[int]], GenerationStats]:
     """
     Sample one response per prompt with the (possibly distributed) model; every process returns all responses.
@@ -230,6 +302,9 @@ def generate_responses(
             Where completed chunks are kept; chunks already there are not generated again.
         description (`str`, *optional*):
             Progress-bar label.
+        backend ([`GenerationBackend`], *optional*):
+            What generates each chunk: `model.generate` ([`HFGenerationBackend`]) if unset, or vLLM
+            (`tspin_trl.vllm_backend`).
 
     Returns:
         `tuple[list[list[int]], GenerationStats]`: the responses' token ids in prompt order, and statistics.
@@ -240,14 +315,19 @@ def generate_responses(
     if not prompts:
         return [], stats
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    with unwrap_model_for_generation(model, accelerator) as unwrapped:
+    backend = backend if backend is not None else HFGenerationBackend()
+    with backend.session(model, accelerator):
         if batch_size is None:
-            batch_size = auto_generation_batch_size(unwrapped, len(prompts[order[0]]), sampling.max_new_tokens)
+            batch_size = backend.default_batch_size(len(prompts[order[0]]), sampling.max_new_tokens)
         per_chunk = batch_size * world
         chunks = [order[s : s + per_chunk] for s in range(0, len(order), per_chunk)]
 
         done: dict[int, list[tuple[int, list[int]]]] = {}
         if chunk_store is not None:
+            if backend.chunk_key is not None:
+                chunk_store = ChunkStore(
+                    chunk_store.directory, json.dumps([chunk_store.key, backend.chunk_key]), chunk_store.vocab_size
+                )
             loaded = [chunk_store.load(chunks) if accelerator.is_main_process else None]
             done = broadcast_object_list(loaded)[0] if world > 1 else loaded[0]
         stats.reused_chunks = len(done)
@@ -257,11 +337,8 @@ def generate_responses(
             for index, ids in items:
                 results[index] = ids
 
-        was_training = unwrapped.training
-        unwrapped.eval()
         rng_state = torch.get_rng_state()
         cuda_rng_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        device = next(unwrapped.parameters()).device
         progress = tqdm(
             total=len(chunks), desc=description, disable=not accelerator.is_main_process, initial=len(done)
         )
@@ -272,19 +349,14 @@ def generate_responses(
                 mine = chunk[rank::world]
                 # Every rank must call `generate`: a rank with nothing left repeats a prompt and drops the result.
                 batch = [prompts[i] for i in mine] or [prompts[chunk[0]]]
-                input_ids, attention_mask = _left_pad(batch, pad_token_id, device)
-                torch.manual_seed(seed + chunk_index * world + rank)
-                with torch.no_grad():
-                    output = unwrapped.generate(
-                        input_ids=input_ids,
-                        attention_mask=attention_mask,
-                        pad_token_id=pad_token_id,
-                        eos_token_id=list(eos_ids),
-                        use_cache=True,
-                        **sampling.generate_kwargs(),
-                    )
+                completions = backend.generate(
+                    batch,
+                    sampling,
+                    seed=seed + chunk_index * world + rank,
+                    pad_token_id=pad_token_id,
+                    eos_ids=list(eos_ids),
+                )
                 stats.generate_calls += 1
-                completions = output[:, input_ids.size(1) :].tolist()
                 local = [(index, cut_at_eos(ids, eos_ids)) for index, ids in zip(mine, completions, strict=False)]
                 for _, ids in local:
                     stats.generated_tokens += len(ids)
@@ -299,8 +371,6 @@ def generate_responses(
             torch.set_rng_state(rng_state)
             if cuda_rng_state is not None:
                 torch.cuda.set_rng_state_all(cuda_rng_state)
-            if was_training:
-                unwrapped.train()
 
     responses = [ids if ids is not None else [] for ids in results]
     eos_set = set(eos_ids)

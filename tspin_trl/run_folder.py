@@ -13,6 +13,7 @@ self_play/
   logs.jsonl                    every logged line, with its step
   iterations.jsonl              one summary record per iteration, computed from every training step
   scores.jsonl                  scorer results (optional)
+  vllm_model/, vllm_weights/    with `use_vllm`: a model built in memory, saved for vLLM; weights for a CPU server
 ```
 
 Writers go through [`atomic_write`] (a unique temporary name, then a rename), so a file that exists is complete and two
@@ -177,6 +178,16 @@ class RunFolder:
 
     def proto_chunks_dir(self, name: str) -> str:
         return os.path.join(self.root, f"proto_{name}_chunks")
+
+    @property
+    def vllm_model_dir(self) -> str:
+        """Where a model built in memory is saved once for vLLM to load (vLLM loads from a folder)."""
+        return os.path.join(self.root, "vllm_model")
+
+    @property
+    def vllm_weights_dir(self) -> str:
+        """Where weights go to a vLLM server on CPU (no NCCL there): saved, then reloaded by the server."""
+        return os.path.join(self.root, "vllm_weights")
 
     @property
     def identity_path(self) -> str:

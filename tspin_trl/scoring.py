@@ -93,6 +93,7 @@ class ScoringCallback(TrainerCallback):
             eos_ids=trainer.eos_token_ids,
             batch_size=args.generation_batch_size,
             description=f"Scoring ({label})",
+            backend=trainer.self_play.backend,
         )
         texts = [trainer.processing_class.decode(ids, skip_special_tokens=True) for ids in responses]
         record: dict[str, Any] = {"label": label, "step": global_step}

@@ -31,6 +31,7 @@ from .config import default_proto_cache_dir
 from .data import TripletDataset
 from .generation import ChunkStore, GenerationStats, SamplingSettings, generate_responses
 from .run_folder import atomic_write, json_digest, read_checked_jsonl, valid_token_ids, write_checked_jsonl
+from .vllm_backend import make_generation_backend
 
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ class SelfPlayCallback(TrainerCallback):
         self.own_synthetic = {name: dataset.has("synthetic") for name, dataset in self.datasets.items()}
         self.identity: dict[str, Any] = {}
         self.identity_digest = ""
+        self.backend = None  # the generation backend of the running `train()` (vLLM engine or `model.generate`)
 
     # ---- schedule ------------------------------------------------------------------------------------------------
 
@@ -173,6 +175,8 @@ class SelfPlayCallback(TrainerCallback):
         self.identity = self.run_identity()
         self.identity_digest = json_digest(self.identity)
         self._on_main(self._check_run_folder, state.global_step)
+        trainer = self.trainer
+        self.backend = make_generation_backend(args, trainer.model, trainer.accelerator, trainer.processing_class)
         # Fill the datasets now, so that evaluation before the first epoch (`eval_on_start`) has triplets too
         self.on_epoch_begin(args, state, control)
         return control
@@ -233,6 +237,9 @@ class SelfPlayCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.loaded_iteration is not None:
             self._measure_inversion(self.loaded_iteration, final=True)
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
         return control
 
     # ---- one iteration -------------------------------------------------------------------------------------------
@@ -318,6 +325,7 @@ class SelfPlayCallback(TrainerCallback):
             seed=seed,
             chunk_store=store,
             description=f"Generating {label}",
+            backend=self.backend,
         )
         self.generate_calls += stats.generate_calls
         self.generation_stats[label] = stats

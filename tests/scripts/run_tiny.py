@@ -44,6 +44,13 @@ def main() -> None:
     parser.add_argument("--warmup_steps", type=float, default=0)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--kill_after_chunks", type=int, default=0)
+    # vLLM runs: its CPU attention needs head_dim >= 32 (hidden 64 / 2 heads)
+    parser.add_argument("--num_attention_heads", type=int, default=4)
+    parser.add_argument("--greedy", action="store_true")
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--use_vllm", action="store_true")
+    parser.add_argument("--vllm_mode", default="colocate")
+    parser.add_argument("--vllm_server_base_url", default=None)
     args = parser.parse_args()
 
     if args.kill_after_chunks:
@@ -60,7 +67,7 @@ def main() -> None:
         generation_module.ChunkStore.write = write_then_maybe_die
 
     tokenizer = build_char_tokenizer()
-    model = build_tiny_model(tokenizer)
+    model = build_tiny_model(tokenizer, num_attention_heads=args.num_attention_heads)
     config = TSPINConfig(
         output_dir=args.output_dir,
         per_device_train_batch_size=args.per_device_train_batch_size,
@@ -68,7 +75,7 @@ def main() -> None:
         generation_batch_size=args.generation_batch_size,
         max_completion_length=8,
         max_length=48,
-        learning_rate=1e-3,
+        learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps,
         beta_first_iteration=0.1,
         logging_steps=1,
@@ -78,6 +85,10 @@ def main() -> None:
         use_cpu=True,
         seed=0,
         dataloader_pin_memory=False,
+        generation_kwargs={"do_sample": False} if args.greedy else None,
+        use_vllm=args.use_vllm,
+        vllm_mode=args.vllm_mode,
+        vllm_server_base_url=args.vllm_server_base_url,
     )
     trainer = TSPINTrainer(
         model=model,

