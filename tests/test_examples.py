@@ -41,7 +41,8 @@ def run(command, tmp_path, timeout=600):
 def test_train_script_single_process(tmp_path):
     out = tmp_path / "out"
     completed = run([sys.executable, str(TRAIN), *TINY, "--output_dir", str(out)], tmp_path)
-    assert "| start (initial model) |" in completed.stdout and "| iteration 0 |" in completed.stdout
+    assert "Score before training" in completed.stdout and "| 0 | 1-" in completed.stdout
+    assert (out / "results.md").read_text().startswith("Score before training")
     assert (out / "model.safetensors").is_file() and (out / "results.md").is_file()
     assert "2601.08198" in (out / "README.md").read_text()
     assert (out / "self_play" / "iteration_0" / "train.jsonl").is_file()
