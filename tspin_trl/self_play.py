@@ -159,16 +159,20 @@ class SelfPlayCallback(TrainerCallback):
         process (so that none waits forever for a main process that failed)."""
         accelerator = self.trainer.accelerator
         outcome: list[Any] = [None]
+        error: Exception | None = None
         if accelerator.is_main_process:
             try:
                 outcome = [("ok", function(*arguments))]
-            except (SelfPlayError, ValueError) as error:
-                outcome = [("error", error)]
+            except Exception as raised:  # re-raised below, after the other processes have been told
+                error = raised
+                outcome = [("error", f"{type(raised).__name__}: {raised}")]
         if accelerator.num_processes > 1:
             outcome = broadcast_object_list(outcome)
         status, value = outcome[0]
+        if error is not None:
+            raise error
         if status == "error":
-            raise value
+            raise SelfPlayError(f"The main process failed: {value}")
         return value
 
     def on_train_begin(self, args, state, control, **kwargs):
