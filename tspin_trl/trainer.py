@@ -1,5 +1,6 @@
 """`TSPINTrainer`: model/tokenizer/PEFT set-up, the triplet forward pass, metrics and checkpoints."""
 
+import glob
 import logging
 import os
 import textwrap
@@ -40,6 +41,7 @@ from .run_folder import (
     NodeLayout,
     RunFolder,
     RunLock,
+    atomic_write,
     check_dataset_name,
     checkpoint_is_complete,
     complete_checkpoint_steps,
@@ -726,10 +728,15 @@ class TSPINTrainer(_BaseTrainer):
     def _save_checkpoint(self, model, trial):
         model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
         self.create_model_card(model_name=model_name.split("/")[-1])
+        checkpoint_dir = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
         if self.args.should_save:
-            checkpoint_dir = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
             self.monitor.save(checkpoint_dir)
         super()._save_checkpoint(model, trial)
+        if self.is_deepspeed_enabled and self.args.should_save and self.accelerator.process_index != 0:
+            # DeepSpeed writes the `latest` tag file on global rank 0 only; a node with its own disk needs it to resume
+            tags = sorted(glob.glob(os.path.join(checkpoint_dir, "global_step*")))
+            if len(tags) == 1 and not os.path.isfile(os.path.join(checkpoint_dir, "latest")):
+                atomic_write(os.path.join(checkpoint_dir, "latest"), os.path.basename(tags[0]))
 
 
 def _reset_optimizer_state(optimizer: torch.optim.Optimizer) -> int:
