@@ -127,7 +127,7 @@ class IterationMonitor(TrainerCallback):
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero:
+        if args.should_save:  # the global main process, or each node's local main one with `save_on_each_node`
             self.trainer.run_folder.append_log({**(logs or {}), "step": state.global_step})
         return control
 
@@ -181,7 +181,7 @@ class IterationMonitor(TrainerCallback):
             line["self_play/iteration_mean_advantage_historical"] = means["advantage/historical"]
         trainer.log_now(line, iteration)
         self.summaries[iteration] = means
-        if trainer.accelerator.is_main_process:
+        if args.should_save:
             trainer.run_folder.append_iteration_record(
                 {
                     "iteration": iteration,

@@ -20,17 +20,25 @@ Writers go through [`atomic_write`] (a unique temporary name, then a rename), so
 writers never collide. Readers of `*.jsonl` logs tolerate a truncated last line (a process killed while writing).
 """
 
+import dataclasses
 import glob
 import hashlib
 import json
 import logging
 import os
 import re
+import secrets
 import socket
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from accelerate.utils import gather_object
+
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 
 logger = logging.getLogger(__name__)
@@ -369,20 +377,89 @@ def checkpoint_is_complete(path: str) -> bool:
     return bool(glob.glob(os.path.join(path, "global_step*")))
 
 
-def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The highest-numbered complete `checkpoint-<step>` folder of `output_dir`; incomplete ones (a save killed midway
-    or a full disk) are skipped with a warning naming them."""
+def complete_checkpoint_steps(output_dir: str) -> list[int]:
+    """Steps of the complete `checkpoint-<step>` folders of `output_dir`, highest first; incomplete ones (a save killed
+    midway or a full disk) are skipped with a warning naming them."""
     found = []
     for path in glob.glob(os.path.join(output_dir, "checkpoint-*")):
         match = re.fullmatch(r"checkpoint-(\d+)", os.path.basename(path))
         if match and os.path.isdir(path):
             found.append((int(match.group(1)), path))
-    for _, path in sorted(found, reverse=True):
+    steps = []
+    for step, path in sorted(found, reverse=True):
         if checkpoint_is_complete(path):
-            return path
-        logger.warning(
-            "Skipping the incomplete checkpoint %s (no readable trainer_state.json or no model weights: the save was "
-            "interrupted). Delete it once the run has resumed.",
-            path,
-        )
-    return None
+            steps.append(step)
+        else:
+            logger.warning(
+                "Skipping the incomplete checkpoint %s (no readable trainer_state.json or no model weights: the save "
+                "was interrupted). Delete it once the run has resumed.",
+                path,
+            )
+    return steps
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The highest-numbered complete `checkpoint-<step>` folder of `output_dir` (see [`complete_checkpoint_steps`])."""
+    steps = complete_checkpoint_steps(output_dir)
+    return os.path.join(output_dir, f"checkpoint-{steps[0]}") if steps else None
+
+
+# ---- several nodes -------------------------------------------------------------------------------------------------
+
+NODE_MARKER_PREFIX = ".tspin_node_"
+MARKER_WAIT_SECONDS = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeLayout:
+    """
+    How the nodes of a run see `output_dir`.
+
+    Args:
+        num_nodes (`int`):
+            Number of nodes (of local main processes).
+        shared (`bool`):
+            Whether every node sees the same `output_dir` (a shared file system), rather than each its own disk.
+    """
+
+    num_nodes: int
+    shared: bool
+
+
+def detect_node_layout(output_dir: str, accelerator: "Accelerator") -> NodeLayout:
+    """Whether the nodes of this run share `output_dir`, found out rather than assumed: every node's local main process
+    writes a marker file with a random name into `output_dir`, and each then counts the other nodes' markers it sees.
+    Collective: every process must call it. Raises a `ValueError` when some nodes share the folder and others do not.
+    """
+    if accelerator.num_processes == 1:
+        return NodeLayout(1, True)
+    me = (accelerator.is_local_main_process, secrets.token_hex(8))
+    tokens = [token for local_main, token in gather_object([me]) if local_main]
+    if len(tokens) == 1:
+        return NodeLayout(1, True)
+    marker = os.path.join(output_dir, NODE_MARKER_PREFIX + me[1])
+    if accelerator.is_local_main_process:
+        atomic_write(marker, socket.gethostname())
+    accelerator.wait_for_everyone()
+    seen = None
+    if accelerator.is_local_main_process:
+        # a listing, retried for a few seconds: a network file system may show another node's new file late
+        deadline = time.monotonic() + MARKER_WAIT_SECONDS
+        while True:
+            names = set(os.listdir(output_dir))
+            seen = sum(NODE_MARKER_PREFIX + token in names for token in tokens)
+            if seen == len(tokens) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    counts = [count for count in gather_object([seen]) if count is not None]  # every node has looked
+    if accelerator.is_local_main_process:
+        os.remove(marker)
+    if all(count == len(tokens) for count in counts):
+        return NodeLayout(len(tokens), True)
+    if all(count == 1 for count in counts):
+        return NodeLayout(len(tokens), False)
+    raise ValueError(
+        f"Some of the {len(tokens)} nodes of this run share output_dir {output_dir!r} and others do not (each node "
+        f"sees {counts} of the nodes' marker files). Use one shared output_dir for all nodes, or a local one on each "
+        "node (then with `save_on_each_node=True`)."
+    )

@@ -6,6 +6,7 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from accelerate.utils import broadcast_object_list
 from datasets import Dataset
 from transformers import TrainerCallback
 
@@ -64,7 +65,15 @@ class ScoringCallback(TrainerCallback):
         self.scores: list[dict[str, Any]] = []
 
     def _recorded(self, label: str) -> bool:
-        return any(record.get("label") == label for record in self.trainer.run_folder.scores())
+        """Whether `label` was scored before (a resumed run); decided by the main process, whose file is the reference
+        (every process must agree: scoring generates on all of them)."""
+        accelerator = self.trainer.accelerator
+        found = [None]
+        if accelerator.is_main_process:
+            found = [any(record.get("label") == label for record in self.trainer.run_folder.scores())]
+        if accelerator.num_processes > 1:
+            found = broadcast_object_list(found)
+        return bool(found[0])
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not self._recorded("start"):
@@ -116,7 +125,7 @@ class ScoringCallback(TrainerCallback):
         self.scores.append(record)
         iteration = None if label == "start" else trainer.iteration
         trainer.log_now({"self_play/score": value}, iteration)
-        if trainer.accelerator.is_main_process:
+        if args.should_save:
             append_jsonl(trainer.run_folder.scores_path, record | {"responses": texts})
             logger.info("Score %s: %.4f", label, value)
         return value

@@ -23,7 +23,7 @@ import os
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, gather_object
 from transformers import TrainerCallback
 
 from .cache import ProtoCache, proto_cache_key
@@ -154,31 +154,42 @@ class SelfPlayCallback(TrainerCallback):
             **{name: getattr(args, name) for name in IDENTITY_FIELDS},
         }
 
-    def _on_main(self, function, *arguments):
+    def _on_main(self, function, *arguments, every_writer: bool = False):
         """Run `function` on the main process only and give every process its result; an error is raised on every
-        process (so that none waits forever for a main process that failed)."""
+        process (so that none waits forever for a main process that failed).
+
+        With `every_writer`, it also runs on every other process that writes self-play files (`args.should_save`: with
+        `save_on_each_node`, each node's local main process, which keeps its node's copy); an error on any of them is
+        raised everywhere, and the main process's result is returned.
+        """
         accelerator = self.trainer.accelerator
+        runs_here = accelerator.is_main_process or (every_writer and self.trainer.args.should_save)
         outcome: list[Any] = [None]
         error: Exception | None = None
-        if accelerator.is_main_process:
+        if runs_here:
             try:
                 outcome = [("ok", function(*arguments))]
             except Exception as raised:  # re-raised below, after the other processes have been told
                 error = raised
                 outcome = [("error", f"{type(raised).__name__}: {raised}")]
         if accelerator.num_processes > 1:
-            outcome = broadcast_object_list(outcome)
+            if every_writer:
+                outcomes = gather_object(outcome)  # in rank order: the main process's first
+                errors = [entry for entry in outcomes if entry is not None and entry[0] == "error"]
+                outcome = errors[:1] or outcomes[:1]
+            else:
+                outcome = broadcast_object_list(outcome)
         status, value = outcome[0]
         if error is not None:
             raise error
         if status == "error":
-            raise SelfPlayError(f"The main process failed: {value}")
+            raise SelfPlayError(f"Self-play stopped on another process: {value}")
         return value
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.identity = self.run_identity()
         self.identity_digest = json_digest(self.identity)
-        self._on_main(self._check_run_folder, state.global_step)
+        self._on_main(self._check_run_folder, state.global_step, every_writer=True)
         trainer = self.trainer
         self.backend = make_generation_backend(args, trainer.model, trainer.accelerator, trainer.processing_class)
         # Fill the datasets now, so that evaluation before the first epoch (`eval_on_start`) has triplets too
@@ -420,7 +431,7 @@ class SelfPlayCallback(TrainerCallback):
             key = "self_play/likelihood_inversion" + ("" if name == "eval" else f"_{name.removeprefix('eval_')}")
             value = sum(inverted) / len(inverted)
             trainer.log_now({key: value}, iteration)
-            if trainer.accelerator.is_main_process:
+            if trainer.args.should_save:
                 self.folder.append_iteration_record(
                     {"iteration": iteration, "step": trainer.state.global_step, key.removeprefix("self_play/"): value}
                 )
@@ -493,7 +504,7 @@ class SelfPlayCallback(TrainerCallback):
 
     def _write_iteration_file(self, iteration: int, global_step: int, name: str, dataset: TripletDataset) -> None:
         trainer = self.trainer
-        if trainer.accelerator.is_main_process:
+        if trainer.args.should_save:  # on separate disks (`save_on_each_node`), every node keeps its copy
             tokenizer = trainer.processing_class
             rows = []
             for index, example in enumerate(dataset.examples):

@@ -1,5 +1,6 @@
 """`TSPINTrainer`: model/tokenizer/PEFT set-up, the triplet forward pass, metrics and checkpoints."""
 
+import glob
 import logging
 import os
 import textwrap
@@ -36,7 +37,16 @@ from .data import TripletDataset, TripletTokenizer, check_columns, eos_token_ids
 from .loss import clamped, rewards, tspin_loss
 from .monitor import IterationMonitor
 from .objective import ObjectivePolicy
-from .run_folder import RunFolder, RunLock, check_dataset_name, last_complete_checkpoint
+from .run_folder import (
+    NodeLayout,
+    RunFolder,
+    RunLock,
+    atomic_write,
+    check_dataset_name,
+    checkpoint_is_complete,
+    complete_checkpoint_steps,
+    detect_node_layout,
+)
 from .scoring import ScoringCallback
 from .self_play import SelfPlayCallback
 
@@ -324,6 +334,7 @@ class TSPINTrainer(_BaseTrainer):
         self.vocab_size = max(len(processing_class), self.model.config.get_text_config().vocab_size)
         self.run_folder = RunFolder(args.output_dir)
         self._run_lock = RunLock(self.run_folder.lock_path)
+        self.node_layout = NodeLayout(1, True)  # found out at the start of `train()`
 
         self.self_play = SelfPlayCallback(self)
         self.monitor = IterationMonitor(self)
@@ -391,20 +402,71 @@ class TSPINTrainer(_BaseTrainer):
     # ---- training loop ----------------------------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        self.node_layout = detect_node_layout(self.args.output_dir, self.accelerator)
+        self._check_node_layout()
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = last_complete_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
+            resume_from_checkpoint = self._last_checkpoint_on_every_node()
+        elif resume_from_checkpoint and self.node_layout.num_nodes > 1:
+            complete = gather_object([checkpoint_is_complete(resume_from_checkpoint)])
+            if not all(complete):
                 raise ValueError(
-                    f"No complete checkpoint found in {self.args.output_dir!r} to resume from (checkpoint-* folders "
-                    "with trainer_state.json and model weights). Start without `resume_from_checkpoint`."
+                    f"The checkpoint {resume_from_checkpoint!r} is missing or incomplete on "
+                    f"{complete.count(False)} of the {len(complete)} processes' nodes: every node reads it from its "
+                    "own output_dir. Resume from a checkpoint every node has."
                 )
         self.resumed_from_checkpoint = resume_from_checkpoint or None
-        if self.accelerator.is_main_process:
+        if self.args.should_save:
             self._run_lock.acquire()
         try:
             return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         finally:
             self._run_lock.release()
+
+    def _check_node_layout(self) -> None:
+        """Self-play files and checkpoints are written by the processes with `args.should_save`: the global main
+        process, or with `save_on_each_node` every node's local main process. That must match the disk layout."""
+        layout, output_dir = self.node_layout, self.args.output_dir
+        if layout.num_nodes == 1:
+            return
+        if layout.shared and self.args.save_on_each_node:
+            raise ValueError(
+                f"`save_on_each_node=True`, but the {layout.num_nodes} nodes of this run share output_dir "
+                f"{output_dir!r}: every node would write the same checkpoint and self-play files at once. Set "
+                "`save_on_each_node=False` (the global main process then writes for all nodes)."
+            )
+        if not layout.shared and not self.args.save_on_each_node:
+            raise ValueError(
+                f"The {layout.num_nodes} nodes of this run do not share output_dir {output_dir!r} (each node sees only "
+                "its own files there), and only the global main process would write checkpoints: the other nodes could "
+                "not resume. Set `save_on_each_node=True` (each node then keeps a full copy of the checkpoints and "
+                "self-play files), or put output_dir on a file system all nodes share."
+            )
+
+    def _last_checkpoint_on_every_node(self) -> str:
+        """The highest-numbered checkpoint complete on every node (on separate disks, one node's last save may have
+        been interrupted)."""
+        output_dir = self.args.output_dir
+        steps = complete_checkpoint_steps(output_dir)
+        common = set(steps)
+        if self.accelerator.num_processes > 1:
+            for other in gather_object([steps]):
+                common &= set(other)
+        if not common:
+            raise ValueError(
+                f"No complete checkpoint found in {output_dir!r}"
+                + (" on every node" if self.node_layout.num_nodes > 1 else "")
+                + " to resume from (checkpoint-* folders with trainer_state.json and model weights). Start without "
+                "`resume_from_checkpoint`."
+            )
+        step = max(common)
+        if steps and steps[0] != step:
+            logger.warning(
+                "Resuming from checkpoint-%d, the last one every node has completely (this node also has "
+                "checkpoint-%d).",
+                step,
+                steps[0],
+            )
+        return os.path.join(output_dir, f"checkpoint-{step}")
 
     def set_initial_training_values(self, args, dataloader):
         values = super().set_initial_training_values(args, dataloader)
@@ -650,13 +712,31 @@ class TSPINTrainer(_BaseTrainer):
 
     # ---- checkpoints ---------------------------------------------------------------------------------------------
 
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        # transformers' `save_pretrained` writes on global rank 0 only, even for the local main process of another
+        # node that `save_on_each_node` makes a writer (`args.should_save`): that node's checkpoint would lack weights.
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        node_writer = self.args.should_save and self.accelerator.process_index != 0
+        if node_writer and hasattr(model, "should_save_on_this_rank"):
+            model.should_save_on_this_rank = lambda is_main_process: is_main_process
+            try:
+                return super()._save(output_dir, state_dict)
+            finally:
+                del model.should_save_on_this_rank
+        return super()._save(output_dir, state_dict)
+
     def _save_checkpoint(self, model, trial):
         model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
         self.create_model_card(model_name=model_name.split("/")[-1])
+        checkpoint_dir = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
         if self.args.should_save:
-            checkpoint_dir = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
             self.monitor.save(checkpoint_dir)
         super()._save_checkpoint(model, trial)
+        if self.is_deepspeed_enabled and self.args.should_save and self.accelerator.process_index != 0:
+            # DeepSpeed writes the `latest` tag file on global rank 0 only; a node with its own disk needs it to resume
+            tags = sorted(glob.glob(os.path.join(checkpoint_dir, "global_step*")))
+            if len(tags) == 1 and not os.path.isfile(os.path.join(checkpoint_dir, "latest")):
+                atomic_write(os.path.join(checkpoint_dir, "latest"), os.path.basename(tags[0]))
 
 
 def _reset_optimizer_state(optimizer: torch.optim.Optimizer) -> int:

@@ -11,6 +11,7 @@ import signal
 
 import torch
 from datasets import Dataset
+from transformers import TrainerCallback
 
 from tspin_trl import TSPINConfig, TSPINTrainer
 from tspin_trl import generation as generation_module
@@ -31,6 +32,18 @@ def rows(n: int, pregenerated: bool) -> list[dict]:
     return out
 
 
+class StopAfter(TrainerCallback):
+    """Ends `train()` after a given step, as an interruption that leaves the checkpoints written so far."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+        return control
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--output_dir", required=True)
@@ -41,6 +54,9 @@ def main() -> None:
     parser.add_argument("--generation_batch_size", type=int, default=2)
     parser.add_argument("--pregenerated", action="store_true")
     parser.add_argument("--save_strategy", default="no")
+    parser.add_argument("--save_steps", type=float, default=500)
+    parser.add_argument("--save_on_each_node", action="store_true")
+    parser.add_argument("--stop_after_step", type=int, default=0, help="stop training cleanly after this step")
     parser.add_argument("--warmup_steps", type=float, default=0)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--kill_after_chunks", type=int, default=0)
@@ -82,6 +98,8 @@ def main() -> None:
         report_to=[],
         gradient_checkpointing=False,
         save_strategy=args.save_strategy,
+        save_steps=args.save_steps,
+        save_on_each_node=args.save_on_each_node,
         use_cpu=True,
         seed=0,
         dataloader_pin_memory=False,
@@ -96,6 +114,8 @@ def main() -> None:
         train_dataset=Dataset.from_list(rows(args.num_prompts, args.pregenerated)),
         processing_class=tokenizer,
     )
+    if args.stop_after_step:
+        trainer.add_callback(StopAfter(args.stop_after_step))
     trainer.train(resume_from_checkpoint=True if args.resume else None)
     rank = trainer.accelerator.process_index
     params = torch.cat(
