@@ -107,7 +107,7 @@ def build_tokenizer(vocab_size: int, model_max_length: int = 4096):
     Any id decodes to one character (or a special token) and encodes back to the same id, so generated ids survive
     a decode/encode round trip and text lengths are token counts. Padding `<pad>` (0), end of sequence `<|end|>` (7).
     """
-    from tspin_trl.presets import build_char_tokenizer
+    from tspin_trl.demo import build_char_tokenizer
 
     return build_char_tokenizer(model_max_length, characters=_vocab_chars(vocab_size - len(SPECIAL_TOKENS)))
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_config, sorting_rows
 from datasets import Dataset
+from helpers import make_config, sorting_rows
 from transformers import TrainerCallback
 
 from tspin_trl import TSPINTrainer
-from tspin_trl.presets import build_tiny_model
+from tspin_trl.demo import build_tiny_model
 
 
 ROOT = Path(__file__).resolve().parents[1]

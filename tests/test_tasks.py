@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tspin_trl.tasks import (
+from tspin_trl.demo import (
     INSTRUCTION_KINDS,
     PAPER_PROMPT_TEMPLATE,
     check_instruction,
@@ -153,7 +153,7 @@ def test_instruction_determinism(instruction_dataset):
 def test_determinism_across_processes():
     # Python's string hashing is randomized per process; the datasets must not depend on it.
     code = (
-        "import json; from tspin_trl.tasks import make_instruction_dataset, make_sorting_dataset; "
+        "import json; from tspin_trl.demo import make_instruction_dataset, make_sorting_dataset; "
         "print(json.dumps([make_instruction_dataset(30, 10, seed=3)['test'].to_list(), "
         "make_sorting_dataset(30, 10, seed=3)['test'].to_list()]))"
     )
