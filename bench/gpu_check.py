@@ -30,10 +30,20 @@ import sys
 import time
 
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # `python bench/<script>.py`: import `bench` from the repository root, as `-m` does
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import common as C  # noqa: E402
-import torch  # noqa: E402
+import bench  # noqa: F401  (first: it sets the environment that torch reads when it is imported)
+
+
+# isort: split
+import torch
+
+from bench.machine import machine_info
+from bench.memory import free_memory
+from bench.models import MODEL_PRESETS
+from bench.report import print_table, verdict, write_json
+from bench.timing import synchronize
 
 
 NOMINAL_TFLOPS = 989.0  # H100/H200 SXM dense bf16
@@ -48,21 +58,21 @@ def measure_matmul_tflops(device: str, dtype: torch.dtype, sizes=(4096, 8192), i
         b = torch.randn(n, n, device=device, dtype=dtype)
         for _ in range(3):
             a @ b
-        C.synchronize()
+        synchronize()
         start = time.perf_counter()
         for _ in range(iters):
             a @ b
-        C.synchronize()
+        synchronize()
         tflops = 2 * n**3 * iters / (time.perf_counter() - start) / 1e12
         per_size[n] = tflops
         best = max(best, tflops)
         del a, b
-    C.free_memory()
+    free_memory()
     return {"best_tflops": best, "per_size": per_size, "dtype": str(dtype)}
 
 
 def train_step(args, device: str) -> dict:
-    import bench_train_step as T
+    from bench import bench_train_step as T
 
     settings = T.Settings(
         preset=args.preset, batch_size=args.batch_size, response_max=args.response, prompt_min=args.prompt,
@@ -95,7 +105,7 @@ def mfu(train: dict, peak_tflops: float) -> dict:
 
 
 def generation(args, device: str) -> dict:
-    import bench_generation as G
+    from bench import bench_generation as G
 
     settings = G.Settings(
         preset=args.preset, num_prompts=args.gen_prompts, max_new_tokens=args.new_tokens, prompt_min=16,
@@ -112,7 +122,7 @@ def report(results: dict) -> None:
     mm = results["matmul"]
     print(f"measured peak matmul: {mm['best_tflops']:.1f} TFLOP/s ({mm['dtype']}; per size "
           f"{ {k: round(v, 1) for k, v in mm['per_size'].items()} }); nominal {NOMINAL_TFLOPS:.0f}")  # fmt: skip
-    import bench_train_step as T
+    from bench import bench_train_step as T
 
     T.report(results["train"])
     rows = []
@@ -121,20 +131,20 @@ def report(results: dict) -> None:
                      f"{m['achieved_tflops']:.1f}",
                      f"{100 * m['mfu_measured_peak']:.1f}%" if m["mfu_measured_peak"] else "-",
                      f"{100 * m['mfu_nominal_989']:.1f}%"])  # fmt: skip
-    C.print_table("MFU (6 x params x trained tokens + 2 x params x reference tokens)",
-                  ["contender", "tokens/step", "tokens/s", "TFLOP/s", "MFU (measured peak)", "MFU (989)"],
-                  rows)  # fmt: skip
+    print_table("MFU (6 x params x trained tokens + 2 x params x reference tokens)",
+                ["contender", "tokens/step", "tokens/s", "TFLOP/s", "MFU (measured peak)", "MFU (989)"],
+                rows)  # fmt: skip
     if results.get("generation"):
-        import bench_generation as G
+        from bench import bench_generation as G
 
         G.report(results["generation"])
-    C.print_table("targets (T-SPIN / SPIN)", ["what", "value", "verdict"], results["verdicts"])
+    print_table("targets (T-SPIN / SPIN)", ["what", "value", "verdict"], results["verdicts"])
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny model and sizes (runs on CPU)")
-    parser.add_argument("--preset", default="qwen2-0.5b", choices=list(C.MODEL_PRESETS))
+    parser.add_argument("--preset", default="qwen2-0.5b", choices=list(MODEL_PRESETS))
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--response", type=int, default=256)
@@ -154,7 +164,7 @@ def main(argv=None) -> dict:
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     start = time.perf_counter()
-    results: dict = {"machine": C.machine_info(), "args": vars(args)}
+    results: dict = {"machine": machine_info(), "args": vars(args)}
     print({k: results["machine"].get(k) for k in ("gpu", "torch", "transformers", "trl")}, flush=True)
     if device == "cuda":
         results["matmul"] = measure_matmul_tflops(device, torch.bfloat16)
@@ -165,7 +175,7 @@ def main(argv=None) -> dict:
     )
     results["train"] = train_step(args, device)
     results["mfu"] = mfu(results["train"], results["matmul"]["best_tflops"])
-    C.free_memory()  # the trainers (three model copies) are gone before generation starts
+    free_memory()  # the trainers (three model copies) are gone before generation starts
     print(f"[{time.perf_counter() - start:.0f}s] training step done", flush=True)
     if not args.skip_generation:
         results["generation"] = generation(args, device)
@@ -176,20 +186,20 @@ def main(argv=None) -> dict:
     if "time_per_example/tspin/dpo_spin" in ratios:
         r = ratios["time_per_example/tspin/dpo_spin"]
         verdicts.append(["training time per example", f"{r['median']:.3f} ({r['min']:.3f}-{r['max']:.3f})",
-                         C.verdict(r["median"], TARGETS["time_per_example"], False)])  # fmt: skip
+                         verdict(r["median"], TARGETS["time_per_example"], False)])  # fmt: skip
     if "peak_memory/tspin/dpo_spin" in ratios:
         r = ratios["peak_memory/tspin/dpo_spin"]
-        verdicts.append(["peak memory", f"{r['value']:.3f}", C.verdict(r["value"], TARGETS["peak_memory"], False)])
+        verdicts.append(["peak memory", f"{r['value']:.3f}", verdict(r["value"], TARGETS["peak_memory"], False)])
     if results.get("generation"):
         g = results["generation"]["scenarios"]["cap"]["ratio_tokens_per_second"]
         verdicts.append(["generation tokens/s", f"{g['median']:.2f}",
-                         C.verdict(g["median"], TARGETS["generation_tokens_per_second"], True)])  # fmt: skip
+                         verdict(g["median"], TARGETS["generation_tokens_per_second"], True)])  # fmt: skip
     results["verdicts"] = verdicts
     results["total_seconds"] = time.perf_counter() - start
     report(results)
     print(f"\ntotal {results['total_seconds']:.0f} s")
     path = args.json or (os.path.join(os.environ["OUT"], "gpu_results.json") if os.environ.get("OUT") else None)
-    C.write_json(path, results)
+    write_json(path, results)
     return results
 
 
