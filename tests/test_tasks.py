@@ -261,3 +261,17 @@ def test_empty_eval_split():
     dataset = make_instruction_dataset(num_train=5, num_eval=0)
     assert len(dataset["test"]) == 0
     assert dataset["test"].features == dataset["train"].features
+
+
+def test_the_trainer_core_does_not_import_the_demo():
+    code = (
+        "import pkgutil, importlib, sys, tspin_trl; "
+        "core = [n for _, n, is_pkg in pkgutil.iter_modules(tspin_trl.__path__, 'tspin_trl.') if not is_pkg]; "
+        "[importlib.import_module(n) for n in core]; "
+        "print(len(core), sorted(m for m in sys.modules if m.startswith('tspin_trl.demo')))"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    count, demo_modules = result.stdout.split(" ", 1)
+    assert int(count) >= 8 and demo_modules.strip() == "[]"
