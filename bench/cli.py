@@ -11,6 +11,7 @@ from .report import write_json
 
 
 def add_cpu_arguments(parser) -> None:
+    """`--flush-denormal` and `--threads`, the CPU flags of every script."""
     parser.add_argument(
         "--flush-denormal",
         action="store_true",

@@ -141,5 +141,6 @@ def make_step(trainer) -> Callable[[dict], float]:
 
 @contextlib.contextmanager
 def temporary_workdir(prefix: str = "tspin_bench_"):
+    """A scratch folder for the trainers' `output_dir` and the saved model, removed on exit."""
     with tempfile.TemporaryDirectory(prefix=prefix) as d:
         yield d
