@@ -10,7 +10,7 @@ Both sample with the same settings (temperature 1, no top-k/top-p) from the same
 
 - `cap`: a random model almost never samples the end of sequence, so every response runs to `max_new_tokens`;
 - `realistic`: each response ends at a length fixed by its prompt (log-normal around half the cap, 20% at the cap;
-  see `common.ForcedLengthProcessor`), the same for both contenders whatever the batching.
+  see `bench.generation.ForcedLengthProcessor`), the same for both contenders whatever the batching.
 
 Throughput counts useful tokens: each response up to and including its end-of-sequence token (identical for both
 contenders by construction); `spin` also reports the tokens it generated in all, padding after an early end included.
@@ -29,10 +29,24 @@ import time
 from dataclasses import asdict, dataclass
 
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # `python bench/<script>.py`: import `bench` from the repository root, as `-m` does
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import common as C  # noqa: E402
-import torch  # noqa: E402
+import bench  # noqa: F401  (first: it sets the environment that torch reads when it is imported)
+
+
+# isort: split
+import torch
+
+from bench.cli import resolve_device, run_main
+from bench.data import prompt_lengths, random_text, response_lengths
+from bench.generation import ForcedLengthProcessor, spin_style_generate
+from bench.machine import machine_info
+from bench.models import MODEL_PRESETS, build_model, build_tokenizer, parameter_count, vocab_chars
+from bench.report import print_table, verdict
+from bench.timing import alternate, ratio_summary, summarize, timed
+from tspin_trl.data import cut_at_eos
+from tspin_trl.demo import CHAR_SPECIAL_TOKENS
 
 
 MODES = {
@@ -69,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--smoke", action="store_true")
     mode.add_argument("--quick", action="store_true")
-    parser.add_argument("--preset", choices=list(C.MODEL_PRESETS))
+    parser.add_argument("--preset", choices=list(MODEL_PRESETS))
     parser.add_argument("--num-prompts", type=int)
     parser.add_argument("--max-new-tokens", type=int)
     parser.add_argument("--prompt-min", type=int)
@@ -90,7 +104,7 @@ def settings_from_args(args) -> Settings:
     for key in values:
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     return Settings(**values, spin_batch=args.spin_batch, ours_batch=args.ours_batch, spin_prompts=args.spin_prompts,
                     warmup_rounds=args.warmup_rounds, device=device, bf16=device == "cuda")  # fmt: skip
 
@@ -99,9 +113,9 @@ def make_prompts(tokenizer, settings: Settings) -> tuple[list[str], list[list[in
     import random
 
     rng = random.Random(settings.seed + 1)
-    alphabet = C._vocab_chars(len(tokenizer) - len(C.SPECIAL_TOKENS))
-    lengths = C.prompt_lengths(settings.num_prompts, settings.prompt_min, settings.prompt_max, settings.seed)
-    texts = [C.random_text(rng, alphabet, n) for n in lengths]
+    alphabet = vocab_chars(len(tokenizer) - len(CHAR_SPECIAL_TOKENS))
+    lengths = prompt_lengths(settings.num_prompts, settings.prompt_min, settings.prompt_max, settings.seed)
+    texts = [random_text(rng, alphabet, n) for n in lengths]
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     assert [len(i) for i in ids] == lengths
     return texts, ids
@@ -122,8 +136,8 @@ def run_generation(model, tokenizer, settings: Settings, texts: list[str], ids: 
     for scenario in [s for s in settings.scenarios.split(",") if s]:
         extra = {}
         if scenario == "realistic":
-            lengths = C.response_lengths(len(ids), settings.max_new_tokens, settings.seed)
-            extra["logits_processor"] = LogitsProcessorList([C.ForcedLengthProcessor(ids, lengths, pad, eos)])
+            lengths = response_lengths(len(ids), settings.max_new_tokens, settings.seed)
+            extra["logits_processor"] = LogitsProcessorList([ForcedLengthProcessor(ids, lengths, pad, eos)])
         elif scenario != "cap":
             raise ValueError(f"unknown scenario {scenario!r}")
         state: dict = {"ours": [], "spin": [], "ours_useful": [], "spin_useful": [], "spin_raw": []}
@@ -142,28 +156,28 @@ def run_generation(model, tokenizer, settings: Settings, texts: list[str], ids: 
 
         def spin(r, n=spin_n, extra=extra, state=state):
             torch.manual_seed(1000 + max(r, 0))
-            raw, _ = C.spin_style_generate(
+            raw, _ = spin_style_generate(
                 model, accelerator, tokenizer, texts[:n], batch_size=settings.spin_batch,
                 max_new_tokens=settings.max_new_tokens, sampling_kwargs={**sampling, **extra},
             )  # fmt: skip
             if r >= 0:
-                state["spin_useful"].append(sum(len(C.cut_at_eos(x, eos)) for x in raw))
+                state["spin_useful"].append(sum(len(cut_at_eos(x, [eos])) for x in raw))
                 state["spin_raw"].append(sum(len(x) for x in raw))
             return raw
 
         # Warm-up: a couple of short calls each (kernels, allocator, lazy imports)
         warm = SamplingSettings(max_new_tokens=4, temperature=1.0, top_p=1.0, top_k=0)
         generate_responses(model, accelerator, ids[:4], sampling=warm, pad_token_id=pad, eos_ids=[eos], seed=0)
-        C.spin_style_generate(model, accelerator, tokenizer, texts[:4], max_new_tokens=4, sampling_kwargs=sampling)
+        spin_style_generate(model, accelerator, tokenizer, texts[:4], max_new_tokens=4, sampling_kwargs=sampling)
         # `warmup_rounds` full passes first: on a GPU the first decode at every new (batch, length) shape is several
         # times slower (kernel selection per shape); a real pass over a large dataset runs warm.
-        times = C.alternate({"ours": ours, "spin": spin}, settings.repeats, warmup=settings.warmup_rounds)
+        times = alternate({"ours": ours, "spin": spin}, settings.repeats, warmup=settings.warmup_rounds)
         same_prompts = None
         if spin_n < len(ids):  # SPIN ran on a prefix: also time ours on exactly those prompts
             useful_before = list(state["ours_useful"])
             for _ in range(settings.warmup_rounds):
                 ours(-1, n=spin_n)
-            seconds, _ = C.timed(lambda: ours(0, n=spin_n))
+            seconds, _ = timed(lambda: ours(0, n=spin_n))
             same_prompts = {"prompts": spin_n, "seconds": seconds, "useful_tokens": state["ours_useful"][-1],
                             "tokens_per_second": state["ours_useful"][-1] / seconds}  # fmt: skip
             state["ours_useful"] = useful_before
@@ -171,39 +185,39 @@ def run_generation(model, tokenizer, settings: Settings, texts: list[str], ids: 
         spin_tps = [u / t for u, t in zip(state["spin_useful"], times["spin"])]
         out[scenario] = {
             "ours": {
-                "seconds": C.summarize(times["ours"]).to_dict(),
+                "seconds": summarize(times["ours"]).to_dict(),
                 "useful_tokens": state["ours_useful"][0],
                 "prompts": len(ids),
-                "tokens_per_second": C.summarize(ours_tps).to_dict(),
+                "tokens_per_second": summarize(ours_tps).to_dict(),
                 "generate_calls": state.get("ours_calls"),
                 "batch_size": settings.ours_batch or "auto",
             },
             "spin": {
-                "seconds": C.summarize(times["spin"]).to_dict(),
+                "seconds": summarize(times["spin"]).to_dict(),
                 "useful_tokens": state["spin_useful"][0],
                 "generated_tokens_with_padding": state["spin_raw"][0],
                 "prompts": spin_n,
-                "tokens_per_second": C.summarize(spin_tps).to_dict(),
+                "tokens_per_second": summarize(spin_tps).to_dict(),
                 "generate_calls": -(-spin_n // settings.spin_batch),
                 "batch_size": settings.spin_batch,
             },
             "ours_same_prompts": same_prompts,
-            "ratio_tokens_per_second": C.ratio_summary(ours_tps, spin_tps).to_dict(),
+            "ratio_tokens_per_second": ratio_summary(ours_tps, spin_tps).to_dict(),
             "ratio_wall_time_same_prompts": (
-                C.ratio_summary(times["spin"], times["ours"]).to_dict() if spin_n == len(ids) else None
+                ratio_summary(times["spin"], times["ours"]).to_dict() if spin_n == len(ids) else None
             ),
         }
     return out
 
 
 def run(settings: Settings) -> dict:
-    results = {"settings": asdict(settings), "machine": C.machine_info(), "load_before": os.getloadavg()}
-    tokenizer = C.build_tokenizer(C.MODEL_PRESETS[settings.preset]["vocab_size"])
+    results = {"settings": asdict(settings), "machine": machine_info(), "load_before": os.getloadavg()}
+    tokenizer = build_tokenizer(MODEL_PRESETS[settings.preset]["vocab_size"])
     texts, ids = make_prompts(tokenizer, settings)
     dtype = torch.bfloat16 if settings.bf16 else torch.float32
     start = time.perf_counter()
-    model = C.build_model(settings.preset, tokenizer, dtype=dtype, device=settings.device, seed=settings.seed)
-    results["model"] = {"preset": settings.preset, "parameters": C.parameter_count(model),
+    model = build_model(settings.preset, tokenizer, dtype=dtype, device=settings.device, seed=settings.seed)
+    results["model"] = {"preset": settings.preset, "parameters": parameter_count(model),
                         "build_seconds": time.perf_counter() - start}  # fmt: skip
     results["scenarios"] = run_generation(model, tokenizer, settings, texts, ids)
     results["load_after"] = os.getloadavg()
@@ -222,9 +236,9 @@ def report(results: dict) -> None:
             e = r[name]
             rows.append([
                 scenario, name, f"{e['prompts']}", f"{e['batch_size']}", f"{e['generate_calls']}",
-                C.summarize(e["seconds"]["values"]).fmt(1, 2), f"{e['useful_tokens']}",
+                summarize(e["seconds"]["values"]).fmt(1, 2), f"{e['useful_tokens']}",
                 f"{e.get('generated_tokens_with_padding', e['useful_tokens'])}",
-                C.summarize(e["tokens_per_second"]["values"]).fmt(1, 0),
+                summarize(e["tokens_per_second"]["values"]).fmt(1, 0),
             ])  # fmt: skip
         same = r.get("ours_same_prompts")
         if same:
@@ -233,8 +247,8 @@ def report(results: dict) -> None:
                          f"{same['tokens_per_second']:.0f}"])  # fmt: skip
         ratio = r["ratio_tokens_per_second"]
         ratio_rows.append([scenario, f"{ratio['median']:.2f}", f"{ratio['min']:.2f}-{ratio['max']:.2f}",
-                           C.verdict(ratio["median"], target, higher_is_better=True)])  # fmt: skip
-    C.print_table(
+                           verdict(ratio["median"], target, higher_is_better=True)])  # fmt: skip
+    print_table(
         "generation pass (median (min-max))",
         [
             "scenario",
@@ -249,21 +263,14 @@ def report(results: dict) -> None:
         ],
         rows,
     )
-    C.print_table("ours / SPIN-style, useful tokens per second (paired by round)",
-                  ["scenario", "median", "min-max", "target"], ratio_rows)  # fmt: skip
+    print_table("ours / SPIN-style, useful tokens per second (paired by round)",
+                ["scenario", "median", "min-max", "target"], ratio_rows)  # fmt: skip
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    C.add_cpu_arguments(parser)
-    args = parser.parse_args(argv)
-    cpu = C.apply_cpu_arguments(args)
-    results = run(settings_from_args(args))
-    results["cpu_settings"] = cpu
-    report(results)
-    C.write_json(args.json, results)
-    return results
+    return run_main(parser, argv, lambda args: run(settings_from_args(args)), report)
 
 
 if __name__ == "__main__":

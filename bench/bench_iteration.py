@@ -26,11 +26,25 @@ import time
 from dataclasses import asdict, dataclass
 
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # `python bench/<script>.py`: import `bench` from the repository root, as `-m` does
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import common as C  # noqa: E402
-import torch  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+import bench  # noqa: F401  (first: it sets the environment that torch reads when it is imported)
+
+
+# isort: split
+import torch
+from transformers import TrainerCallback
+
+from bench.cli import resolve_device, run_main
+from bench.data import make_data
+from bench.generation import spin_style_generate
+from bench.machine import machine_info
+from bench.memory import free_memory
+from bench.models import MODEL_PRESETS, build_model, build_tokenizer, load_pretrained, parameter_count, save_pretrained
+from bench.report import print_table, verdict
+from bench.timing import ratio_summary, summarize, synchronize
+from bench.trainers import dpo_trainer, temporary_workdir, tspin_trainer
 
 
 MODES = {
@@ -70,18 +84,18 @@ class EpochTimer(TrainerCallback):
         self.end: list[float] = []
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        C.synchronize()
+        synchronize()
         self.begin.append(time.perf_counter())
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        C.synchronize()
+        synchronize()
         self.end.append(time.perf_counter())
 
 
 def run_tspin(settings: Settings, tokenizer, data, model_path: str, workdir: str, r: int) -> dict:
-    model = C.load_pretrained(model_path, dtype=settings.dtype, device=settings.device)
+    model = load_pretrained(model_path, dtype=settings.dtype, device=settings.device)
     timer = EpochTimer()
-    trainer = C.tspin_trainer(
+    trainer = tspin_trainer(
         model, tokenizer, data.tspin_rows(synthetic=False, proto=True), batch_size=settings.batch_size,
         max_length=data.max_length, response_max=data.response_max, device=settings.device, bf16=settings.bf16,
         output_dir=os.path.join(workdir, f"tspin_{r}"), num_iterations=2, callbacks=[timer],
@@ -104,29 +118,29 @@ def run_tspin(settings: Settings, tokenizer, data, model_path: str, workdir: str
 def run_spin(settings: Settings, tokenizer, data, model_path: str, workdir: str, r: int) -> dict:
     from accelerate import Accelerator
 
-    model = C.load_pretrained(model_path, dtype=settings.dtype, device=settings.device)
+    model = load_pretrained(model_path, dtype=settings.dtype, device=settings.device)
     accelerator = Accelerator(cpu=settings.device == "cpu")
-    C.synchronize()
+    synchronize()
     start = time.perf_counter()
     torch.manual_seed(r)
-    ids, texts = C.spin_style_generate(
+    ids, texts = spin_style_generate(
         model, accelerator, tokenizer, data.prompts(), batch_size=16, max_new_tokens=data.response_max,
         sampling_kwargs=dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0),
     )  # fmt: skip
-    C.synchronize()
+    synchronize()
     generated = time.perf_counter()
     rows = [
         {"prompt": row["prompt"], "chosen": row["completion"], "rejected": text or "?"}
         for row, text in zip(data.rows, texts)
     ]
-    trainer = C.dpo_trainer(model, tokenizer, rows, batch_size=settings.batch_size, max_length=data.max_length,
-                            output_dir=os.path.join(workdir, f"spin_{r}"), device=settings.device,
-                            bf16=settings.bf16, model_dtype=settings.dtype, num_train_epochs=1,
-                            seed=r)  # fmt: skip
+    trainer = dpo_trainer(model, tokenizer, rows, batch_size=settings.batch_size, max_length=data.max_length,
+                          output_dir=os.path.join(workdir, f"spin_{r}"), device=settings.device,
+                          bf16=settings.bf16, model_dtype=settings.dtype, num_train_epochs=1,
+                          seed=r)  # fmt: skip
     built = time.perf_counter()
     _quiet(trainer)
     trainer.train()
-    C.synchronize()
+    synchronize()
     end = time.perf_counter()
     return {
         "seconds": end - start,
@@ -146,31 +160,31 @@ def _quiet(trainer) -> None:
 
 
 def run(settings: Settings) -> dict:
-    results = {"settings": asdict(settings), "machine": C.machine_info(), "load_before": os.getloadavg()}
-    tokenizer = C.build_tokenizer(C.MODEL_PRESETS[settings.preset]["vocab_size"])
-    data = C.make_data(tokenizer, settings.num_prompts, prompt_low=settings.prompt_min,
-                       prompt_high=settings.prompt_max, response_max=settings.response_max,
-                       seed=settings.seed)  # fmt: skip
+    results = {"settings": asdict(settings), "machine": machine_info(), "load_before": os.getloadavg()}
+    tokenizer = build_tokenizer(MODEL_PRESETS[settings.preset]["vocab_size"])
+    data = make_data(tokenizer, settings.num_prompts, prompt_low=settings.prompt_min,
+                     prompt_high=settings.prompt_max, response_max=settings.response_max,
+                     seed=settings.seed)  # fmt: skip
     runs: dict[str, list[dict]] = {"tspin": [], "spin": []}
-    with C.workdir() as workdir:
-        model = C.build_model(settings.preset, tokenizer, dtype=settings.dtype, seed=settings.seed)
-        results["model"] = {"preset": settings.preset, "parameters": C.parameter_count(model)}
-        path = C.save_pretrained(model, tokenizer, os.path.join(workdir, "model"))
+    with temporary_workdir() as workdir:
+        model = build_model(settings.preset, tokenizer, dtype=settings.dtype, seed=settings.seed)
+        results["model"] = {"preset": settings.preset, "parameters": parameter_count(model)}
+        path = save_pretrained(model, tokenizer, os.path.join(workdir, "model"))
         del model
         for r in range(settings.repeats):
             order = ("tspin", "spin") if r % 2 == 0 else ("spin", "tspin")
             for name in order:
                 fn = run_tspin if name == "tspin" else run_spin
                 runs[name].append(fn(settings, tokenizer, data, path, workdir, r))
-                C.free_memory()
+                free_memory()
     results["runs"] = runs
     summary = {}
     for name, entries in runs.items():
-        summary[name] = {key: C.summarize([e[key] for e in entries]).to_dict()
+        summary[name] = {key: summarize([e[key] for e in entries]).to_dict()
                          for key in ("seconds", "generation_seconds", "train_seconds")}  # fmt: skip
     results["summary"] = summary
-    results["ratio_seconds"] = C.ratio_summary([e["seconds"] for e in runs["tspin"]],
-                                               [e["seconds"] for e in runs["spin"]]).to_dict()  # fmt: skip
+    results["ratio_seconds"] = ratio_summary([e["seconds"] for e in runs["tspin"]],
+                                             [e["seconds"] for e in runs["spin"]]).to_dict()  # fmt: skip
     results["load_after"] = os.getloadavg()
     return results
 
@@ -182,16 +196,16 @@ def report(results: dict) -> None:
           f"{s['response_max']} tokens, batch {s['batch_size']}, {s['repeats']} rounds")  # fmt: skip
     rows = []
     for name, e in results["summary"].items():
-        rows.append([name, C.summarize(e["seconds"]["values"]).fmt(1, 1),
-                     C.summarize(e["generation_seconds"]["values"]).fmt(1, 1),
-                     C.summarize(e["train_seconds"]["values"]).fmt(1, 1),
+        rows.append([name, summarize(e["seconds"]["values"]).fmt(1, 1),
+                     summarize(e["generation_seconds"]["values"]).fmt(1, 1),
+                     summarize(e["train_seconds"]["values"]).fmt(1, 1),
                      str(results["runs"][name][0]["generate_calls"])])  # fmt: skip
-    C.print_table("one self-play iteration, seconds (median (min-max))",
-                  ["contender", "total", "generation", "training (build + epoch)", "generate calls"], rows)  # fmt: skip
+    print_table("one self-play iteration, seconds (median (min-max))",
+                ["contender", "total", "generation", "training (build + epoch)", "generate calls"], rows)  # fmt: skip
     r = results["ratio_seconds"]
-    C.print_table("T-SPIN / SPIN, iteration wall time (paired by round)", ["median", "min-max", "target"],
-                  [[f"{r['median']:.3f}", f"{r['min']:.3f}-{r['max']:.3f}",
-                    C.verdict(r["median"], 1.0, higher_is_better=False)]])  # fmt: skip
+    print_table("T-SPIN / SPIN, iteration wall time (paired by round)", ["median", "min-max", "target"],
+                [[f"{r['median']:.3f}", f"{r['min']:.3f}-{r['max']:.3f}",
+                  verdict(r["median"], 1.0, higher_is_better=False)]])  # fmt: skip
 
 
 def main(argv=None) -> dict:
@@ -203,19 +217,16 @@ def main(argv=None) -> dict:
         parser.add_argument("--" + key.replace("_", "-"), type=str if key == "preset" else int)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--json")
-    C.add_cpu_arguments(parser)
-    args = parser.parse_args(argv)
-    cpu = C.apply_cpu_arguments(args)
-    values = dict(MODES["smoke" if args.smoke else "quick" if args.quick else "full"])
-    for key in values:
-        if getattr(args, key, None) is not None:
-            values[key] = getattr(args, key)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    results = run(Settings(**values, device=device, bf16=device == "cuda"))
-    results["cpu_settings"] = cpu
-    report(results)
-    C.write_json(args.json, results)
-    return results
+
+    def run_args(args) -> dict:
+        values = dict(MODES["smoke" if args.smoke else "quick" if args.quick else "full"])
+        for key in values:
+            if getattr(args, key, None) is not None:
+                values[key] = getattr(args, key)
+        device = resolve_device(args.device)
+        return run(Settings(**values, device=device, bf16=device == "cuda"))
+
+    return run_main(parser, argv, run_args, report)
 
 
 if __name__ == "__main__":

@@ -25,12 +25,20 @@ import os
 import sys
 
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # `python bench/<script>.py`: import `bench` from the repository root, as `-m` does
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import bench_generation as G  # noqa: E402
-import bench_train_step as T  # noqa: E402
-import common as C  # noqa: E402
-import torch  # noqa: E402
+import bench  # noqa: F401  (first: it sets the environment that torch reads when it is imported)
+
+
+# isort: split
+
+from bench import bench_generation as G
+from bench import bench_train_step as T
+from bench.cli import resolve_device, run_main
+from bench.machine import machine_info
+from bench.memory import free_memory
+from bench.report import mib, print_table
 
 
 MODES = {
@@ -78,7 +86,7 @@ def measure_point(preset: str, prompts: int, response: int, *, batch_size: int, 
 
 def run(mode: str, device: str, memory: bool) -> dict:
     spec = MODES[mode]
-    results = {"mode": mode, "machine": C.machine_info(), "axes": {}}
+    results = {"mode": mode, "machine": machine_info(), "axes": {}}
     for axis, values in spec["axes"].items():
         points = []
         for value in values:
@@ -87,7 +95,7 @@ def run(mode: str, device: str, memory: bool) -> dict:
             points.append(measure_point(kwargs["preset"], kwargs["prompts"], kwargs["response"],
                                         batch_size=spec["batch_size"], repeats=spec["repeats"],
                                         prompt_max=spec["prompt_max"], device=device, memory=memory))  # fmt: skip
-            C.free_memory()
+            free_memory()
         results["axes"][axis] = points
     return results
 
@@ -97,7 +105,7 @@ def report(results: dict) -> None:
         rows = []
         for p in points:
             t, d = p["tspin"], p["dpo_spin"]
-            mem = f"{C.mib(t['peak_bytes'])} / {C.mib(d['peak_bytes'])}" if t["peak_bytes"] else "-"
+            mem = f"{mib(t['peak_bytes'])} / {mib(d['peak_bytes'])}" if t["peak_bytes"] else "-"
             rows.append([
                 p["preset"], f"{p['parameters'] / 1e6:.1f}M", p["prompts"], p["response"],
                 f"{t['generation_seconds']:.2f} / {d['generation_seconds']:.2f}",
@@ -105,7 +113,7 @@ def report(results: dict) -> None:
                 f"{t['iteration_seconds']:.1f} / {d['iteration_seconds']:.1f}", mem,
                 f"{p['ratio_step']:.2f}", f"{p['ratio_iteration']:.2f}",
             ])  # fmt: skip
-        C.print_table(
+        print_table(
             f"scaling with {axis} (T-SPIN / SPIN in each cell)",
             ["model", "params", "prompts", "response", "generation s", "ms/example", "iteration s (est.)",
              "peak MiB", "step ratio", "iteration ratio"],
@@ -121,15 +129,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--json")
-    C.add_cpu_arguments(parser)
-    args = parser.parse_args(argv)
-    cpu = C.apply_cpu_arguments(args)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    results = run("smoke" if args.smoke else "quick" if args.quick else "full", device, not args.no_memory)
-    results["cpu_settings"] = cpu
-    report(results)
-    C.write_json(args.json, results)
-    return results
+
+    def run_args(args) -> dict:
+        mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+        return run(mode, resolve_device(args.device), not args.no_memory)
+
+    return run_main(parser, argv, run_args, report)
 
 
 if __name__ == "__main__":

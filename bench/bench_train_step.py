@@ -33,10 +33,31 @@ import time
 from dataclasses import asdict, dataclass, field
 
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # `python bench/<script>.py`: import `bench` from the repository root, as `-m` does
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import common as C  # noqa: E402
-import torch  # noqa: E402
+import bench  # noqa: F401  (first: it sets the environment that torch reads when it is imported)
+
+
+# isort: split
+import torch
+
+from bench.cli import resolve_device, run_main
+from bench.data import make_data
+from bench.machine import machine_info
+from bench.memory import current_rss_bytes, free_memory, peak_rss_bytes, peak_step_bytes, persistent_bytes
+from bench.models import (
+    MODEL_PRESETS,
+    build_model,
+    build_tokenizer,
+    flop_parameter_count,
+    load_pretrained,
+    parameter_count,
+    save_pretrained,
+)
+from bench.report import mib, print_table, verdict
+from bench.timing import alternate, ratio_summary, summarize, synchronize, timed
+from bench.trainers import dpo_batches, dpo_trainer, make_step, temporary_workdir, tspin_batches, tspin_trainer
 
 
 ALL_CONTENDERS = ("tspin", "tspin_pair", "tspin_stacked", "dpo_spin", "dpo_precompute")
@@ -95,7 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--smoke", action="store_true", help="tiny model, seconds (tests)")
     mode.add_argument("--quick", action="store_true", help="about a minute on 2 CPU cores")
-    parser.add_argument("--preset", choices=list(C.MODEL_PRESETS))
+    parser.add_argument("--preset", choices=list(MODEL_PRESETS))
     parser.add_argument("--batch-size", type=int, help="examples (prompts) per step")
     parser.add_argument("--response-max", type=int, help="max response tokens (eos included)")
     parser.add_argument("--prompt-min", type=int)
@@ -120,7 +141,7 @@ def settings_from_args(args) -> Settings:
     for key in values:
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = resolve_device(args.device)
     return Settings(
         **values,
         contenders=tuple(c for c in args.contenders.split(",") if c),
@@ -146,7 +167,7 @@ class Contender:
     beta: float | None = None
 
     def step_fn(self):
-        step = C.make_step(self.trainer)
+        step = make_step(self.trainer)
 
         def run(batch):
             if self.beta is not None:
@@ -167,28 +188,28 @@ def build(settings: Settings, names: tuple[str, ...], workdir: str, tokenizer, d
         start = time.perf_counter()
         if name in ("tspin", "tspin_pair"):
             if tspin is None:
-                model = C.load_pretrained(model_path, dtype=settings.dtype, device=settings.device)
-                tspin = C.tspin_trainer(model, tokenizer, data.tspin_rows(), response_max=data.response_max,
-                                        output_dir=os.path.join(workdir, "tspin"), **common,
-                                        **settings.tspin_args)  # fmt: skip
+                model = load_pretrained(model_path, dtype=settings.dtype, device=settings.device)
+                tspin = tspin_trainer(model, tokenizer, data.tspin_rows(), response_max=data.response_max,
+                                      output_dir=os.path.join(workdir, "tspin"), **common,
+                                      **settings.tspin_args)  # fmt: skip
             proto = name == "tspin"
-            batches = C.tspin_batches(tspin, settings.batch_size, num_batches, proto=proto)
+            batches = tspin_batches(tspin, settings.batch_size, num_batches, proto=proto)
             out[name] = Contender(name, tspin, batches, time.perf_counter() - start, beta=0.1 if proto else 0.0)
         elif name == "tspin_stacked":
-            model = C.load_pretrained(model_path, dtype=settings.dtype, device=settings.device)
-            trainer = C.tspin_trainer(model, tokenizer, data.tspin_rows(), response_max=data.response_max,
-                                      output_dir=os.path.join(workdir, name), **common,
-                                      **{**settings.tspin_args, "share_prompt": False})  # fmt: skip
-            batches = C.tspin_batches(trainer, settings.batch_size, num_batches, proto=True)
+            model = load_pretrained(model_path, dtype=settings.dtype, device=settings.device)
+            trainer = tspin_trainer(model, tokenizer, data.tspin_rows(), response_max=data.response_max,
+                                    output_dir=os.path.join(workdir, name), **common,
+                                    **{**settings.tspin_args, "share_prompt": False})  # fmt: skip
+            batches = tspin_batches(trainer, settings.batch_size, num_batches, proto=True)
             out[name] = Contender(name, trainer, batches, time.perf_counter() - start, beta=0.1)
         elif name in ("dpo_spin", "dpo_precompute"):
             precompute = name == "dpo_precompute"
             timer = _PrecomputeTimer() if precompute else None
             with timer or _null():
-                trainer = C.dpo_trainer(model_path, tokenizer, data.dpo_rows(), precompute=precompute,
-                                        output_dir=os.path.join(workdir, name), model_dtype=settings.dtype,
-                                        **common)  # fmt: skip
-            batches = C.dpo_batches(trainer, settings.batch_size, num_batches)
+                trainer = dpo_trainer(model_path, tokenizer, data.dpo_rows(), precompute=precompute,
+                                      output_dir=os.path.join(workdir, name), model_dtype=settings.dtype,
+                                      **common)  # fmt: skip
+            batches = dpo_batches(trainer, settings.batch_size, num_batches)
             out[name] = Contender(name, trainer, batches, time.perf_counter() - start,
                                   precompute_s=timer.seconds if timer else 0.0)  # fmt: skip
         else:
@@ -213,15 +234,15 @@ class _PrecomputeTimer:
         self.seconds, self._cls = 0.0, DPOTrainer
         self._original = DPOTrainer._precompute_ref_logps
 
-        def timed(trainer, *args, **kwargs):
-            C.synchronize()
+        def timed_precompute(trainer, *args, **kwargs):
+            synchronize()
             start = time.perf_counter()
             out = self._original(trainer, *args, **kwargs)
-            C.synchronize()
+            synchronize()
             self.seconds += time.perf_counter() - start
             return out
 
-        DPOTrainer._precompute_ref_logps = timed
+        DPOTrainer._precompute_ref_logps = timed_precompute
         return self
 
     def __exit__(self, *exc):
@@ -230,26 +251,26 @@ class _PrecomputeTimer:
 
 
 def prepare_data(settings: Settings):
-    tokenizer = C.build_tokenizer(C.MODEL_PRESETS[settings.preset]["vocab_size"])
-    data = C.make_data(tokenizer, settings.num_examples, prompt_low=settings.prompt_min,
-                       prompt_high=settings.prompt_max, response_max=settings.response_max,
-                       seed=settings.seed, fixed_lengths=settings.fixed_lengths)  # fmt: skip
+    tokenizer = build_tokenizer(MODEL_PRESETS[settings.preset]["vocab_size"])
+    data = make_data(tokenizer, settings.num_examples, prompt_low=settings.prompt_min,
+                     prompt_high=settings.prompt_max, response_max=settings.response_max,
+                     seed=settings.seed, fixed_lengths=settings.fixed_lengths)  # fmt: skip
     return tokenizer, data
 
 
 def prepare(settings: Settings, workdir: str):
     """Tokenizer, data and the model saved to disk (so DPOTrainer can reload its reference by path)."""
     tokenizer, data = prepare_data(settings)
-    model = C.build_model(settings.preset, tokenizer, dtype=settings.dtype, device=settings.device, seed=settings.seed)
-    info = {"parameters": C.parameter_count(model), "flop_parameters": C.flop_parameter_count(model)}
-    path = C.save_pretrained(model, tokenizer, os.path.join(workdir, "model"))
+    model = build_model(settings.preset, tokenizer, dtype=settings.dtype, device=settings.device, seed=settings.seed)
+    info = {"parameters": parameter_count(model), "flop_parameters": flop_parameter_count(model)}
+    path = save_pretrained(model, tokenizer, os.path.join(workdir, "model"))
     del model
     return tokenizer, data, path, info
 
 
 def run(settings: Settings) -> dict:
-    results: dict = {"settings": asdict(settings), "machine": C.machine_info(), "contenders": {}}
-    with C.workdir() as workdir:
+    results: dict = {"settings": asdict(settings), "machine": machine_info(), "contenders": {}}
+    with temporary_workdir() as workdir:
         tokenizer, data, path, info = prepare(settings, workdir)
         results["model"] = {"preset": settings.preset, **info}
         contenders = build(settings, settings.contenders, workdir, tokenizer, data, path)
@@ -258,7 +279,7 @@ def run(settings: Settings) -> dict:
             name: (lambda r, name=name: steps[name](contenders[name].batches[r % len(contenders[name].batches)]))
             for name in contenders
         }
-        times = C.alternate(calls, settings.repeats, settings.warmup)
+        times = alternate(calls, settings.repeats, settings.warmup)
 
         # Per-round totals over the batches each contender saw (identical batch indices for every contender)
         per_round = {}
@@ -268,13 +289,13 @@ def run(settings: Settings) -> dict:
             per_example = [t / b.examples + precompute_per_example for t, b in zip(times[name], batches)]
             per_round[name] = per_example
             entry = {
-                "step_seconds": C.summarize(times[name]).to_dict(),
-                "seconds_per_example": C.summarize(per_example).to_dict(),
-                "pair_tokens_per_second": C.summarize([b.pair_tokens / (e * b.examples)
+                "step_seconds": summarize(times[name]).to_dict(),
+                "seconds_per_example": summarize(per_example).to_dict(),
+                "pair_tokens_per_second": summarize([b.pair_tokens / (e * b.examples)
                                                        for e, b in zip(per_example, batches)]).to_dict(),
-                "trained_tokens_per_second": C.summarize([b.tokens / t for t, b in zip(times[name], batches)]).to_dict(),
-                "padded_tokens_per_step": C.summarize([b.padded_tokens for b in batches]).to_dict(),
-                "processed_tokens_per_step": C.summarize([b.processed_tokens for b in batches]).to_dict(),
+                "trained_tokens_per_second": summarize([b.tokens / t for t, b in zip(times[name], batches)]).to_dict(),
+                "padded_tokens_per_step": summarize([b.padded_tokens for b in batches]).to_dict(),
+                "processed_tokens_per_step": summarize([b.processed_tokens for b in batches]).to_dict(),
                 "precompute_seconds": c.precompute_s,
                 "build_seconds": c.build_s,
                 "responses_per_example": 3 if name in ("tspin", "tspin_stacked") else 2,
@@ -289,8 +310,8 @@ def run(settings: Settings) -> dict:
 
         if settings.memory:
             for name, c in contenders.items():
-                persistent = C.persistent_bytes(c.trainer)
-                step_peak = max(C.peak_step_bytes(lambda name=name, b=b: steps[name](b)) for b in c.batches[:2])
+                persistent = persistent_bytes(c.trainer)
+                step_peak = max(peak_step_bytes(lambda name=name, b=b: steps[name](b)) for b in c.batches[:2])
                 results["contenders"][name]["memory"] = {
                     "persistent_bytes": persistent,
                     "step_peak_bytes": step_peak,
@@ -305,7 +326,7 @@ def run(settings: Settings) -> dict:
                     continue
                 trainer = contenders[name].trainer
                 trainer.args.num_train_epochs = 1
-                seconds, _ = C.timed(trainer.train)
+                seconds, _ = timed(trainer.train)
                 results["epoch"][name] = {"seconds": seconds, "examples": len(data.rows),
                                           "seconds_per_example": seconds / len(data.rows)}  # fmt: skip
 
@@ -313,7 +334,7 @@ def run(settings: Settings) -> dict:
             results["ratios"] = ratios(settings, per_round, results)
         if settings.rss:
             del contenders, steps, calls
-            C.free_memory()
+            free_memory()
             results["rss"] = {name: rss_worker(settings, name, path) for name in settings.contenders}
     return results
 
@@ -328,7 +349,7 @@ def ratios(settings: Settings, per_round: dict, results: dict) -> dict:
     for base in ("dpo_spin", "dpo_precompute"):
         for mine in ("tspin", "tspin_pair", "tspin_stacked"):
             if base in per_round and mine in per_round:
-                r = C.ratio_summary(per_round[mine], per_round[base])
+                r = ratio_summary(per_round[mine], per_round[base])
                 out[f"time_per_example/{mine}/{base}"] = {
                     **r.to_dict(),
                     # all rounds' time over all rounds' time: what a run over these batches takes
@@ -369,15 +390,15 @@ def worker_main(name: str, settings_json: str, model_path: str) -> None:
     settings = Settings(**values)
     if settings.flush_denormal:
         torch.set_flush_denormal(True)
-    with C.workdir() as workdir:
+    with temporary_workdir() as workdir:
         tokenizer, data = prepare_data(settings)
-        C.free_memory()
-        before = C.current_rss_bytes()
+        free_memory()
+        before = current_rss_bytes()
         contenders = build(settings, (name,), workdir, tokenizer, data, model_path)
         step = contenders[name].step_fn()
         for r in range(settings.warmup + 2):
             step(contenders[name].batches[r % len(contenders[name].batches)])
-        peak = C.peak_rss_bytes()
+        peak = peak_rss_bytes()
     print(json.dumps({"rss_before_bytes": before, "peak_rss_bytes": peak, "peak_above_before_bytes": peak - before}))
 
 
@@ -395,23 +416,23 @@ def report(results: dict) -> None:
         mem = e.get("memory")
         rows.append([
             name,
-            C.summarize(e["step_seconds"]["values"]).fmt(1000, 0),
-            C.summarize(e["seconds_per_example"]["values"]).fmt(1000, 0),
-            C.summarize(e["pair_tokens_per_second"]["values"]).fmt(1, 0),
-            C.summarize(e["trained_tokens_per_second"]["values"]).fmt(1, 0),
+            summarize(e["step_seconds"]["values"]).fmt(1000, 0),
+            summarize(e["seconds_per_example"]["values"]).fmt(1000, 0),
+            summarize(e["pair_tokens_per_second"]["values"]).fmt(1, 0),
+            summarize(e["trained_tokens_per_second"]["values"]).fmt(1, 0),
             f"{e['padded_tokens_per_step']['median']:.0f}",
             f"{e['precompute_seconds']:.2f}" if e["precompute_seconds"] else "-",
-            f"{C.mib(mem['peak_bytes'])} ({C.mib(mem['persistent_bytes'])} + {C.mib(mem['step_peak_bytes'])})"
+            f"{mib(mem['peak_bytes'])} ({mib(mem['persistent_bytes'])} + {mib(mem['step_peak_bytes'])})"
             if mem else "-",
         ])  # fmt: skip
-    C.print_table(
+    print_table(
         "training step (median (min-max))",
         ["contender", "ms/step", "ms/example", "pair tok/s", "trained tok/s", "padded tok/step", "precompute s",
          "peak MiB (resident + step)"],
         rows,
     )  # fmt: skip
     if results.get("epoch"):
-        C.print_table(
+        print_table(
             "one train() epoch",
             ["contender", "seconds", "ms/example"],
             [
@@ -426,17 +447,17 @@ def report(results: dict) -> None:
                 value, spread, total = r["median"], f"{r['min']:.3f}-{r['max']:.3f}", f"{r['total']:.3f}"
             else:
                 value, spread, total = r["value"], "-", "-"
-            target = C.verdict(value, r["target"], higher_is_better=False) if r.get("target") else "(info)"
+            target = verdict(value, r["target"], higher_is_better=False) if r.get("target") else "(info)"
             model = f"{r['compute_model']:.3f}" if r.get("compute_model") else "-"
             rows.append([key, f"{value:.3f}", spread, total, model, target])
-        C.print_table("ratios (T-SPIN / DPOTrainer-as-SPIN; time ratios paired round by round)",
-                      ["ratio", "median", "min-max", "total time", "compute model", "target (on the median)"],
-                      rows)  # fmt: skip
+        print_table("ratios (T-SPIN / DPOTrainer-as-SPIN; time ratios paired round by round)",
+                    ["ratio", "median", "min-max", "total time", "compute model", "target (on the median)"],
+                    rows)  # fmt: skip
     if results.get("rss"):
-        C.print_table(
+        print_table(
             "peak RSS, one subprocess per contender (cross-check)",
             ["contender", "peak RSS MiB", "above pre-build RSS MiB"],
-            [[n, C.mib(r["peak_rss_bytes"]), C.mib(r["peak_above_before_bytes"])] for n, r in results["rss"].items()],
+            [[n, mib(r["peak_rss_bytes"]), mib(r["peak_above_before_bytes"])] for n, r in results["rss"].items()],
         )
 
 
@@ -446,18 +467,14 @@ def main(argv=None) -> dict | None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-settings", help=argparse.SUPPRESS)
     parser.add_argument("--worker-model", help=argparse.SUPPRESS)
-    C.add_cpu_arguments(parser)
-    args = parser.parse_args(argv)
-    cpu = C.apply_cpu_arguments(args)
-    if args.worker:
-        worker_main(args.worker, args.worker_settings, args.worker_model)
-        return None
-    settings = settings_from_args(args)
-    results = run(settings)
-    results["cpu_settings"] = cpu
-    report(results)
-    C.write_json(args.json, results)
-    return results
+
+    def run_args(args) -> dict | None:
+        if args.worker:
+            worker_main(args.worker, args.worker_settings, args.worker_model)
+            return None
+        return run(settings_from_args(args))
+
+    return run_main(parser, argv, run_args, report)
 
 
 if __name__ == "__main__":

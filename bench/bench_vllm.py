@@ -27,11 +27,18 @@ import tempfile
 import time
 
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # `python bench/<script>.py`: import `bench` from the repository root, as `-m` does
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; vLLM's CPU default takes a share of all RAM
 
-import common as C  # noqa: E402
-import torch  # noqa: E402
+import bench  # noqa: F401  (first: it sets the environment that torch reads when it is imported)
+
+
+# isort: split
+import torch
+
+from bench.data import prompt_lengths
+from bench.models import MODEL_PRESETS, build_model, build_tokenizer, parameter_count
 
 
 MODES = {
@@ -59,10 +66,10 @@ def main() -> None:
     from tspin_trl.generation import HFGenerationBackend, SamplingSettings, generate_responses
     from tspin_trl.vllm_backend import VLLMGenerationBackend
 
-    tokenizer = C.build_tokenizer(C.MODEL_PRESETS[mode["preset"]]["vocab_size"])
-    model = C.build_model(mode["preset"], tokenizer, device=cli.device)
+    tokenizer = build_tokenizer(MODEL_PRESETS[mode["preset"]]["vocab_size"])
+    model = build_model(mode["preset"], tokenizer, device=cli.device)
     rng = random.Random(0)
-    lengths = C.prompt_lengths(mode["num_prompts"], 16, 128)
+    lengths = prompt_lengths(mode["num_prompts"], 16, 128)
     prompts = [[rng.randrange(8, len(tokenizer)) for _ in range(n)] for n in lengths]
     eos = [tokenizer.eos_token_id]
     sampling = SamplingSettings(max_new_tokens=mode["max_new_tokens"])
@@ -115,7 +122,7 @@ def main() -> None:
 
     summary = {
         "mode": mode,
-        "parameters": C.parameter_count(model),
+        "parameters": parameter_count(model),
         "torch_threads": torch.get_num_threads(),
         "engine_start_seconds": start_seconds,
         "weight_sync_seconds": sync,

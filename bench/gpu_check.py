@@ -35,10 +35,21 @@ import sys
 import time
 
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # `python bench/<script>.py`: import `bench` from the repository root, as `-m` does
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import common as C  # noqa: E402
-import torch  # noqa: E402
+import bench  # noqa: F401  (first: it sets the environment that torch reads when it is imported)
+
+
+# isort: split
+import torch
+
+from bench.machine import machine_info
+from bench.memory import free_memory, peak_step_bytes, persistent_bytes
+from bench.models import MODEL_PRESETS
+from bench.report import mib, print_table, verdict, write_json
+from bench.timing import alternate, ratio_summary, summarize, synchronize
+from bench.trainers import temporary_workdir
 
 
 NOMINAL_TFLOPS = 989.0  # H100/H200 SXM dense bf16
@@ -53,16 +64,16 @@ def measure_matmul_tflops(device: str, dtype: torch.dtype, sizes=(4096, 8192), i
         b = torch.randn(n, n, device=device, dtype=dtype)
         for _ in range(3):
             a @ b
-        C.synchronize()
+        synchronize()
         start = time.perf_counter()
         for _ in range(iters):
             a @ b
-        C.synchronize()
+        synchronize()
         tflops = 2 * n**3 * iters / (time.perf_counter() - start) / 1e12
         per_size[n] = tflops
         best = max(best, tflops)
         del a, b
-    C.free_memory()
+    free_memory()
     return {"best_tflops": best, "per_size": per_size, "dtype": str(dtype)}
 
 
@@ -79,8 +90,9 @@ LAYOUTS = {
 def train_step(args, device: str) -> dict:
     """The layouts and DPO-as-SPIN, alternated round by round on the same batches; memory, log-prob agreement and a
     profile of each."""
-    import bench_train_step as T
     import profile_step as P
+
+    from bench import bench_train_step as T
 
     names = tuple(args.contenders.split(","))
     settings = T.Settings(
@@ -89,7 +101,7 @@ def train_step(args, device: str) -> dict:
         contenders=names, device=device, bf16=device == "cuda", memory=True, fixed_lengths=True,
     )  # fmt: skip
     results: dict = {"settings": vars(args) | {"device": device}, "contenders": {}}
-    with C.workdir() as workdir:
+    with temporary_workdir() as workdir:
         tokenizer, data, path, info = T.prepare(settings, workdir)
         results["model"] = {"preset": args.preset, **info}
         contenders = {}
@@ -105,19 +117,19 @@ def train_step(args, device: str) -> dict:
         steps = {name: c.step_fn() for name, c in contenders.items()}
         calls = {name: (lambda r, n=name: steps[n](contenders[n].batches[r % len(contenders[n].batches)]))
                  for name in contenders}  # fmt: skip
-        times = C.alternate(calls, settings.repeats, settings.warmup)
+        times = alternate(calls, settings.repeats, settings.warmup)
         per_example = {}
         for name, c in contenders.items():
             batches = [c.batches[r % len(c.batches)] for r in range(settings.repeats)]
             per_example[name] = [t / b.examples for t, b in zip(times[name], batches)]
             trainer = c.trainer
-            step_peak = max(C.peak_step_bytes(lambda n=name, b=b: steps[n](b)) for b in c.batches[:2])
-            persistent = C.persistent_bytes(trainer)
+            step_peak = max(peak_step_bytes(lambda n=name, b=b: steps[n](b)) for b in c.batches[:2])
+            persistent = persistent_bytes(trainer)
             results["contenders"][name] = {
-                "step_seconds": C.summarize(times[name]).to_dict(),
-                "seconds_per_example": C.summarize(per_example[name]).to_dict(),
-                "processed_tokens_per_step": C.summarize([b.processed_tokens for b in batches]).to_dict(),
-                "padded_tokens_per_step": C.summarize([b.padded_tokens for b in batches]).to_dict(),
+                "step_seconds": summarize(times[name]).to_dict(),
+                "seconds_per_example": summarize(per_example[name]).to_dict(),
+                "processed_tokens_per_step": summarize([b.processed_tokens for b in batches]).to_dict(),
+                "padded_tokens_per_step": summarize([b.padded_tokens for b in batches]).to_dict(),
                 "packed_attention": getattr(trainer, "packed_attention", None),
                 "gradient_checkpointing": bool(trainer.args.gradient_checkpointing),
                 "memory": {"persistent_bytes": persistent, "step_peak_bytes": step_peak,
@@ -128,7 +140,7 @@ def train_step(args, device: str) -> dict:
             dpo = results["contenders"]["dpo_spin"]["memory"]["peak_bytes"]
             for name in names:
                 if name != "dpo_spin":
-                    results["ratios"][f"time_per_example/{name}/dpo_spin"] = C.ratio_summary(
+                    results["ratios"][f"time_per_example/{name}/dpo_spin"] = ratio_summary(
                         per_example[name], per_example["dpo_spin"]).to_dict()  # fmt: skip
                     results["ratios"][f"peak_memory/{name}/dpo_spin"] = {
                         "value": results["contenders"][name]["memory"]["peak_bytes"] / dpo
@@ -137,7 +149,7 @@ def train_step(args, device: str) -> dict:
         if args.profile:
             for name, c in contenders.items():
                 if c.beta is not None:
-                    c.trainer.current_beta = c.beta
+                    c.trainer.beta = c.beta
                 results["profile"][name] = P.profile(c.trainer, c.batches, steps=1, device=device)
     return results
 
@@ -200,11 +212,11 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         memory_ratio = train["ratios"].get(f"peak_memory/{name}/dpo_spin")
         rows.append([
             name, str(e["packed_attention"]), "on" if e["gradient_checkpointing"] else "off",
-            C.summarize(e["seconds_per_example"]["values"]).fmt(1000, 1),
+            summarize(e["seconds_per_example"]["values"]).fmt(1000, 1),
             f"{ratio['median']:.3f} ({ratio['min']:.3f}-{ratio['max']:.3f})" if ratio else "1",
             f"{m['processed_tokens_per_step']:.0f}", f"{m['achieved_tflops']:.1f}",
             f"{100 * m['mfu_measured_peak']:.1f}%" if m["mfu_measured_peak"] else "-",
-            f"{C.mib(mem['peak_bytes'])} ({C.mib(mem['persistent_bytes'])} + {C.mib(mem['step_peak_bytes'])})",
+            f"{mib(mem['peak_bytes'])} ({mib(mem['persistent_bytes'])} + {mib(mem['step_peak_bytes'])})",
             f"{memory_ratio['value']:.3f}" if memory_ratio else "1",
         ])  # fmt: skip
     out.append((
@@ -260,7 +272,7 @@ def report(results: dict) -> None:
     print(f"measured peak matmul: {mm['best_tflops']:.1f} TFLOP/s ({mm['dtype']}; per size "
           f"{ {k: round(v, 1) for k, v in mm['per_size'].items()} }); nominal {NOMINAL_TFLOPS:.0f}")  # fmt: skip
     for title, header, rows in tables(results):
-        C.print_table(title, header, rows)
+        print_table(title, header, rows)
     if results.get("generation"):
         import bench_generation as G
 
@@ -270,7 +282,7 @@ def report(results: dict) -> None:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny model and sizes (runs on CPU)")
-    parser.add_argument("--preset", default="qwen2-0.5b", choices=list(C.MODEL_PRESETS))
+    parser.add_argument("--preset", default="qwen2-0.5b", choices=list(MODEL_PRESETS))
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--response", type=int, default=256)
@@ -291,7 +303,7 @@ def main(argv=None) -> dict:
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     start = time.perf_counter()
-    results: dict = {"machine": C.machine_info(), "args": vars(args)}
+    results: dict = {"machine": machine_info(), "args": vars(args)}
     print({k: results["machine"].get(k) for k in ("gpu", "torch", "transformers", "trl")}, flush=True)
     if device == "cuda":
         results["matmul"] = measure_matmul_tflops(device, torch.bfloat16)
@@ -302,7 +314,7 @@ def main(argv=None) -> dict:
     )
     results["train"] = train_step(args, device)
     results["mfu"] = mfu(results["train"], results["matmul"]["best_tflops"])
-    C.free_memory()  # the trainers (five model copies) are gone before generation starts
+    free_memory()  # the trainers (five model copies) are gone before generation starts
     print(f"[{time.perf_counter() - start:.0f}s] training step done", flush=True)
     if not args.skip_generation:
         results["generation"] = generation(args, device)
@@ -314,17 +326,17 @@ def main(argv=None) -> dict:
         if f"time_per_example/{name}/dpo_spin" in ratios:
             r = ratios[f"time_per_example/{name}/dpo_spin"]
             verdicts.append([f"training time per example ({name})", f"{r['median']:.3f} ({r['min']:.3f}-{r['max']:.3f})",
-                             C.verdict(r["median"], TARGETS["time_per_example"], False)])  # fmt: skip
+                             verdict(r["median"], TARGETS["time_per_example"], False)])  # fmt: skip
             m = results["mfu"][name]["mfu_measured_peak"]
             if m is not None:
-                verdicts.append([f"MFU ({name})", f"{100 * m:.1f}%", C.verdict(m, TARGETS["mfu"], True)])
+                verdicts.append([f"MFU ({name})", f"{100 * m:.1f}%", verdict(m, TARGETS["mfu"], True)])
             r = ratios[f"peak_memory/{name}/dpo_spin"]
             verdicts.append([f"peak memory ({name})", f"{r['value']:.3f}",
-                             C.verdict(r["value"], TARGETS["peak_memory"], False)])  # fmt: skip
+                             verdict(r["value"], TARGETS["peak_memory"], False)])  # fmt: skip
     if results.get("generation"):
         g = results["generation"]["scenarios"]["cap"]["ratio_tokens_per_second"]
         verdicts.append(["generation tokens/s", f"{g['median']:.2f}",
-                         C.verdict(g["median"], TARGETS["generation_tokens_per_second"], True)])  # fmt: skip
+                         verdict(g["median"], TARGETS["generation_tokens_per_second"], True)])  # fmt: skip
     results["verdicts"] = verdicts
     results["total_seconds"] = time.perf_counter() - start
     report(results)
@@ -332,7 +344,7 @@ def main(argv=None) -> dict:
     out = os.environ.get("OUT") or "out"
     path = args.json or os.path.join(out, "gpu_results.json")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    C.write_json(path, results)
+    write_json(path, results)
     with open(os.path.splitext(path)[0] + ".md", "w") as f:
         f.write(markdown(results))
     return results

@@ -15,10 +15,20 @@ import os
 import sys
 
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # `python bench/<script>.py`: import `bench` from the repository root, as `-m` does
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import common as C  # noqa: E402
-import torch  # noqa: E402
+import bench  # noqa: F401  (first: it sets the environment that torch reads when it is imported)
+
+
+# isort: split
+import torch
+
+from bench.data import prompt_lengths
+from bench.models import MODEL_PRESETS, build_model, build_tokenizer
+from bench.report import write_json
+from bench.timing import synchronize, timed
+from tspin_trl.demo import CHAR_SPECIAL_TOKENS
 
 
 def main(argv=None) -> dict:
@@ -40,15 +50,15 @@ def main(argv=None) -> dict:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    tokenizer = C.build_tokenizer(C.MODEL_PRESETS[args.preset]["vocab_size"])
-    model = C.build_model(args.preset, tokenizer, dtype=dtype, device=device)
+    tokenizer = build_tokenizer(MODEL_PRESETS[args.preset]["vocab_size"])
+    model = build_model(args.preset, tokenizer, dtype=dtype, device=device)
     accelerator = Accelerator(cpu=device == "cpu")
     batches = [int(b) for b in args.batches.split(",")]
     n = max(batches)
     gen = torch.Generator().manual_seed(0)
-    low = len(C.SPECIAL_TOKENS)
+    low = len(CHAR_SPECIAL_TOKENS)
     fixed = torch.randint(low, len(tokenizer), (n, 128), generator=gen)
-    lengths = C.prompt_lengths(n, 16, 128)
+    lengths = prompt_lengths(n, 16, 128)
     varied = [torch.randint(low, len(tokenizer), (m,), generator=gen).tolist() for m in lengths]
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     spin_kwargs = dict(do_sample=True, temperature=1.0, top_p=1.0, top_k=0, pad_token_id=pad, eos_token_id=eos)
@@ -80,8 +90,8 @@ def main(argv=None) -> dict:
         results = {}
         for r, b in [(r, b) for r in range(args.rounds) for b in batches]:
             for name, fn in variants.items():
-                short, _ = C.timed(lambda fn=fn, b=b: fn(b, args.short))
-                long, _ = C.timed(lambda fn=fn, b=b: fn(b, args.long))
+                short, _ = timed(lambda fn=fn, b=b: fn(b, args.short))
+                long, _ = timed(lambda fn=fn, b=b: fn(b, args.long))
                 step = (long - short) / (args.long - args.short)
                 results[f"{name}/{b}/{r}"] = {"step_ms": 1000 * step, "short_s": short, "long_s": long}
                 print(f"round {r} {name:20s} batch {b:4d}: {1000 * step:6.1f} ms per decode step "
@@ -92,15 +102,15 @@ def main(argv=None) -> dict:
 
             for name, fn in variants.items():
                 profiler = cProfile.Profile()
-                C.synchronize()
+                synchronize()
                 profiler.enable()
                 fn(args.profile, args.long)
-                C.synchronize()
+                synchronize()
                 profiler.disable()
                 print(f"\n===== cProfile {name}, batch {args.profile}, {args.long} new tokens")
                 pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
-    C.write_json(args.json or (os.path.join(os.environ["OUT"], "gen_diag.json") if os.environ.get("OUT") else None),
-                 results)  # fmt: skip
+    write_json(args.json or (os.path.join(os.environ["OUT"], "gen_diag.json") if os.environ.get("OUT") else None),
+               results)  # fmt: skip
     return results
 
 

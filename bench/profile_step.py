@@ -26,11 +26,21 @@ import sys
 from collections import defaultdict
 
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # `python bench/<script>.py`: import `bench` from the repository root, as `-m` does
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import common as C  # noqa: E402
-import torch  # noqa: E402
-from torch.autograd import profiler as autograd_profiler  # noqa: E402
+import bench  # noqa: F401  (first: it sets the environment that torch reads when it is imported)
+
+
+# isort: split
+import torch
+from torch.autograd import profiler as autograd_profiler
+
+from bench.cli import add_cpu_arguments, apply_cpu_arguments
+from bench.models import MODEL_PRESETS
+from bench.report import print_table, write_json
+from bench.timing import synchronize
+from bench.trainers import make_step, temporary_workdir
 
 
 CATEGORIES = (
@@ -149,7 +159,7 @@ def summarize(events, device: str) -> dict[str, float]:
 
 def profile(trainer, batches: list, steps: int = 2, device: str = "cpu") -> dict:
     """Profile `steps` real steps (after one warm-up) of `trainer`; returns seconds per step by category."""
-    step = C.make_step(trainer)
+    step = make_step(trainer)
     model = trainer.model
     loss_fn = trainer.compute_loss
 
@@ -163,14 +173,14 @@ def profile(trainer, batches: list, steps: int = 2, device: str = "cpu") -> dict
     )
     try:
         step(batches[0])
-        C.synchronize()
+        synchronize()
         activities = [torch.profiler.ProfilerActivity.CPU]
         if device == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         with torch.profiler.profile(activities=activities) as prof:
             for i in range(steps):
                 step(batches[i % len(batches)])
-            C.synchronize()
+            synchronize()
     finally:
         ranges.remove()
         trainer.compute_loss = loss_fn
@@ -200,11 +210,11 @@ def markdown(profiles: dict[str, dict]) -> str:
 
 
 def main(argv=None) -> dict:
-    import bench_train_step as T
+    from bench import bench_train_step as T
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--preset", default="cpu", choices=list(C.MODEL_PRESETS))
+    parser.add_argument("--preset", default="cpu", choices=list(MODEL_PRESETS))
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--response-max", type=int, default=64)
     parser.add_argument("--prompt-max", type=int, default=128)
@@ -212,9 +222,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--contenders", default="tspin,dpo_spin")
     parser.add_argument("--tspin-arg", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json")
-    C.add_cpu_arguments(parser)
+    add_cpu_arguments(parser)
     args = parser.parse_args(argv)
-    C.apply_cpu_arguments(args)
+    apply_cpu_arguments(args)
     if args.smoke:
         args.preset, args.batch_size, args.response_max, args.prompt_max, args.steps = "tiny", 2, 16, 24, 1
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -224,17 +234,17 @@ def main(argv=None) -> dict:
         contenders=tuple(args.contenders.split(",")), device=device, bf16=device == "cuda",
         tspin_args=T.parse_kv(args.tspin_arg),
     )  # fmt: skip
-    with C.workdir() as workdir:
+    with temporary_workdir() as workdir:
         tokenizer, data, path, _ = T.prepare(settings, workdir)
         contenders = T.build(settings, settings.contenders, workdir, tokenizer, data, path)
         profiles = {}
         for name, c in contenders.items():
             if c.beta is not None:
-                c.trainer.current_beta = c.beta
+                c.trainer.beta = c.beta
             profiles[name] = profile(c.trainer, c.batches, args.steps, device)
-    C.print_table(f"time per step by category ({args.preset}, batch {args.batch_size}, {device})",
+    print_table(f"time per step by category ({args.preset}, batch {args.batch_size}, {device})",
                   ["category", *profiles], table_rows(profiles))  # fmt: skip
-    C.write_json(args.json, {"settings": vars(args), "profiles": profiles})
+    write_json(args.json, {"settings": vars(args), "profiles": profiles})
     return profiles
 
 

@@ -30,8 +30,10 @@ import time
 from pathlib import Path
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import reproduce_lib as L  # noqa: E402
+if __package__ in (None, ""):  # `python bench/reproduce.py`: import `bench` from the repository root, as `-m` does
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench import reproduce_lib as L
 
 
 ROOT = Path(__file__).resolve().parents[1]

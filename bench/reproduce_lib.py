@@ -54,7 +54,7 @@ class HeldOut:
 
     def __init__(self, rows: Sequence[dict], tokenizer, task: str, max_completion_length: int, batch_size: int):
         from tspin_trl.data import TripletTokenizer, eos_token_ids, normalize_row
-        from tspin_trl.tasks import task_scorer
+        from tspin_trl.demo import task_scorer
 
         self.rows = [dict(r) for r in rows]
         self.tokenizer = tokenizer
@@ -248,7 +248,7 @@ class Setting:
 
 def smollm2_path() -> str:
     """SmolLM2-135M-Instruct as a local checkpoint (converted once from the pip-installed GGUF file)."""
-    from tspin_trl.presets import materialize_smollm2
+    from tspin_trl.demo import materialize_smollm2
 
     root = os.environ.get("TSPIN_TRL_MODELS", os.path.join(os.path.expanduser("~"), ".cache", "tspin_trl", "models"))
     return materialize_smollm2(os.path.join(root, "smollm2-135m-instruct"))
@@ -266,7 +266,7 @@ def load_model(path: str):
 
 def make_data(setting: Setting):
     """`(full train split, quarter subset, held-out rows)`; the quarter is the first 25% of the (shuffled) split."""
-    from tspin_trl.tasks import make_instruction_dataset, make_sorting_dataset
+    from tspin_trl.demo import make_instruction_dataset, make_sorting_dataset
 
     make = make_sorting_dataset if setting.task == "sorting" else make_instruction_dataset
     dataset = make(num_train=setting.num_train_full, num_eval=setting.num_eval, seed=setting.task_seed)
@@ -304,7 +304,7 @@ def build_warm_start(setting: Setting, quarter, held_out_rows, seed: int, folder
     """Tiny model: random init (seeded), then SFT on the 25% subset; saved to `folder`. Returns its record."""
     from trl import SFTConfig, SFTTrainer
 
-    from tspin_trl.presets import build_char_tokenizer, build_tiny_model
+    from tspin_trl.demo import build_char_tokenizer, build_tiny_model
 
     tokenizer = build_char_tokenizer()
     if os.path.isfile(os.path.join(folder, "warm_start.json")):

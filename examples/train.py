@@ -61,7 +61,7 @@ class SelfPlayScriptArguments:
 
 def resolve_model(name_or_path: str, cache_root: str) -> str:
     """Turn a `preset:` name into a local folder (written once); anything else is returned unchanged."""
-    from tspin_trl.presets import materialize_smollm2, save_tiny_preset
+    from tspin_trl.demo import materialize_smollm2, save_tiny_preset
 
     if not name_or_path.startswith("preset:"):
         return name_or_path
@@ -80,7 +80,7 @@ def load_data(script_args, self_play_args):
     """The training split, and held-out rows plus a scorer when a built-in task is used."""
     from datasets import load_dataset
 
-    from tspin_trl.tasks import make_instruction_dataset, make_sorting_dataset, task_scorer
+    from tspin_trl.demo import make_instruction_dataset, make_sorting_dataset, task_scorer
 
     scorer, held_out = None, None
     if script_args.dataset_name:

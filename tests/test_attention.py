@@ -11,8 +11,8 @@ import logging
 import pytest
 import torch
 import torch.nn.attention.flex_attention as torch_flex
-from conftest import make_config
 from datasets import Dataset
+from helpers import make_config
 
 from tspin_trl import TSPINConfig, TSPINTrainer
 from tspin_trl.attention import (
@@ -22,7 +22,7 @@ from tspin_trl.attention import (
     packed_attention_backend,
     packed_mask_mod,
 )
-from tspin_trl.presets import build_tiny_model
+from tspin_trl.demo.presets import build_tiny_model
 
 
 def varied_rows(n: int = 4) -> list[dict]:

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench import bench_generation, bench_iteration, bench_scaling, bench_train_step
+from bench.data import make_data
+from bench.generation import ForcedLengthProcessor
+from bench.memory import peak_step_bytes
+from bench.models import build_tokenizer
+from tspin_trl.demo import CHAR_SPECIAL_TOKENS
+
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-sys.path.insert(0, str(BENCH))
-
-import bench_generation  # noqa: E402
-import bench_iteration  # noqa: E402
-import bench_scaling  # noqa: E402
-import bench_train_step  # noqa: E402
-import common  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -32,21 +32,21 @@ def _one_thread():
 
 
 def test_tokenizer_round_trips_every_id():
-    tokenizer = common.build_tokenizer(600)
+    tokenizer = build_tokenizer(600)
     assert len(tokenizer) == 600
-    ids = list(range(len(common.SPECIAL_TOKENS), 600))
+    ids = list(range(len(CHAR_SPECIAL_TOKENS), 600))
     text = tokenizer.decode(ids)
     assert len(text) == len(ids)
     assert tokenizer(text, add_special_tokens=False)["input_ids"] == ids
 
 
 def test_data_lengths_and_fixed_lengths():
-    tokenizer = common.build_tokenizer(600)
-    data = common.make_data(tokenizer, 32, prompt_low=16, prompt_high=64, response_max=20)
+    tokenizer = build_tokenizer(600)
+    data = make_data(tokenizer, 32, prompt_low=16, prompt_high=64, response_max=20)
     prompts = [len(tokenizer(r["prompt"])["input_ids"]) for r in data.rows]
     assert min(prompts) >= 16 and max(prompts) <= 64 and len(set(prompts)) > 5
     assert all(len(r[k]) <= 19 for r in data.rows for k in ("completion", "synthetic", "proto"))
-    fixed = common.make_data(tokenizer, 4, prompt_high=32, response_max=20, fixed_lengths=True)
+    fixed = make_data(tokenizer, 4, prompt_high=32, response_max=20, fixed_lengths=True)
     assert {len(r["prompt"]) for r in fixed.rows} == {32}
     assert {len(r[k]) for r in fixed.rows for k in ("completion", "synthetic", "proto")} == {19}
 
@@ -54,7 +54,7 @@ def test_data_lengths_and_fixed_lengths():
 def test_forced_length_processor_ends_each_response_at_its_length():
     pad, eos = 0, 7
     prompts = [[10, 11, 12, 13], [20, 21]]
-    processor = common.ForcedLengthProcessor(prompts, lengths=[3, 1], pad_id=pad, eos_id=eos, key_tokens=2)
+    processor = ForcedLengthProcessor(prompts, lengths=[3, 1], pad_id=pad, eos_id=eos, key_tokens=2)
     # left-padded batch, one token generated so far after each prompt
     input_ids = torch.tensor([[10, 11, 12, 13, 50], [pad, pad, 20, 21, 51]])
     scores = torch.zeros(2, 60)
@@ -70,7 +70,7 @@ def test_peak_step_bytes_sees_a_transient_tensor():
         x = torch.ones(1024, 1024)  # 4 MiB
         return float(x.sum())
 
-    assert common.peak_step_bytes(allocate) >= 4 * 2**20
+    assert peak_step_bytes(allocate) >= 4 * 2**20
 
 
 def test_train_step_smoke(tmp_path):

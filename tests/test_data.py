@@ -1,11 +1,11 @@
 import pytest
 import torch
-from conftest import make_config, sorting_rows
 from datasets import Dataset
+from helpers import make_config, sorting_rows
 
 from tspin_trl import DataCollatorForTriplet, TSPINTrainer
 from tspin_trl.data import DataFormatError, TripletTokenizer, detect_format, normalize_row
-from tspin_trl.presets import build_char_tokenizer
+from tspin_trl.demo import build_char_tokenizer
 
 
 USER = [{"role": "user", "content": "sort: 3 1 2"}]
@@ -105,7 +105,7 @@ def test_collator_pads_triplets_and_truncates_responses():
 
 def build(tmp_path, rows_or_dataset, tokenizer=None, **config):
     tokenizer = tokenizer or build_char_tokenizer()
-    from tspin_trl.presets import build_tiny_model
+    from tspin_trl.demo import build_tiny_model
 
     dataset = rows_or_dataset if isinstance(rows_or_dataset, Dataset) else Dataset.from_list(rows_or_dataset)
     return TSPINTrainer(

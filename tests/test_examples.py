@@ -79,7 +79,7 @@ def test_every_launch_config_starts(tmp_path, name):
 
 
 def test_converted_dpo_script_runs(tmp_path):
-    from tspin_trl.presets import save_tiny_preset
+    from tspin_trl.demo import save_tiny_preset
 
     model = save_tiny_preset(tmp_path / "tiny")
     data = tmp_path / "data"
@@ -124,8 +124,7 @@ def test_real_model_gguf_load_train_save_reload(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from tspin_trl import TSPINConfig, TSPINTrainer
-    from tspin_trl.presets import materialize_smollm2
-    from tspin_trl.tasks import make_instruction_dataset
+    from tspin_trl.demo import make_instruction_dataset, materialize_smollm2
 
     path = materialize_smollm2(tmp_path / "smollm2")
     data = make_instruction_dataset(num_train=2, num_eval=0, seed=0)["train"]

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_config, sorting_rows
 from datasets import Dataset
-from transformers import TrainerCallback
+from helpers import StopAfter, make_config, self_play_trainer, sorting_rows
 
 from tspin_trl import TSPINConfig, TSPINTrainer
 from tspin_trl.cache import ProtoCache, model_fingerprint
+from tspin_trl.demo.presets import build_tiny_model
 from tspin_trl.generation import ChunkStore
-from tspin_trl.presets import build_tiny_model
 from tspin_trl.run_folder import (
     OutputDirLockedError,
     RunLock,
@@ -32,28 +31,9 @@ from tspin_trl.run_folder import (
 from tspin_trl.self_play import SelfPlayError
 
 
-def trainer_for(output_dir, tokenizer, rows=None, model=None, **config):
-    config = {"num_iterations": 2, "per_device_train_batch_size": 2, "generation_batch_size": 4} | config
-    return TSPINTrainer(
-        model=model or build_tiny_model(tokenizer),
-        args=make_config(output_dir, **config),
-        train_dataset=Dataset.from_list(rows or sorting_rows(8)),
-        processing_class=tokenizer,
-    )
-
-
-class StopAfter(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-
-
 def interrupted_run(output_dir, tokenizer, stop_after=6, **config):
     """A 2-iteration run (4 steps each) stopped after `stop_after` steps, with a checkpoint at every step."""
-    trainer = trainer_for(output_dir, tokenizer, save_strategy="steps", save_steps=1, **config)
+    trainer = self_play_trainer(output_dir, tokenizer, save_strategy="steps", save_steps=1, **config)
     trainer.add_callback(StopAfter(stop_after))
     trainer.train()
     return trainer
@@ -63,18 +43,18 @@ def interrupted_run(output_dir, tokenizer, stop_after=6, **config):
 
 
 def test_a_fresh_run_refuses_another_runs_files(tmp_path, tokenizer):
-    trainer_for(tmp_path, tokenizer).train()
+    self_play_trainer(tmp_path, tokenizer).train()
     other_rows = [r | {"completion": [{"role": "assistant", "content": "0"}]} for r in sorting_rows(8)]
     with pytest.raises(SelfPlayError, match=r"holds the self-play files of another run \(it differs in: data"):
-        trainer_for(tmp_path, tokenizer, rows=other_rows).train()
+        self_play_trainer(tmp_path, tokenizer, rows=other_rows).train()
     with pytest.raises(SelfPlayError, match=r"temperature.*1\.0 -> 0\.5|sampling"):
-        trainer_for(tmp_path, tokenizer, temperature=0.5).train()
+        self_play_trainer(tmp_path, tokenizer, temperature=0.5).train()
 
 
 def test_a_fresh_identical_run_regenerates_what_the_trained_policy_made(tmp_path, tokenizer):
-    first = trainer_for(tmp_path, tokenizer)
+    first = self_play_trainer(tmp_path, tokenizer)
     first.train()
-    again = trainer_for(tmp_path, tokenizer)
+    again = self_play_trainer(tmp_path, tokenizer)
     again.train()
     # iteration 1's responses came from the earlier run's trained policy: sampled again, not reused
     assert "iteration_1/train" in again.self_play.generation_stats
@@ -94,7 +74,7 @@ def test_a_fresh_identical_run_regenerates_what_the_trained_policy_made(tmp_path
 def test_a_resume_with_changed_settings_names_each_change(tmp_path, tokenizer, change, field):
     interrupted_run(tmp_path, tokenizer)
     rows = change.pop("rows", None)
-    resumed = trainer_for(tmp_path, tokenizer, rows=rows, save_strategy="steps", save_steps=1, **change)
+    resumed = self_play_trainer(tmp_path, tokenizer, rows=rows, save_strategy="steps", save_steps=1, **change)
     with pytest.raises(SelfPlayError, match=f"Cannot resume.*Changed: .*{field}"):
         resumed.train(resume_from_checkpoint=True)
 
@@ -145,12 +125,12 @@ def test_one_run_per_output_dir(tmp_path, tokenizer):
         lock_path.parent.mkdir(parents=True)
         lock_path.write_text(json.dumps({"pid": sleeper.pid, "host": os.uname().nodename, "started": time.time()}))
         with pytest.raises(OutputDirLockedError, match=f"process {sleeper.pid}"):
-            trainer_for(tmp_path, tokenizer).train()
+            self_play_trainer(tmp_path, tokenizer).train()
     finally:
         sleeper.kill()
         sleeper.wait()
     # the holder died: its lock is stale and is taken over
-    trainer = trainer_for(tmp_path, tokenizer, num_iterations=1)
+    trainer = self_play_trainer(tmp_path, tokenizer, num_iterations=1)
     trainer.train()
     assert not lock_path.exists(), "the lock is released when training ends"
 
@@ -184,13 +164,13 @@ def test_a_corrupted_iteration_file_after_training_began_is_an_error(tmp_path, t
     interrupted_run(tmp_path, tokenizer)  # stopped at step 6, inside iteration 1 (steps 5..8)
     data = tmp_path / "self_play" / "iteration_1" / "train.jsonl"
     data.write_text(data.read_text()[:-20])
-    resumed = trainer_for(tmp_path, tokenizer, save_strategy="steps", save_steps=1)
+    resumed = self_play_trainer(tmp_path, tokenizer, save_strategy="steps", save_steps=1)
     with pytest.raises(
         SelfPlayError, match="Training of iteration 1 has begun.*resume from the checkpoint taken at the"
     ):
         resumed.train(resume_from_checkpoint=True)
     # resuming at the start of the iteration regenerates it from the right policy
-    resumed = trainer_for(tmp_path, tokenizer, save_strategy="steps", save_steps=1)
+    resumed = self_play_trainer(tmp_path, tokenizer, save_strategy="steps", save_steps=1)
     resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
     assert "iteration_1/train" in resumed.self_play.generation_stats
 
@@ -207,7 +187,7 @@ def test_resume_skips_a_half_written_checkpoint(tmp_path, tokenizer, caplog):
     with caplog.at_level("WARNING"):
         assert last_complete_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-3")
     assert "checkpoint-99" in caplog.text and "checkpoint-50" in caplog.text
-    resumed = trainer_for(tmp_path, tokenizer)
+    resumed = self_play_trainer(tmp_path, tokenizer)
     resumed.train(resume_from_checkpoint=True)
     assert resumed.state.global_step == 8
 
@@ -225,14 +205,14 @@ def _rewrite_with_checksum(data_path: Path, meta_path: Path, rows: list) -> None
 
 @pytest.mark.parametrize("bad_ids", [[10**6], [-1], [1.5], "abc"])
 def test_a_cache_entry_with_invalid_token_ids_is_regenerated(tmp_path, tokenizer, bad_ids, caplog):
-    trainer_for(tmp_path / "first", tokenizer, num_iterations=1).train()
+    self_play_trainer(tmp_path / "first", tokenizer, num_iterations=1).train()
     cache = Path(os.environ["TSPIN_TRL_CACHE"])
     data = next(cache.glob("*.jsonl"))
     rows = [json.loads(line) for line in data.open()]
     rows[0] = bad_ids
     _rewrite_with_checksum(data, data.with_suffix(".json"), rows)  # a forged entry whose checksum matches
     with caplog.at_level("WARNING"):
-        again = trainer_for(tmp_path / "second", tokenizer, num_iterations=1)
+        again = self_play_trainer(tmp_path / "second", tokenizer, num_iterations=1)
         again.train()
     assert "proto/train" in again.self_play.generation_stats
     assert "outside the vocabulary" in caplog.text
@@ -296,7 +276,7 @@ def test_plot_logs_tolerate_a_truncated_last_line(tmp_path):
 
 def test_generation_lengths_training_cannot_use_are_warned(tmp_path, tokenizer, caplog):
     with caplog.at_level("WARNING"):
-        trainer_for(tmp_path, tokenizer, max_length=40, max_completion_length=200)
+        self_play_trainer(tmp_path, tokenizer, max_length=40, max_completion_length=200)
     assert "would be generated and then cut before training" in caplog.text
 
 

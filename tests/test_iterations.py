@@ -5,11 +5,11 @@ import shutil
 
 import pytest
 import torch
-from conftest import make_config, sorting_rows
 from datasets import Dataset
+from helpers import make_config, sorting_rows
 
 from tspin_trl import TSPINTrainer
-from tspin_trl.presets import build_tiny_model
+from tspin_trl.demo.presets import build_tiny_model
 
 
 NUM_ITERATIONS = 3
@@ -52,7 +52,7 @@ def iteration_texts(output_dir, iteration) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
-    from tspin_trl.presets import build_char_tokenizer
+    from tspin_trl.demo.presets import build_char_tokenizer
 
     tokenizer = build_char_tokenizer()
     output_dir = tmp_path_factory.mktemp("full")

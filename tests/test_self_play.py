@@ -6,25 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_config, sorting_rows
 from datasets import Dataset
-from transformers import TrainerCallback
+from helpers import StopAfter, make_config, self_play_trainer, sorting_rows
 
 from tspin_trl import TSPINTrainer
-from tspin_trl.presets import build_tiny_model
+from tspin_trl.demo import build_tiny_model
 
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def self_play_trainer(tmp_path, tokenizer, rows=None, model=None, **config):
-    config = {"num_iterations": 2, "per_device_train_batch_size": 2, "generation_batch_size": 4} | config
-    return TSPINTrainer(
-        model=model or build_tiny_model(tokenizer),
-        args=make_config(tmp_path, **config),
-        train_dataset=Dataset.from_list(rows or sorting_rows(8)),
-        processing_class=tokenizer,
-    )
 
 
 def iteration_rows(output_dir, iteration):
@@ -122,15 +111,6 @@ def test_proto_cache_hit_and_invalidation(tmp_path, tokenizer):
     assert calls > 0
     calls, _ = run("after_repair")
     assert calls == 0
-
-
-class StopAfter(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 def test_resume_in_iteration_1_matches_an_uninterrupted_run(tmp_path, tokenizer):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tspin_trl.tasks import (
+from tspin_trl.demo import (
     INSTRUCTION_KINDS,
     PAPER_PROMPT_TEMPLATE,
     check_instruction,
@@ -153,7 +153,7 @@ def test_instruction_determinism(instruction_dataset):
 def test_determinism_across_processes():
     # Python's string hashing is randomized per process; the datasets must not depend on it.
     code = (
-        "import json; from tspin_trl.tasks import make_instruction_dataset, make_sorting_dataset; "
+        "import json; from tspin_trl.demo import make_instruction_dataset, make_sorting_dataset; "
         "print(json.dumps([make_instruction_dataset(30, 10, seed=3)['test'].to_list(), "
         "make_sorting_dataset(30, 10, seed=3)['test'].to_list()]))"
     )
@@ -261,3 +261,17 @@ def test_empty_eval_split():
     dataset = make_instruction_dataset(num_train=5, num_eval=0)
     assert len(dataset["test"]) == 0
     assert dataset["test"].features == dataset["train"].features
+
+
+def test_the_trainer_core_does_not_import_the_demo():
+    code = (
+        "import pkgutil, importlib, sys, tspin_trl; "
+        "core = [n for _, n, is_pkg in pkgutil.iter_modules(tspin_trl.__path__, 'tspin_trl.') if not is_pkg]; "
+        "[importlib.import_module(n) for n in core]; "
+        "print(len(core), sorted(m for m in sys.modules if m.startswith('tspin_trl.demo')))"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": root}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    count, demo_modules = result.stdout.split(" ", 1)
+    assert int(count) >= 8 and demo_modules.strip() == "[]"

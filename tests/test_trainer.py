@@ -3,12 +3,12 @@ import os
 
 import pytest
 import torch
-from conftest import make_config, sorting_rows
 from datasets import Dataset
+from helpers import make_config, sorting_rows
 from peft import LoraConfig
 
 from tspin_trl import TSPINTrainer
-from tspin_trl.presets import build_tiny_model
+from tspin_trl.demo import build_tiny_model
 
 
 def snapshot(model):
@@ -171,7 +171,7 @@ def test_model_card_cites_the_paper(tmp_path, model, tokenizer, sorting_dataset)
 
 
 def test_model_from_a_path_string(tmp_path, sorting_dataset):
-    from tspin_trl.presets import save_tiny_preset
+    from tspin_trl.demo import save_tiny_preset
 
     path = save_tiny_preset(tmp_path / "tiny")
     trainer = TSPINTrainer(model=str(path), args=make_config(tmp_path / "out"), train_dataset=sorting_dataset)
@@ -228,7 +228,7 @@ def test_beta_zero_equals_cpo_sigmoid(tmp_path, tokenizer):
 def test_spin_objective_equals_dpo_with_initial_reference(tmp_path, tokenizer):
     from trl import DPOConfig, DPOTrainer
 
-    from tspin_trl.presets import save_tiny_preset
+    from tspin_trl.demo import save_tiny_preset
 
     path = save_tiny_preset(tmp_path / "tiny")
     rows = [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": "9 9 9"} for r in sorting_rows(4, False)]

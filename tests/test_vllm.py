@@ -170,7 +170,7 @@ def test_server_mode_generates_and_reloads_weights(tmp_path, hf_greedy):
         [
             sys.executable,
             "-c",
-            "import sys; from tspin_trl.presets import save_tiny_preset as s; "
+            "import sys; from tspin_trl.demo.presets import save_tiny_preset as s; "
             "s(sys.argv[1], num_attention_heads=2, seed=1)",
             str(model_dir),
         ],

@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 from tspin_trl import TSPINConfig, TSPINTrainer
 from tspin_trl import generation as generation_module
-from tspin_trl.presets import build_char_tokenizer, build_tiny_model
+from tspin_trl.demo import build_char_tokenizer, build_tiny_model
 
 
 def rows(n: int, pregenerated: bool) -> list[dict]:

@@ -92,7 +92,7 @@ def build_char_tokenizer(
     Example:
 
     ```python
-    >>> from tspin_trl.presets import build_char_tokenizer
+    >>> from tspin_trl.demo import build_char_tokenizer
 
     >>> tokenizer = build_char_tokenizer()
     >>> tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)

@@ -1,46 +1,25 @@
 """
-Deterministic, seeded synthetic tasks with programmatic checkers.
+Verifiable instruction following, in the spirit of IFEval but sized for a 135M-parameter instruct model.
 
-Two tasks are provided:
-
-- **Verifiable instruction following** ([`make_instruction_dataset`]), in the spirit of IFEval but sized for a
-  135M-parameter instruct model: short prompts (one sentence about a simple topic plus one verifiable instruction) and
-  short annotated responses that are generated programmatically and always satisfy their instruction.
-- **Digit sorting** ([`make_sorting_dataset`]), a tiny task with a clear data-scaling gap for a ~1M-parameter
-  character-level model.
-
-Every row has a `prompt`, a `completion` and an `instruction` column. The `instruction` column is a JSON string with a
-`kind` and its parameters, so that [`check_instruction`] can score any row of either task, and [`task_scorer`] returns
-a `score(responses, rows) -> float` function for each task. All text is printable ASCII.
+Short prompts (one sentence about a simple topic plus one verifiable instruction) and short annotated responses that
+are generated programmatically and always satisfy their instruction ([`make_instruction_dataset`]). Each kind of
+instruction has a checker in [`INSTRUCTION_CHECKERS`]; [`~tspin_trl.demo.check_instruction`] reads a row's
+`instruction` column and calls it.
 """
 
 import json
 import random
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from datasets import Dataset, DatasetDict, Features, List, Value
+from datasets import DatasetDict
 
+from .rows import build_splits
 
-__all__ = [
-    "INSTRUCTION_KINDS",
-    "PAPER_PROMPT_TEMPLATE",
-    "SORTING_PROMPT_TEMPLATE",
-    "TASK_NAMES",
-    "check_instruction",
-    "check_sorting",
-    "instruction_pass_rate",
-    "make_instruction_dataset",
-    "make_sorting_dataset",
-    "task_scorer",
-]
 
 PAPER_PROMPT_TEMPLATE = "### Instruction: {prompt}\n\n### Response: "
 """Plain-text prompt template of the T-SPIN paper, used by the non-conversational instruction dataset."""
-
-SORTING_PROMPT_TEMPLATE = "{prompt}\n"
-"""Plain-text prompt template of the non-conversational sorting dataset (the answer follows the newline)."""
 
 INSTRUCTION_KINDS = (
     "word_count",
@@ -55,9 +34,6 @@ INSTRUCTION_KINDS = (
     "one_word",
 )
 """Kinds of verifiable instructions of the instruction-following task, in a fixed order."""
-
-TASK_NAMES = ("instructions", "sorting")
-"""Names accepted by [`task_scorer`]."""
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Topics
@@ -203,7 +179,6 @@ _END_PHRASES = ("That is all.", "Thank you.", "Hope this helps.", "The end.", "H
 _START_WORDS = ("Indeed", "Well", "Sure", "Honestly", "Yes", "Truly", "Certainly", "Notably")
 _WORD_COUNT_RANGE = (3, 8)
 _BULLET_RANGE = (2, 4)
-_MAX_ATTEMPTS_PER_ROW = 200
 
 
 class _Topic:
@@ -265,33 +240,9 @@ _TOPICS = tuple(_Topic(*entry) for entry in _TOPIC_TABLE)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def _as_text(response: Any) -> str:
-    """Return the text of a response given as a string, a message dict or a list of messages (last one is used)."""
-    if response is None:
-        return ""
-    if isinstance(response, str):
-        return response
-    if isinstance(response, dict):
-        return str(response.get("content", ""))
-    if isinstance(response, Sequence):
-        return _as_text(response[-1]) if len(response) > 0 else ""
-    return str(response)
-
-
 def _words(text: str) -> list[str]:
     """Whitespace-separated tokens that contain at least one letter or digit (so "-" bullets are not words)."""
     return [token for token in text.split() if any(char.isalnum() for char in token)]
-
-
-def _parse_instruction(instruction: str | dict[str, Any]) -> dict[str, Any]:
-    if isinstance(instruction, str):
-        try:
-            instruction = json.loads(instruction)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"The instruction is not valid JSON: {instruction!r}") from error
-    if not isinstance(instruction, dict) or "kind" not in instruction:
-        raise ValueError(f"An instruction must be a dict (or JSON object) with a 'kind' key, got {instruction!r}.")
-    return instruction
 
 
 def _strip_code_fence(text: str) -> str:
@@ -354,11 +305,7 @@ def _check_one_word(text: str, params: dict[str, Any]) -> bool:
     return len(_words(text)) == 1
 
 
-def _check_sorting_instruction(text: str, params: dict[str, Any]) -> bool:
-    return check_sorting(params["digits"], text)
-
-
-_CHECKERS: dict[str, Callable[[str, dict[str, Any]], bool]] = {
+INSTRUCTION_CHECKERS: dict[str, Callable[[str, dict[str, Any]], bool]] = {
     "word_count": _check_word_count,
     "include_keyword": _check_include_keyword,
     "uppercase": _check_uppercase,
@@ -369,191 +316,9 @@ _CHECKERS: dict[str, Callable[[str, dict[str, Any]], bool]] = {
     "no_commas": _check_no_commas,
     "start_word": _check_start_word,
     "one_word": _check_one_word,
-    "sorting": _check_sorting_instruction,
 }
-
-
-def check_instruction(response: str | list[dict[str, str]], instruction: str | dict[str, Any]) -> bool:
-    """
-    Check whether a response follows a verifiable instruction.
-
-    Args:
-        response (`str` or `list[dict[str, str]]`):
-            The response text, or a conversational completion (list of messages; the content of the last one is
-            checked).
-        instruction (`str` or `dict[str, Any]`):
-            The instruction, as stored in the `instruction` column of the datasets of this module: a dict (or its JSON
-            string) with a `kind` key and the parameters of that kind. Supported kinds and parameters:
-
-            - `"word_count"` (`n`): exactly `n` words (whitespace-separated tokens that contain a letter or digit).
-            - `"include_keyword"` (`keyword`): contains `keyword` as a whole word (case-insensitive).
-            - `"uppercase"` / `"lowercase"`: every cased character is upper / lower case (and there is at least one).
-            - `"bullet_list"` (`n`): exactly `n` lines that start with `"- "`.
-            - `"json_keys"` (`keys`): the response (optionally inside a code fence) is a JSON object with exactly
-              `keys`.
-            - `"end_phrase"` (`phrase`): ends with `phrase` (case-insensitive, lenient on the final punctuation mark).
-            - `"no_commas"`: non-empty and contains no comma.
-            - `"start_word"` (`word`): the first word, stripped of punctuation, is `word` (case-insensitive).
-            - `"one_word"`: exactly one word.
-            - `"sorting"` (`digits`): the response is the sorted digits, see [`check_sorting`].
-
-    Returns:
-        `bool`: Whether the response satisfies the instruction.
-
-    Example:
-
-    ```python
-    >>> from tspin_trl.tasks import check_instruction
-
-    >>> check_instruction("Vast blue water full life.", {"kind": "word_count", "n": 5})
-    True
-    >>> check_instruction("Vast blue water.", '{"kind": "word_count", "n": 5}')
-    False
-    ```
-    """
-    parsed = _parse_instruction(instruction)
-    kind = parsed["kind"]
-    if kind not in _CHECKERS:
-        raise ValueError(f"Unknown instruction kind {kind!r}; expected one of {sorted(_CHECKERS)}.")
-    try:
-        return bool(_CHECKERS[kind](_as_text(response), parsed))
-    except KeyError as error:
-        raise ValueError(f"Instruction {parsed!r} is missing the parameter {error.args[0]!r}.") from error
-
-
-def instruction_pass_rate(responses: Sequence[Any], instructions: Sequence[str | dict[str, Any]]) -> float:
-    """
-    Fraction of responses that follow their instruction.
-
-    Args:
-        responses (`Sequence[str]` or `Sequence[list[dict[str, str]]]`):
-            Responses, as texts or conversational completions.
-        instructions (`Sequence[str]` or `Sequence[dict[str, Any]]`):
-            One instruction per response, in the format accepted by [`check_instruction`].
-
-    Returns:
-        `float`: The pass rate in `[0, 1]` (`0.0` when there are no responses).
-
-    Example:
-
-    ```python
-    >>> from tspin_trl.tasks import instruction_pass_rate
-
-    >>> instruction_pass_rate(["HELLO THERE", "Hello"], [{"kind": "uppercase"}, {"kind": "uppercase"}])
-    0.5
-    ```
-    """
-    if len(responses) != len(instructions):
-        raise ValueError(f"Got {len(responses)} responses but {len(instructions)} instructions.")
-    if len(responses) == 0:
-        return 0.0
-    passed = sum(check_instruction(response, instruction) for response, instruction in zip(responses, instructions))
-    return passed / len(responses)
-
-
-def _sorting_digits(source: Any) -> list[int]:
-    """Digits to sort, from a list of ints, an instruction (dict or JSON), a prompt string or a list of messages."""
-    if isinstance(source, dict):
-        if "digits" in source:
-            return [int(digit) for digit in source["digits"]]
-        return _sorting_digits(source.get("content", ""))
-    if isinstance(source, str):
-        stripped = source.strip()
-        if stripped.startswith("{"):
-            return _sorting_digits(_parse_instruction(stripped))
-        match = re.search(r"sort:([^\n]*)", source)
-        return [int(char) for char in re.findall(r"\d", match.group(1) if match else source)]
-    if isinstance(source, Iterable):
-        items = list(source)
-        if items and all(isinstance(item, dict) for item in items):
-            return _sorting_digits(" ".join(str(m.get("content", "")) for m in items if m.get("role") == "user"))
-        return [int(item) for item in items]
-    raise TypeError(f"Cannot read digits to sort from {source!r}.")
-
-
-def check_sorting(
-    prompt_or_digits: str | Sequence[int] | list[dict[str, str]] | dict[str, Any], response: Any
-) -> bool:
-    """
-    Check a response of the digit-sorting task.
-
-    Args:
-        prompt_or_digits (`str`, `Sequence[int]`, `list[dict[str, str]]` or `dict[str, Any]`):
-            What to sort: a prompt (`"sort: 8 3 1 9"`, also inside a plain-text template), a conversational prompt
-            (list of messages; the user messages are read), a sequence of digits, or a sorting instruction (dict or
-            JSON string with a `digits` key).
-        response (`str` or `list[dict[str, str]]`):
-            The response text, or a conversational completion.
-
-    Returns:
-        `bool`: Whether the response, stripped of surrounding whitespace, is exactly the sorted digits separated by
-        single spaces.
-
-    Example:
-
-    ```python
-    >>> from tspin_trl.tasks import check_sorting
-
-    >>> check_sorting("sort: 8 3 1 9", "1 3 8 9")
-    True
-    >>> check_sorting([8, 3, 1, 9], "1 3 9 8")
-    False
-    ```
-    """
-    digits = _sorting_digits(prompt_or_digits)
-    if not digits:
-        raise ValueError(f"No digits to sort found in {prompt_or_digits!r}.")
-    return _as_text(response).strip() == " ".join(str(digit) for digit in sorted(digits))
-
-
-def task_scorer(name: str) -> Callable[[Sequence[Any], Sequence[dict[str, Any]]], float]:
-    """
-    Scoring function of a task.
-
-    Args:
-        name (`str`):
-            `"instructions"` (verifiable instruction following) or `"sorting"` (digit sorting).
-
-    Returns:
-        `Callable[[Sequence[str], Sequence[dict]], float]`: A function `score(responses, rows)` that returns the
-        fraction of correct responses, where `rows` are dataset rows (dicts with an `instruction` column, or for
-        sorting at least a `prompt`), one per response. An empty batch scores `0.0`.
-
-    Example:
-
-    ```python
-    >>> from tspin_trl.tasks import make_sorting_dataset, task_scorer
-
-    >>> test = make_sorting_dataset(num_train=10, num_eval=4)["test"]
-    >>> score = task_scorer("sorting")
-    >>> score([row["completion"][0]["content"] for row in test], list(test))
-    1.0
-    ```
-    """
-    if name == "instructions":
-
-        def score_instructions(responses: Sequence[Any], rows: Sequence[dict[str, Any]]) -> float:
-            rows = list(rows)
-            return instruction_pass_rate(responses, [row["instruction"] for row in rows])
-
-        return score_instructions
-    if name == "sorting":
-
-        def score_sorting(responses: Sequence[Any], rows: Sequence[dict[str, Any]]) -> float:
-            rows = list(rows)
-            if len(responses) != len(rows):
-                raise ValueError(f"Got {len(responses)} responses but {len(rows)} rows.")
-            if not rows:
-                return 0.0
-            passed = sum(
-                check_sorting(row["instruction"] if row.get("instruction") else row["prompt"], response)
-                for response, row in zip(responses, rows)
-            )
-            return passed / len(rows)
-
-        return score_sorting
-    raise ValueError(f"Unknown task {name!r}; expected one of {list(TASK_NAMES)}.")
-
+"""Checker of each kind in [`INSTRUCTION_KINDS`]: `check(text, instruction) -> bool`, where `instruction` is the
+parsed dict with the kind's parameters (see [`~tspin_trl.demo.check_instruction`])."""
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Generation
@@ -624,70 +389,9 @@ def _make_instruction_example(rng: random.Random, kind: str) -> tuple[str, str, 
     if "keys" in instruction:
         fields["keys"] = _quoted_list(instruction["keys"])
     prompt = f"{opener} {phrase.format(**fields)}"
-    if not check_instruction(response, instruction):
+    if not INSTRUCTION_CHECKERS[kind](response, instruction):
         raise AssertionError(f"Generated response {response!r} does not follow {instruction!r}.")
     return prompt, response, instruction
-
-
-def _conversational_features() -> Features:
-    message = {"role": Value("string"), "content": Value("string")}
-    return Features({"prompt": List(message), "completion": List(message), "instruction": Value("string")})
-
-
-def _plain_features() -> Features:
-    return Features({"prompt": Value("string"), "completion": Value("string"), "instruction": Value("string")})
-
-
-def _to_row(prompt: str, response: str, instruction: dict[str, Any], conversational: bool, template: str) -> dict:
-    if conversational:
-        return {
-            "prompt": [{"role": "user", "content": prompt}],
-            "completion": [{"role": "assistant", "content": response}],
-            "instruction": json.dumps(instruction, sort_keys=True),
-        }
-    return {
-        "prompt": template.format(prompt=prompt),
-        "completion": response,
-        "instruction": json.dumps(instruction, sort_keys=True),
-    }
-
-
-def _build_splits(
-    make_example: Callable[[random.Random, int], tuple[str, str, dict[str, Any]]],
-    num_train: int,
-    num_eval: int,
-    seed: int,
-    conversational: bool,
-    template: str,
-) -> DatasetDict:
-    """Draw unique prompts for both splits (train first), so no prompt appears in both splits."""
-    if num_train < 0 or num_eval < 0:
-        raise ValueError(f"num_train and num_eval must be non-negative, got {num_train} and {num_eval}.")
-    rng = random.Random(seed)
-    seen: set[str] = set()
-    splits: dict[str, list[dict[str, Any]]] = {}
-    for split, size in (("train", num_train), ("test", num_eval)):
-        rows = []
-        for index in range(size):
-            for _ in range(_MAX_ATTEMPTS_PER_ROW):
-                prompt, response, instruction = make_example(rng, index)
-                if prompt not in seen:
-                    break
-            else:
-                raise ValueError(
-                    f"Could not draw {num_train + num_eval} distinct prompts; ask for fewer examples (seen {len(seen)})."
-                )
-            seen.add(prompt)
-            rows.append(_to_row(prompt, response, instruction, conversational, template))
-        rng.shuffle(rows)
-        splits[split] = rows
-    features = _conversational_features() if conversational else _plain_features()
-    return DatasetDict(
-        {
-            split: Dataset.from_dict({column: [row[column] for row in rows] for column in features}, features=features)
-            for split, rows in splits.items()
-        }
-    )
 
 
 def make_instruction_dataset(
@@ -722,12 +426,12 @@ def make_instruction_dataset(
 
     Returns:
         [`~datasets.DatasetDict`]: Splits `"train"` and `"test"` with columns `prompt`, `completion` and
-        `instruction` (a JSON string with the `kind` and its parameters, see [`check_instruction`]).
+        `instruction` (a JSON string with the `kind` and its parameters, see [`~tspin_trl.demo.check_instruction`]).
 
     Example:
 
     ```python
-    >>> from tspin_trl.tasks import check_instruction, make_instruction_dataset
+    >>> from tspin_trl.demo import check_instruction, make_instruction_dataset
 
     >>> dataset = make_instruction_dataset(num_train=20, num_eval=10, seed=0)
     >>> row = dataset["train"][0]
@@ -739,69 +443,4 @@ def make_instruction_dataset(
     def make_example(rng: random.Random, index: int) -> tuple[str, str, dict[str, Any]]:
         return _make_instruction_example(rng, INSTRUCTION_KINDS[index % len(INSTRUCTION_KINDS)])
 
-    return _build_splits(make_example, num_train, num_eval, seed, conversational, prompt_template)
-
-
-def make_sorting_dataset(
-    num_train: int = 2000,
-    num_eval: int = 200,
-    seed: int = 0,
-    min_len: int = 8,
-    max_len: int = 12,
-    conversational: bool = True,
-    prompt_template: str = SORTING_PROMPT_TEMPLATE,
-) -> DatasetDict:
-    """
-    Build the synthetic digit-sorting dataset.
-
-    The prompt is `"sort: "` followed by `min_len` to `max_len` random digits (0-9, with repetition) separated by
-    spaces, e.g. `"sort: 8 3 1 9 3 0 7 2"`; the completion is the same digits sorted in ascending order, e.g.
-    `"0 1 2 3 3 7 8 9"`.
-
-    Args:
-        num_train (`int`, *optional*, defaults to `2000`):
-            Number of rows of the `"train"` split.
-        num_eval (`int`, *optional*, defaults to `200`):
-            Number of rows of the `"test"` split. No prompt of the test split appears in the train split.
-        seed (`int`, *optional*, defaults to `0`):
-            Random seed. The same seed always gives the same dataset.
-        min_len (`int`, *optional*, defaults to `8`):
-            Minimum number of digits.
-        max_len (`int`, *optional*, defaults to `12`):
-            Maximum number of digits.
-        conversational (`bool`, *optional*, defaults to `True`):
-            If `True`, `prompt` is `[{"role": "user", "content": ...}]` and `completion` is
-            `[{"role": "assistant", "content": ...}]`. If `False`, both are plain strings and the prompt is formatted
-            with `prompt_template`.
-        prompt_template (`str`, *optional*, defaults to `SORTING_PROMPT_TEMPLATE`):
-            Template with a `{prompt}` field for the plain-text prompts; the default `"{prompt}\\n"` ends the prompt
-            with a newline. Ignored when `conversational=True`.
-
-    Returns:
-        [`~datasets.DatasetDict`]: Splits `"train"` and `"test"` with columns `prompt`, `completion` and
-        `instruction` (a JSON string `{"answer": ..., "digits": [...], "kind": "sorting"}`).
-
-    Example:
-
-    ```python
-    >>> from tspin_trl.tasks import check_sorting, make_sorting_dataset
-
-    >>> dataset = make_sorting_dataset(num_train=100, num_eval=20, seed=0)
-    >>> row = dataset["test"][0]
-    >>> check_sorting(row["prompt"], row["completion"])
-    True
-    ```
-    """
-    if not 1 <= min_len <= max_len:
-        raise ValueError(f"Expected 1 <= min_len <= max_len, got min_len={min_len} and max_len={max_len}.")
-
-    def make_example(rng: random.Random, index: int) -> tuple[str, str, dict[str, Any]]:
-        digits = [rng.randrange(10) for _ in range(rng.randint(min_len, max_len))]
-        answer = " ".join(str(digit) for digit in sorted(digits))
-        prompt = "sort: " + " ".join(str(digit) for digit in digits)
-        instruction = {"kind": "sorting", "digits": digits, "answer": answer}
-        if not check_sorting(digits, answer):
-            raise AssertionError(f"Generated answer {answer!r} does not sort {digits!r}.")
-        return prompt, answer, instruction
-
-    return _build_splits(make_example, num_train, num_eval, seed, conversational, prompt_template)
+    return build_splits(make_example, num_train, num_eval, seed, conversational, prompt_template)
