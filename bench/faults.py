@@ -354,6 +354,10 @@ def worker(spec: dict[str, Any]) -> None:
         def on_step_end(self, args, state, control, **kwargs):
             if kind == "slow_steps":
                 time.sleep(fault["seconds"])
+            if kind == "hold_until" and state.global_step == 1:
+                deadline = time.time() + WORKER_TIMEOUT
+                while not os.path.exists(fault["path"]) and time.time() < deadline:
+                    time.sleep(0.05)
 
         def on_save(self, args, state, control, **kwargs):
             if kind == "fsize_after_save" and state.global_step == n:
@@ -1865,16 +1869,23 @@ def concurrent_atomic_writes(ctx):
 
 
 @case(
-    CONC, "two trainers started on one output_dir (the first slowed to 1 s/step)", quick=True, finding="3", timeout=200
+    CONC,
+    "two trainers started on one output_dir (the first holds after step 1 until the second ends)",
+    quick=True,
+    finding="3",
+    timeout=200,
 )
 def concurrent_same_output_dir(ctx):
-    first = start_worker(ctx, "first", fault={"kind": "slow_steps", "seconds": 1.0})
+    release = ctx.tmp / "release"
+    first = start_worker(ctx, "first", fault={"kind": "hold_until", "path": str(release)})
     lock = ctx.out / "self_play" / "run.lock"
     deadline = time.time() + WORKER_TIMEOUT
     while not lock.exists() and time.time() < deadline and first.process.poll() is None:
         time.sleep(0.05)
     second = start_worker(ctx, "second")
-    second_result, first_result = second.wait(), first.wait()
+    second_result = second.wait()
+    release.touch()  # the first run holds after its first step until the second has ended
+    first_result = first.wait()
     if not first_result.get("ok"):
         return Verdict(DEFECT, f"the first run failed: {first_result.get('error')}")
     diff = max_diff(first.params(), baseline())
@@ -2119,6 +2130,24 @@ def run_case(item: Case) -> dict[str, Any]:
     }
 
 
+def markdown_tables(report: dict[str, Any]) -> str:
+    """The cases of a results JSON as one markdown table per category (for docs/reliability.md)."""
+    lines = []
+    categories = dict.fromkeys(c["category"] for c in report["cases"])
+    for category in categories:
+        cases = [c for c in report["cases"] if c["category"] == category]
+        lines += [f"### {category} ({len(cases)})", "", "| case | what was done | outcome | message (excerpt) |"]
+        lines.append("| --- | --- | --- | --- |")
+        for c in cases:
+            message = c["message"].replace("|", "\\|").replace("\n", " ")
+            message = message if len(message) <= 160 else message[:157] + "..."
+            outcome = f"**{c['outcome']}**" if c["outcome"] == DEFECT else c["outcome"]
+            action = c["action"].replace("|", "\\|")
+            lines.append(f"| `{c['name']}` | {action} | {outcome} | {message} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a subset of every category (< 3 minutes)")
@@ -2126,7 +2155,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="where to write the JSON (default: bench/results/faults.json)")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--table", default=None, help="print a results JSON as markdown tables and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_tables(json.loads(Path(args.table).read_text())))
+        return 0
     if args.worker:
         worker(json.loads(args.worker))
         return 0

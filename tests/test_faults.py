@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Quick-subset cases still classified DEFECT (see docs/reliability.md, "Defects found"); the core engineer fixes them.
-KNOWN_DEFECTS = {"int_num_iterations_3", "int_per_device_train_batch_size_0"}
+KNOWN_DEFECTS = {"int_num_iterations_3", "int_per_device_train_batch_size_0"}  # listed in docs/reliability.md
 
 
 @pytest.mark.slow
