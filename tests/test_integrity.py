@@ -337,3 +337,78 @@ def test_run_lock_is_reentrant_within_a_process(tmp_path):
     lock.acquire()
     RunLock(str(tmp_path / "run.lock")).acquire()  # e.g. a crashed train() in this process left it behind
     lock.release()
+
+
+# ---- defects the fault campaign found (bench/faults.py), each fixed --------------------------------------------------
+
+
+def test_tspin_ref_with_data_mixing_trains(tmp_path, tokenizer):
+    trainer = self_play_trainer(tmp_path, tokenizer, objective="tspin_ref", alpha=0.1, mix_previous_iteration=True)
+    trainer.train()  # 4 reference roles: computed as 3 + 1 responses per forward pass
+    rows = [json.loads(line) for line in (tmp_path / "self_play" / "iteration_1" / "train.jsonl").open()]
+    assert all("ref_previous_synthetic_logps" in r and "ref_proto_logps" in r for r in rows)
+
+
+def test_a_resume_with_another_generation_batch_size_is_refused(tmp_path, tokenizer):
+    interrupted_run(tmp_path, tokenizer)
+    resumed = self_play_trainer(tmp_path, tokenizer, save_strategy="steps", save_steps=1, generation_batch_size=8)
+    with pytest.raises(SelfPlayError, match="generation_batch_size"):
+        resumed.train(resume_from_checkpoint=True)
+
+
+def test_the_proto_cache_key_covers_the_chunking(tmp_path, tokenizer):
+    self_play_trainer(tmp_path / "a", tokenizer, num_iterations=1).train()
+    other = self_play_trainer(tmp_path / "b", tokenizer, num_iterations=1, generation_batch_size=8)
+    other.train()
+    assert "proto/train" in other.self_play.generation_stats, "other chunks draw other samples: not the same entry"
+
+
+def test_a_renamed_cache_entry_is_ignored(tmp_path):
+    cache = ProtoCache(str(tmp_path))
+    cache.save("a" * 32, [[1]], {"model": "other"})
+    for suffix in (".jsonl", ".json"):
+        os.rename(tmp_path / ("a" * 32 + suffix), tmp_path / ("b" * 32 + suffix))
+    assert cache.load("b" * 32, 1, 10) is None
+
+
+def test_a_lock_whose_pid_was_reused_is_stale(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path = tmp_path / "run.lock"
+        owner = {"pid": sleeper.pid, "pid_start": "1", "host": os.uname().nodename, "started": 0}
+        path.write_text(json.dumps(owner))  # a live pid, but not the process that took the lock
+        lock = RunLock(str(path))
+        lock.acquire()
+        assert lock.held
+        lock.release()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.parametrize("damaged", ["model.safetensors", "optimizer.pt"])
+def test_a_damaged_checkpoint_file_is_named(tmp_path, tokenizer, damaged):
+    from tspin_trl.trainer import CheckpointLoadError
+
+    interrupted_run(tmp_path, tokenizer)
+    path = tmp_path / "checkpoint-6" / damaged
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    resumed = self_play_trainer(tmp_path, tokenizer, save_strategy="steps", save_steps=1)
+    with pytest.raises(CheckpointLoadError, match="checkpoint-6.*resume_from_checkpoint=.*checkpoint-5"):
+        resumed.train(resume_from_checkpoint=True)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("num_iterations", "3", "must be an integer"),
+        ("per_device_train_batch_size", 0, ">= 1"),
+        ("gradient_accumulation_steps", 0, ">= 1"),
+        ("weight_decay", -0.1, r"in \[0, 1\]"),
+        ("weight_decay", 1e30, r"in \[0, 1\]"),
+        ("warmup_steps", 1e30, "number of steps up to"),
+    ],
+)
+def test_settings_the_campaign_found_accepted_are_refused(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=f"TSPINConfig.{field}=.*{message}"):
+        TSPINConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, **{field: value})

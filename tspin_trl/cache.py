@@ -104,7 +104,14 @@ class ProtoCache:
         entry = read_checked_jsonl(*self.paths(key))
         if entry is None:
             return None
-        responses = entry[0]
+        responses, meta = entry
+        if json_digest(meta.get("key_fields"))[:32] != key:
+            logger.warning(
+                "Ignoring the proto cache entry %s: its recorded fields do not hash to its key (a renamed or foreign "
+                "entry). It will be regenerated.",
+                self.paths(key)[0],
+            )
+            return None
         if len(responses) != expected or not all(valid_token_ids(ids, vocab_size) for ids in responses):
             logger.warning(
                 "Ignoring the proto cache entry %s: %d responses for %d prompts, or token ids outside the vocabulary "
@@ -149,6 +156,12 @@ class ProtoCache:
                 return lock
             except RuntimeError as error:  # held by a live process
                 if not waited:
-                    logger.info("Waiting for another run to finish the proto cache entry %s (%s).", key, error)
+                    logger.warning(
+                        "Waiting for another run to finish the proto cache entry %s (%s). If no run is generating it, "
+                        "delete %s.",
+                        key,
+                        error,
+                        lock.path,
+                    )
                     waited = True
                 time.sleep(poll_seconds)

@@ -90,7 +90,9 @@ class DataCollatorForTriplet(DataCollatorMixin):
         responses = [self._responses(example, roles) for example in examples]
         output = self._packed(examples, responses) if self.share_prompt else self._stacked(examples, responses)
         output["response_lengths"] = torch.tensor([[len(r) for r in rs] for rs in responses], dtype=torch.long)
-        output["synthetic_equals_real"] = torch.tensor([rs[0] == rs[1] for rs in responses], dtype=torch.bool)
+        output["synthetic_equals_real"] = torch.tensor(
+            [len(rs) > 1 and rs[0] == rs[1] for rs in responses], dtype=torch.bool
+        )
         for role in roles:
             key = f"ref_{role}_logps"
             if key in examples[0]:

@@ -12,6 +12,22 @@ from trl.trainer.base_config import _BaseConfig
 
 
 OBJECTIVES = ("tspin", "tspin_ref", "spin")
+# Integer fields whose wrong type (e.g. the string "3" from Python) would only fail deep inside training.
+_INTEGER_FIELDS = (
+    "num_iterations",
+    "epochs_per_iteration",
+    "max_completion_length",
+    "top_k",
+    "max_length",
+    "max_prompt_length",
+    "generation_batch_size",
+    "logps_batch_size",
+    "pad_to_multiple_of",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "gradient_accumulation_steps",
+)
+_MAX_WARMUP_STEPS = 1e7
 # Past these, settings only overflow the loss or its gradients (e.g. beta=1e30 gives an infinite gradient norm).
 _UPPER_BOUNDS = {
     "alpha": 100.0,
@@ -399,6 +415,21 @@ class TSPINConfig(_BaseConfig):
             value = getattr(self, spec.name, None)
             if isinstance(value, float) and not math.isfinite(value):
                 fail(spec.name, value, "it must be a finite number.")
+        for name in _INTEGER_FIELDS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                fail(name, value, f"it must be an integer, got {type(value).__name__}.")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            if getattr(self, name) < 1:
+                fail(name, getattr(self, name), "it must be >= 1.")
+        if not 0 <= self.weight_decay <= 1:
+            fail("weight_decay", self.weight_decay, "it must be in [0, 1] (the paper and SPIN use 0).")
+        if not 0 <= self.warmup_steps <= _MAX_WARMUP_STEPS:
+            fail(
+                "warmup_steps",
+                self.warmup_steps,
+                f"it must be a share of the steps in [0, 1) or a number of steps up to {_MAX_WARMUP_STEPS:.0e}.",
+            )
         for name, upper in _UPPER_BOUNDS.items():
             if getattr(self, name) > upper:
                 fail(name, getattr(self, name), f"it must be <= {upper}; larger values only overflow the loss.")

@@ -271,23 +271,35 @@ class OutputDirLockedError(RuntimeError):
     """Another live process is training in the same `output_dir`."""
 
 
-def _process_alive(pid: int) -> bool:
+def _process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, from /proc), or `None` where /proc is not available: a pid
+    reused by another process has another start time."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _process_alive(pid: int, start: str | None = None) -> bool:
+    """Whether process `pid` runs (and, when `start` is known, is the process that started then, not a reuse)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    current = _process_start(pid)
+    return start is None or current is None or current == start
 
 
 class RunLock:
     """
     One training run per `output_dir` at a time: `self_play/run.lock` names the process that holds it.
 
-    A lock left by a process that no longer runs on this host is stale: it is taken over with a warning. A lock held by
-    a live process, or by a process on another host (whose liveness cannot be checked here), is an
-    [`OutputDirLockedError`] naming it.
+    A lock left by a process that no longer runs on this host is stale (a pid reused by an unrelated process is told
+    apart by its start time): it is taken over with a warning. A lock held by a live process, or by a process on another
+    host (whose liveness cannot be checked here), is an [`OutputDirLockedError`] naming it.
 
     Args:
         path (`str`):
@@ -313,7 +325,12 @@ class RunLock:
 
     def acquire(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+        me = {
+            "pid": os.getpid(),
+            "pid_start": _process_start(os.getpid()),
+            "host": socket.gethostname(),
+            "started": time.time(),
+        }
         for _ in range(3):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -323,7 +340,9 @@ class RunLock:
                     continue  # released in between: try again
                 pid, host = owner.get("pid"), owner.get("host")
                 ours = pid == me["pid"] and host == me["host"]
-                stale = not isinstance(pid, int) or (host == me["host"] and not _process_alive(pid))
+                stale = not isinstance(pid, int) or (
+                    host == me["host"] and not _process_alive(pid, owner.get("pid_start"))
+                )
                 if not (ours or stale):
                     started = owner.get("started")
                     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "unknown time"

@@ -77,6 +77,8 @@ IDENTITY_FIELDS = (
     "max_grad_norm",
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
+    "generation_batch_size",  # the per-chunk sampling seeds depend on the chunking
+    "use_vllm",
 )
 
 
@@ -368,7 +370,14 @@ class SelfPlayCallback(TrainerCallback):
             trainer.initial_model_fingerprint,
             trainer.tokenizer_fingerprint,
             prompts,
-            self.sampling().to_dict() | {"eos_ids": trainer.eos_token_ids},
+            # the per-chunk seeds depend on the chunking, and each backend samples differently from the same seed
+            self.sampling().to_dict()
+            | {
+                "eos_ids": trainer.eos_token_ids,
+                "generation_batch_size": args.generation_batch_size,
+                "num_processes": trainer.accelerator.num_processes,
+                "backend": getattr(self.backend, "chunk_key", None),
+            },
             args.seed,
         )
         cache = ProtoCache(args.proto_cache_dir or default_proto_cache_dir()) if args.use_proto_cache else None

@@ -422,6 +422,18 @@ class TSPINTrainer(_BaseTrainer):
         finally:
             self._run_lock.release()
 
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        try:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        except Exception as error:
+            raise _checkpoint_error("the model weights", resume_from_checkpoint, error) from error
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        try:
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        except Exception as error:
+            raise _checkpoint_error("the optimizer or scheduler state", checkpoint, error) from error
+
     def _check_node_layout(self) -> None:
         """Self-play files and checkpoints are written by the processes with `args.should_save`: the global main
         process, or with `save_on_each_node` every node's local main process. That must match the disk layout."""
@@ -737,6 +749,31 @@ class TSPINTrainer(_BaseTrainer):
             tags = sorted(glob.glob(os.path.join(checkpoint_dir, "global_step*")))
             if len(tags) == 1 and not os.path.isfile(os.path.join(checkpoint_dir, "latest")):
                 atomic_write(os.path.join(checkpoint_dir, "latest"), os.path.basename(tags[0]))
+
+
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint's files exist but cannot be read (damaged or truncated)."""
+
+
+def _checkpoint_error(what: str, checkpoint: str | None, error: Exception) -> CheckpointLoadError:
+    earlier = None
+    if checkpoint:
+        steps = [
+            s
+            for s in complete_checkpoint_steps(os.path.dirname(os.path.abspath(checkpoint)))
+            if s < _step_of(checkpoint)
+        ]
+        earlier = os.path.join(os.path.dirname(checkpoint), f"checkpoint-{max(steps)}") if steps else None
+    fix = f"resume from an earlier checkpoint (`resume_from_checkpoint={earlier!r}`)" if earlier else "start over"
+    return CheckpointLoadError(
+        f"Could not load {what} from the checkpoint {checkpoint!r} ({type(error).__name__}: {error}); a file there is "
+        f"damaged or truncated. Delete that checkpoint folder and {fix}."
+    )
+
+
+def _step_of(checkpoint: str) -> int:
+    name = os.path.basename(os.path.normpath(checkpoint))
+    return int(name.rsplit("-", 1)[1]) if name.rsplit("-", 1)[-1].isdigit() else 10**18
 
 
 def _reset_optimizer_state(optimizer: torch.optim.Optimizer) -> int:
