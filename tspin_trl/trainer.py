@@ -531,6 +531,45 @@ class TSPINTrainer(_BaseTrainer):
 
     # ---- checkpoints ---------------------------------------------------------------------------------------------
 
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | list[str] | None = None,
+        tags: str | list[str] | None = None,
+    ):
+        """
+        TRL's model card, without Hub links to what is not on the Hub: a base model loaded from a local folder is named
+        by its folder name, and a local dataset (or a mixture) is named without a link and left out of the metadata.
+
+        Args:
+            model_name (`str`, *optional*):
+                Name of the model.
+            dataset_name (`str` or `list[str]`, *optional*):
+                Hub id(s) or local path(s) of the training data.
+            tags (`str` or `list[str]`, *optional*):
+                Tags to be associated with the model card.
+        """
+        names = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name or [])
+        one_hub_dataset = len(names) == 1 and not Path(names[0]).exists()
+        super().create_model_card(model_name, names[0] if one_hub_dataset else None, tags)
+        if not self.is_world_process_zero():
+            return
+        card = Path(self.args.output_dir, "README.md")
+        text = card.read_text()
+        base_model = get_config_model_id(self.model.config)
+        local_model = f"`{Path(base_model).name}` (a local model)" if base_model else "a local model"
+        text = text.replace("[None](https://huggingface.co/None)", local_model)
+        text = text.replace('model="None"', f'model="{self.args.output_dir}"')  # the quick start, before a push
+        if names and not one_hub_dataset:
+            described = ", ".join(
+                f"`{Path(name).name}` (local)"
+                if Path(name).exists()
+                else f"[{name}](https://huggingface.co/datasets/{name})"
+                for name in names
+            )
+            text = text.replace(".\nIt has been trained using", f" on {described}.\nIt has been trained using", 1)
+        card.write_text(text)
+
     def _save_checkpoint(self, model, trial):
         model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
         self.create_model_card(model_name=model_name.split("/")[-1])
