@@ -91,6 +91,18 @@ def load_named_dataset(name: str, config: str | None = None, streaming: bool = F
     return load_dataset(name, name=config, streaming=streaming)
 
 
+def _mixture_names(config) -> list[str]:
+    """What a model card names for one `datasets:` entry: its data files when given (`path` is then often a builder
+    name such as `json`), else its path."""
+    files = config.data_files
+    if files is None:
+        return [config.path]
+    if isinstance(files, str):
+        return [files]
+    values = files.values() if isinstance(files, dict) else files
+    return [name for value in values for name in ([value] if isinstance(value, str) else value)]
+
+
 def load_data(script_args, dataset_args, self_play_args, eval_strategy: str = "no") -> dict:
     """
     The datasets of a run, as TRL's `dpo.py` loads them, plus the built-in tasks.
@@ -109,7 +121,7 @@ def load_data(script_args, dataset_args, self_play_args, eval_strategy: str = "n
         if script_args.dataset_name:
             print("Both `datasets` and `dataset_name` are given: `datasets` is used, `dataset_name` ignored.")
         dataset = get_dataset(dataset_args)
-        dataset_name = [config.path for config in dataset_args.datasets]
+        dataset_name = [name for config in dataset_args.datasets for name in _mixture_names(config)]
         train_split, test_split, streaming = "train", "test", dataset_args.streaming
     elif script_args.dataset_name:
         dataset = load_named_dataset(script_args.dataset_name, script_args.dataset_config, streaming, train_split)
