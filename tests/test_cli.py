@@ -201,7 +201,7 @@ def test_pip_install_into_a_fresh_venv_then_train_outside_the_checkout(tmp_path)
     Path(site.decode().strip(), "deps.pth").write_text(ours.decode().strip() + "\n")
     checkout = tmp_path / "checkout"  # a copy without build artefacts, as pip would see a clean clone
     shutil.copytree(ROOT, checkout, ignore=shutil.ignore_patterns(".venv", ".cache", "outputs", "*.egg-info", ".git"))
-    run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(checkout)], tmp_path)
+    run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(checkout)], tmp_path)
     shutil.rmtree(checkout)
 
     work = tmp_path / "elsewhere"
