@@ -187,13 +187,15 @@ def test_installed_trl_dpo_script_runs_with_the_classes_swapped(tmp_path):
 @pytest.mark.slow
 def test_pip_install_into_a_fresh_venv_then_train_outside_the_checkout(tmp_path):
     """
-    A real `pip install` of this checkout (a wheel is built from it) into a new venv, then `tspin-trl` from a folder
-    that is not the repository. The venv sees the dependencies of the test environment (`--system-site-packages` on
-    top of this interpreter's venv, whose site-packages are added by a .pth file) so nothing is downloaded; tspin-trl
-    itself is installed with `--no-deps` and must be imported from the new venv, not from the source tree.
+    A real `pip install` of this checkout (pip builds a wheel from a copy of it, setuptools fetched in its isolated
+    build environment) into a new venv, then `tspin-trl` from a folder that is not the repository.
+
+    To stay fast and offline for the heavy dependencies, the new venv reads this test environment's site-packages
+    through a `.pth` file and tspin-trl is installed with `--no-deps`. Only that folder is added, not its `.pth` files,
+    so the checkout's editable install is invisible: the test asserts `tspin_trl` is imported from the new venv.
     """
     env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True, system_site_packages=True)
+    venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     site = subprocess.check_output([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
     # The checkout's editable install must not shadow the wheel: only the dependencies' folder is shared.
@@ -219,3 +221,32 @@ def test_pip_install_into_a_fresh_venv_then_train_outside_the_checkout(tmp_path)
     env = run([str(tspin_trl), "env"], work).stdout
     assert "- tspin-trl version: 0.1.0" in env and "- PyTorch version: 2." in env
     run([str(env_dir / "bin" / "tspin-plot"), "out"], work)
+
+
+def test_model_card_links_only_what_is_on_the_hub(tmp_path, model, tokenizer, sorting_dataset):
+    from conftest import make_config
+
+    from tspin_trl import TSPINTrainer
+
+    trainer = TSPINTrainer(
+        model=model, args=make_config(tmp_path), train_dataset=sorting_dataset, processing_class=tokenizer
+    )
+    local = tmp_path / "pc.jsonl"
+    local.write_text("")
+    card = tmp_path / "README.md"
+    trainer.create_model_card(model_name="tiny", dataset_name="trl-lib/Capybara")
+    text = card.read_text()
+    assert (
+        "fine-tuned version of a local model on the [trl-lib/Capybara](https://huggingface.co/datasets/trl-lib/Capybara)"
+        in text
+    )
+    assert "datasets: trl-lib/Capybara\n" in text and "huggingface.co/None" not in text  # metadata keeps a Hub dataset
+    trainer.create_model_card(model_name="tiny", dataset_name=str(local))
+    text = card.read_text()
+    assert "a local model on `pc.jsonl` (local).\n" in text and "huggingface.co/datasets" not in text
+    assert str(local) not in text  # neither in the text nor in the metadata
+    trainer.create_model_card(model_name="tiny", dataset_name=["trl-lib/Capybara", str(local)])
+    assert (
+        "on [trl-lib/Capybara](https://huggingface.co/datasets/trl-lib/Capybara), `pc.jsonl` (local).\n"
+        in card.read_text()
+    )
