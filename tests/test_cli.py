@@ -88,7 +88,8 @@ def test_train_with_a_test_split_logs_eval_metrics_and_a_card_without_broken_lin
     Dataset.from_list(rows(4, offset=8)).to_json(data / "test.jsonl")
     out = tmp_path / "out"
     command = [sys.executable, "-m", "tspin_trl", "train", *TINY_RUN, "--dataset_name", str(data)]
-    run([*command, "--output_dir", str(out), "--eval_strategy", "steps", "--eval_steps", "1"], tmp_path)
+    completed = run([*command, "--output_dir", str(out), "--eval_strategy", "steps", "--eval_steps", "1"], tmp_path)
+    assert "`gradient_checkpointing` is deprecated" not in completed.stderr  # TRL's default, under its new name
     evals = [entry for entry in logged(out) if "eval_loss" in entry]
     assert len(evals) == 2 and all("eval_logps/real" in entry for entry in evals)
     card = (out / "README.md").read_text()

@@ -65,7 +65,8 @@ def test_every_launch_config_starts(tmp_path, name):
             str(config),
             "--num_processes",
             processes,
-            str(TRAIN),
+            # the script file for one process, the installed command (`-m tspin_trl train`) for the others
+            *([str(TRAIN)] if name == "single_process" else ["-m", "tspin_trl", "train"]),
             *TINY,
             "--output_dir",
             str(out),
