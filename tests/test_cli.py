@@ -251,3 +251,21 @@ def test_model_card_links_only_what_is_on_the_hub(tmp_path, model, tokenizer, so
         "on [trl-lib/Capybara](https://huggingface.co/datasets/trl-lib/Capybara), `pc.jsonl` (local).\n"
         in card.read_text()
     )
+
+
+def test_a_preset_folder_appears_complete_or_not_at_all(tmp_path):
+    from tspin_trl.scripts.train import _write_once
+
+    folder = tmp_path / "models" / "tiny"
+    seen = []
+
+    def slow_writer(path):  # rank 0, interrupted half-way by rank 1 doing the same
+        (Path(path) / "config.json").write_text("{}")
+        seen.append(folder.exists())
+        _write_once(str(folder), lambda other: (Path(other) / "config.json").write_text('{"winner": 1}'))
+        (Path(path) / "model.safetensors").write_text("")
+
+    assert _write_once(str(folder), slow_writer) == str(folder)
+    assert seen == [False]  # nobody saw the half-written folder
+    assert json.loads((folder / "config.json").read_text()) == {"winner": 1}
+    assert os.listdir(folder.parent) == ["tiny"]  # no staging folder left behind

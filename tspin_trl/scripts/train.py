@@ -21,9 +21,13 @@ folder once (`$TSPIN_TRL_MODELS`, default `~/.cache/tspin_trl/models`) and then 
 
 import argparse
 import os
+import shutil
+import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -65,14 +69,32 @@ def resolve_model(name_or_path: str, cache_root: str | None = None) -> str:
         default = os.path.join(os.path.expanduser("~"), ".cache", "tspin_trl", "models")
         cache_root = os.environ.get("TSPIN_TRL_MODELS", default)
     preset = name_or_path.removeprefix("preset:")
-    folder = os.path.join(cache_root, preset)
-    if preset == "smollm2-135m-instruct":
-        return str(materialize_smollm2(folder))
-    if preset == "tiny":
-        if not os.path.isfile(os.path.join(folder, "config.json")):
-            save_tiny_preset(folder)
+    writers = {"smollm2-135m-instruct": materialize_smollm2, "tiny": save_tiny_preset}
+    if preset not in writers:
+        raise ValueError(f"Unknown preset {preset!r}: use 'preset:smollm2-135m-instruct' or 'preset:tiny'.")
+    return _write_once(os.path.join(cache_root, preset), writers[preset])
+
+
+def _write_once(folder: str, write: Callable[[str], Any]) -> str:
+    """
+    Create `folder` with `write(path)` unless it exists. Every process of a launch calls this at the same time: each
+    writes into its own staging folder and renames it into place (atomic; the first rename wins), so no process ever
+    loads a half-written folder (rank 1 used to find `config.json` before rank 0 had written the weights).
+    """
+    if os.path.isdir(folder):
         return folder
-    raise ValueError(f"Unknown preset {preset!r}: use 'preset:smollm2-135m-instruct' or 'preset:tiny'.")
+    parent = os.path.dirname(folder) or "."
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}-", dir=parent)
+    try:
+        write(staging)
+        os.rename(staging, folder)
+    except OSError:
+        if not os.path.isdir(folder):  # not another process winning the race: a real error
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 def load_named_dataset(name: str, config: str | None = None, streaming: bool = False, split: str = "train"):
