@@ -36,7 +36,7 @@ test-fast: install
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 demo: install
-	$(VENV)/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no examples/train.py
+	$(VENV)/bin/accelerate launch --config_file examples/accelerate_configs/single_process.yaml examples/train.py
 
 reproduce: install
 	$(PY) bench/reproduce.py

@@ -1,4 +1,4 @@
-"""examples/train.py end to end, every launch config, the converted DPO script, and the real-model path."""
+"""examples/train.py end to end, every launch config, and the real-model path."""
 
 import importlib.util
 import json
@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from datasets import Dataset
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +47,7 @@ def test_train_script_single_process(tmp_path):
     assert (out / "self_play" / "iteration_0" / "train.jsonl").is_file()
 
 
+# fsdp2.yaml is not here: on CPU accelerate runs it as plain DDP (docs/distributed.md)
 LAUNCH_CONFIGS = ["single_process", "multi_gpu", "zero2", "zero3", "zero3_offload"]
 
 
@@ -66,7 +66,8 @@ def test_every_launch_config_starts(tmp_path, name):
             str(config),
             "--num_processes",
             processes,
-            str(TRAIN),
+            # the script file for one process, the installed command (`-m tspin_trl train`) for the others
+            *([str(TRAIN)] if name == "single_process" else ["-m", "tspin_trl", "train"]),
             *TINY,
             "--output_dir",
             str(out),
@@ -76,46 +77,6 @@ def test_every_launch_config_starts(tmp_path, name):
     assert "| iteration 0 |" in completed.stdout
     rows = [json.loads(line) for line in (out / "self_play" / "iteration_0" / "train.jsonl").open()]
     assert [row["index"] for row in rows] == list(range(16))
-
-
-def test_converted_dpo_script_runs(tmp_path):
-    from tspin_trl.demo import save_tiny_preset
-
-    model = save_tiny_preset(tmp_path / "tiny")
-    data = tmp_path / "data"
-    data.mkdir()
-    rows = [{"prompt": f"sort: {i} 2 1\n", "chosen": f"1 2 {i}", "rejected": "x"} for i in range(4)]
-    Dataset.from_list(rows).to_json(data / "train.jsonl")
-    run(
-        [
-            sys.executable,
-            str(ROOT / "tests" / "scripts" / "dpo_script_converted.py"),
-            "--model_name_or_path",
-            str(model),
-            "--dataset_name",
-            str(data),
-            "--output_dir",
-            str(tmp_path / "out"),
-            "--per_device_train_batch_size",
-            "2",
-            "--num_iterations",
-            "1",
-            "--max_completion_length",
-            "8",
-            "--max_length",
-            "48",
-            "--use_cpu",
-            "true",
-            "--report_to",
-            "none",
-            "--gradient_checkpointing",
-            "false",
-            "--save_strategy",
-            "no",
-        ],
-        tmp_path,
-    )
-    assert (tmp_path / "out" / "model.safetensors").is_file()
 
 
 @pytest.mark.slow
@@ -137,7 +98,7 @@ def test_real_model_gguf_load_train_save_reload(tmp_path):
         learning_rate=1e-5,
         warmup_steps=0,  # one step: a warm-up would make its learning rate 0
         report_to=[],
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         save_strategy="no",
         proto_cache_dir=str(tmp_path / "proto"),
         use_cpu=True,

@@ -11,8 +11,8 @@ import pytest
 
 
 ROOT = Path(__file__).resolve().parent.parent
-# Quick-subset cases still classified DEFECT (see docs/reliability.md, "Defects found"); the core engineer fixes them.
-KNOWN_DEFECTS = {"int_num_iterations_3", "int_per_device_train_batch_size_0"}  # listed in docs/reliability.md
+# Quick-subset cases classified DEFECT that are known and listed in docs/reliability.md (none: all were fixed).
+KNOWN_DEFECTS: set[str] = set()  # every defect the campaign found is fixed (docs/reliability.md)
 
 
 @pytest.mark.slow

