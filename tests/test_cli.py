@@ -269,3 +269,34 @@ def test_a_preset_folder_appears_complete_or_not_at_all(tmp_path):
     assert seen == [False]  # nobody saw the half-written folder
     assert json.loads((folder / "config.json").read_text()) == {"winner": 1}
     assert os.listdir(folder.parent) == ["tiny"]  # no staging folder left behind
+
+
+def test_the_paper_config_says_what_the_paper_says_and_starts_until_it_needs_the_hub(tmp_path, monkeypatch):
+    from tspin_trl.scripts.train import main, make_parser
+
+    config = ROOT / "examples" / "configs" / "paper_zephyr.yaml"
+    script, args, model, _, self_play = make_parser().parse_args_and_config(
+        args=["--config", str(config), "--output_dir", str(tmp_path / "out"), "--use_cpu", "true"]  # no GPU here
+    )
+    assert (model.model_name_or_path, model.model_revision) == (
+        "alignment-handbook/zephyr-7b-sft-full",
+        "ac6e600eefcce74f5e8bae1035d4f66019e93190",
+    )
+    assert (script.dataset_name, script.dataset_train_split) == ("HuggingFaceH4/ultrachat_200k", "train_sft")
+    assert (self_play.first_turn_only, self_play.num_train_samples) == (True, 50000)
+    assert (args.objective, args.alpha, args.beta, args.beta_first_iteration, args.loss_type) == (
+        "tspin",
+        1.0,
+        0.1,
+        0.0,
+        "sigmoid",
+    )
+    assert (args.num_iterations, args.restart_each_iteration, args.mix_previous_iteration) == (5, True, False)
+    assert (args.optim.value, args.weight_decay, args.learning_rate, args.warmup_steps) == ("rmsprop", 0.0, 5e-7, 0.1)
+    assert (args.lr_scheduler_type.value, args.per_device_train_batch_size * 8, args.max_length) == ("linear", 64, 2048)
+    assert (args.max_completion_length, args.temperature, args.top_p, args.top_k) == (256, 1.0, 1.0, 0)
+    # it starts, and stops only where it needs the Hub (no network here)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(Exception, match="(?i)offline|hub|connect|couldn't find"):
+        main(script, args, model, _, self_play)
+    assert not (tmp_path / "out" / "self_play").exists(), "nothing was trained or generated"
