@@ -293,7 +293,11 @@ def test_the_paper_config_says_what_the_paper_says_and_starts_until_it_needs_the
     )
     assert (args.num_iterations, args.restart_each_iteration, args.mix_previous_iteration) == (5, True, False)
     assert (args.optim.value, args.weight_decay, args.learning_rate, args.warmup_steps) == ("rmsprop", 0.0, 5e-7, 0.1)
-    assert (args.lr_scheduler_type.value, args.per_device_train_batch_size * 8, args.max_length) == ("linear", 64, 2048)
+    assert (args.lr_scheduler_type.value, args.per_device_train_batch_size * 8, args.max_length) == (
+        "linear",
+        64,
+        2048,
+    )
     assert (args.max_completion_length, args.temperature, args.top_p, args.top_k) == (256, 1.0, 1.0, 0)
     # it starts, and stops only where it needs the Hub (no network here)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
