@@ -412,3 +412,26 @@ def test_a_damaged_checkpoint_file_is_named(tmp_path, tokenizer, damaged):
 def test_settings_the_campaign_found_accepted_are_refused(tmp_path, field, value, message):
     with pytest.raises(ValueError, match=f"TSPINConfig.{field}=.*{message}"):
         TSPINConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, **{field: value})
+
+
+def test_a_foreign_lock_naming_a_live_process_is_stale(tmp_path):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        path = tmp_path / "k.lock"
+        path.write_text(json.dumps({"pid": sleeper.pid, "host": os.uname().nodename}))  # not written by a RunLock
+        lock = ProtoCache(str(tmp_path)).claim("k", 1, 10, poll_seconds=0.1)
+        assert isinstance(lock, RunLock) and lock.held
+        lock.release()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_cache_lock_without_progress_is_taken_over(tmp_path):
+    path = tmp_path / "k.lock"
+    # a holder on another host (its liveness cannot be checked here) that stopped writing long ago
+    path.write_text(json.dumps({"pid": 1, "pid_start": "1", "host": "another-host", "started": 0}))
+    os.utime(path, (0, 0))
+    lock = ProtoCache(str(tmp_path)).claim("k", 1, 10, poll_seconds=0.1, stale_after=60)
+    assert isinstance(lock, RunLock) and lock.held
+    lock.release()

@@ -130,15 +130,27 @@ class ProtoCache:
         write_checked_jsonl(data_path, meta_path, responses, {"key_fields": fields})
         return data_path
 
+    def _last_progress(self, key: str, lock_path: str) -> float:
+        """When the holder of `key` last showed progress: its lock written, or a chunk (the manifest) saved."""
+        times = []
+        for path in (lock_path, os.path.join(self.chunks_dir(key), "manifest.json")):
+            with contextlib.suppress(OSError):
+                times.append(os.path.getmtime(path))
+        return max(times, default=time.time())
+
     def chunks_dir(self, key: str) -> str:
         return os.path.join(self.directory, f"{key}.chunks")
 
-    def claim(self, key: str, expected: int, vocab_size: int, poll_seconds: float = 5.0) -> list[list[int]] | RunLock:
+    def claim(
+        self, key: str, expected: int, vocab_size: int, poll_seconds: float = 5.0, stale_after: float = 1800.0
+    ) -> list[list[int]] | RunLock:
         """Either the entry, or the right to generate it.
 
         When another live process is generating the same entry (its `<key>.lock` exists), wait for it to finish and
         return its responses instead of doing the same work twice; when that process died, take its lock over (its
-        chunks are reused). Returns the responses, or the held [`RunLock`] to release after [`save`].
+        chunks are reused). A holder that shows no progress (neither its lock nor its chunks changed) for
+        `stale_after` seconds is taken over too: it may be a process on another host that died, whose liveness cannot
+        be checked from here. Returns the responses, or the held [`RunLock`] to release after [`save`].
         """
         lock = RunLock(os.path.join(self.directory, f"{key}.lock"), guards=f"generating the proto cache entry {key}")
         waited = False
@@ -155,6 +167,16 @@ class ProtoCache:
                     return cached
                 return lock
             except RuntimeError as error:  # held by a live process
+                if time.time() - self._last_progress(key, lock.path) > stale_after:
+                    logger.warning(
+                        "The proto cache entry %s has made no progress for %.0f s (lock %s): taking it over.",
+                        key,
+                        stale_after,
+                        lock.path,
+                    )
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(lock.path)
+                    continue
                 if not waited:
                     logger.warning(
                         "Waiting for another run to finish the proto cache entry %s (%s). If no run is generating it, "

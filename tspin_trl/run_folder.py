@@ -340,8 +340,13 @@ class RunLock:
                     continue  # released in between: try again
                 pid, host = owner.get("pid"), owner.get("host")
                 ours = pid == me["pid"] and host == me["host"]
-                stale = not isinstance(pid, int) or (
-                    host == me["host"] and not _process_alive(pid, owner.get("pid_start"))
+                # a lock of this host without the holder's start time was not written by a RunLock (which records it
+                # wherever /proc exists): its pid proves nothing
+                foreign = host == me["host"] and me["pid_start"] is not None and "pid_start" not in owner
+                stale = (
+                    not isinstance(pid, int)
+                    or foreign
+                    or (host == me["host"] and not _process_alive(pid, owner.get("pid_start")))
                 )
                 if not (ours or stale):
                     started = owner.get("started")
