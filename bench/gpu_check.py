@@ -90,7 +90,7 @@ LAYOUTS = {
 def train_step(args, device: str) -> dict:
     """The layouts and DPO-as-SPIN, alternated round by round on the same batches; memory, log-prob agreement and a
     profile of each."""
-    import profile_step as P
+    from bench import profile_step as P
 
     from bench import bench_train_step as T
 
@@ -192,7 +192,7 @@ def mfu(train: dict, peak_tflops: float) -> dict:
 
 
 def generation(args, device: str) -> dict:
-    import bench_generation as G
+    from bench import bench_generation as G
 
     settings = G.Settings(
         preset=args.preset, num_prompts=args.gen_prompts, max_new_tokens=args.new_tokens, prompt_min=16,
@@ -233,7 +233,7 @@ def tables(results: dict) -> list[tuple[str, list[str], list[list[str]]]]:
              for n, a in train["logps_agreement"].items()],
         ))  # fmt: skip
     if train.get("profile"):
-        import profile_step as P
+        from bench import profile_step as P
 
         out.append(("time per step by category (torch.profiler, one step each)", ["category", *train["profile"]],
                     P.table_rows(train["profile"])))  # fmt: skip
@@ -274,7 +274,7 @@ def report(results: dict) -> None:
     for title, header, rows in tables(results):
         print_table(title, header, rows)
     if results.get("generation"):
-        import bench_generation as G
+        from bench import bench_generation as G
 
         G.report(results["generation"])
 

@@ -147,7 +147,7 @@ def test_gpu_check_smoke_writes_json_to_out(tmp_path):
 
 
 def test_profile_step_smoke():
-    import profile_step
+    from bench import profile_step
 
     profiles = profile_step.main(["--smoke", "--contenders", "tspin"])
     seconds = profiles["tspin"]["seconds_per_step"]
