@@ -90,9 +90,8 @@ LAYOUTS = {
 def train_step(args, device: str) -> dict:
     """The layouts and DPO-as-SPIN, alternated round by round on the same batches; memory, log-prob agreement and a
     profile of each."""
-    from bench import profile_step as P
-
     from bench import bench_train_step as T
+    from bench import profile_step as P
 
     names = tuple(args.contenders.split(","))
     settings = T.Settings(
