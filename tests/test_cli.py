@@ -225,7 +225,7 @@ def test_pip_install_into_a_fresh_venv_then_train_outside_the_checkout(tmp_path)
 
 
 def test_model_card_links_only_what_is_on_the_hub(tmp_path, model, tokenizer, sorting_dataset):
-    from conftest import make_config
+    from helpers import make_config
 
     from tspin_trl import TSPINTrainer
 
