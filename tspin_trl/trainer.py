@@ -1,5 +1,6 @@
 """`TSPINTrainer`: model/tokenizer/PEFT set-up, the triplet forward pass, metrics and checkpoints."""
 
+import contextlib
 import glob
 import logging
 import os
@@ -525,6 +526,10 @@ class TSPINTrainer(_BaseTrainer):
         example whose segments see the shared prompt prefix and themselves (a block attention mask).
         """
         batch_size, num_roles = inputs["response_lengths"].shape
+        with _score_response_positions_only():
+            return self._response_logps(model, inputs, batch_size, num_roles)
+
+    def _response_logps(self, model, inputs, batch_size: int, num_roles: int) -> torch.Tensor:
         if "segment_ids" in inputs:
             outputs = model(
                 input_ids=inputs["input_ids"],
@@ -791,6 +796,25 @@ class TSPINTrainer(_BaseTrainer):
             tags = sorted(glob.glob(os.path.join(checkpoint_dir, "global_step*")))
             if len(tags) == 1 and not os.path.isfile(os.path.join(checkpoint_dir, "latest")):
                 atomic_write(os.path.join(checkpoint_dir, "latest"), os.path.basename(tags[0]))
+
+
+@contextlib.contextmanager
+def _score_response_positions_only():
+    """Make TRL's fused LM head project only the labelled (response) positions on every device.
+
+    TRL projects only labelled positions where Triton runs (CUDA) and every position elsewhere, because on some
+    accelerators (Neuron) a varying number of rows recompiles the kernel. A CPU has no such cost, and the prompt and
+    padding positions are most of the head's work there: the LM head was 68% of a CPU step (docs/benchmarks.md).
+    Scoped to this trainer's forward passes, so other TRL trainers in the process keep TRL's behaviour.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = trl_utils._use_triton
+    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
 
 
 class CheckpointLoadError(RuntimeError):
