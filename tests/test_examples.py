@@ -74,7 +74,7 @@ def test_every_launch_config_starts(tmp_path, name):
         ],
         tmp_path,
     )
-    assert "| iteration 0 |" in completed.stdout
+    assert "| 0 | 1-" in completed.stdout  # the per-iteration table of results.md
     rows = [json.loads(line) for line in (out / "self_play" / "iteration_0" / "train.jsonl").open()]
     assert [row["index"] for row in rows] == list(range(16))
 
