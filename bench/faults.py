@@ -41,18 +41,14 @@ from pathlib import Path
 from typing import Any
 
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # a shared 2-core machine: no spinning threads
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TQDM_DISABLE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("DATASETS_VERBOSITY", "error")
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import bench  # noqa: E402, F401  (first: the benchmark environment, set before torch is imported)
+
+
+# isort: split
 import torch  # noqa: E402
 from datasets import Dataset, IterableDataset  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402

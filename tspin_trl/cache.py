@@ -152,7 +152,11 @@ class ProtoCache:
         `stale_after` seconds is taken over too: it may be a process on another host that died, whose liveness cannot
         be checked from here. Returns the responses, or the held [`RunLock`] to release after [`save`].
         """
-        lock = RunLock(os.path.join(self.directory, f"{key}.lock"), guards=f"generating the proto cache entry {key}")
+        lock = RunLock(
+            os.path.join(self.directory, f"{key}.lock"),
+            guards=f"generating the proto cache entry {key}",
+            foreign_is_stale=True,
+        )
         waited = False
         while True:
             cached = self.load(key, expected, vocab_size)

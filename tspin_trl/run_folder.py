@@ -306,11 +306,16 @@ class RunLock:
             The lock file.
         guards (`str`, *optional*):
             What the lock protects, for the error message.
+        foreign_is_stale (`bool`, *optional*, defaults to `False`):
+            Whether a lock of this host that a `RunLock` did not write (no holder start time) is stale. For the proto
+            cache, whose locks only this code writes, it is garbage; for `output_dir`, a live process it names is
+            taken at its word (two runs in one output_dir would be the worse failure).
     """
 
-    def __init__(self, path: str, guards: str | None = None):
+    def __init__(self, path: str, guards: str | None = None, foreign_is_stale: bool = False):
         self.path = path
         self.guards = guards or f"training in {os.path.dirname(os.path.dirname(path))!r}"
+        self.foreign_is_stale = foreign_is_stale
         self.held = False
 
     def _owner(self) -> dict[str, Any] | None:
@@ -341,8 +346,13 @@ class RunLock:
                 pid, host = owner.get("pid"), owner.get("host")
                 ours = pid == me["pid"] and host == me["host"]
                 # a lock of this host without the holder's start time was not written by a RunLock (which records it
-                # wherever /proc exists): its pid proves nothing
-                foreign = host == me["host"] and me["pid_start"] is not None and "pid_start" not in owner
+                # wherever /proc exists)
+                foreign = (
+                    self.foreign_is_stale
+                    and host == me["host"]
+                    and me["pid_start"] is not None
+                    and "pid_start" not in owner
+                )
                 stale = (
                     not isinstance(pid, int)
                     or foreign
