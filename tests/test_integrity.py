@@ -23,6 +23,7 @@ from tspin_trl.run_folder import (
     OutputDirLockedError,
     RunLock,
     atomic_write,
+    json_digest,
     last_complete_checkpoint,
     read_checked_jsonl,
     read_jsonl,
@@ -144,7 +145,7 @@ def _hold_entry_then_save(directory: str, key: str, responses: list, ready) -> N
 
 
 def test_two_runs_share_a_proto_cache_entry_without_duplicated_work(tmp_path):
-    directory, key, responses = str(tmp_path / "cache"), "k" * 32, [[1, 2], [3]]
+    directory, key, responses = str(tmp_path / "cache"), json_digest({"test": True})[:32], [[1, 2], [3]]
     context = multiprocessing.get_context("fork")
     ready = context.Event()
     writer = context.Process(target=_hold_entry_then_save, args=(directory, key, responses, ready))

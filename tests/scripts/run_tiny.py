@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--num_attention_heads", type=int, default=4)
     parser.add_argument("--greedy", action="store_true")
     parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--optim", default=None, help="the optimizer (default: TSPINConfig's, RMSProp)")
     parser.add_argument("--use_vllm", action="store_true")
     parser.add_argument("--vllm_mode", default="colocate")
     parser.add_argument("--vllm_server_base_url", default=None)
@@ -92,6 +93,7 @@ def main() -> None:
         max_completion_length=8,
         max_length=48,
         learning_rate=args.learning_rate,
+        **({"optim": args.optim} if args.optim else {}),
         warmup_steps=args.warmup_steps,
         beta_first_iteration=0.1,
         logging_steps=1,
