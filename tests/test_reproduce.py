@@ -50,21 +50,35 @@ class _Uniform(__import__("torch").nn.Module):
         return SimpleNamespace(logits=self.logits.expand(*input_ids.shape, -1).clone())
 
 
-def test_forward_kl_is_exact_for_a_known_model():
+def test_draws_with_replacement_stay_in_the_prompt_digits():
+    splits = make_splits(pool=200, held_out=10, validation=10, seed=0, min_digits=4, max_digits=7, replacement=True)
+    repeats = 0
+    for row in splits["pool"]:
+        digits, answer = row["prompt"][0]["content"].removeprefix("perm: "), row["completion"][0]["content"]
+        assert 4 <= len(digits) <= 7 and is_valid(answer, digits, replacement=True)
+        repeats += len(set(answer)) < len(answer)
+    assert repeats > 100  # with replacement, most answers repeat a digit (a permutation never does)
+    assert not is_valid("1123", "1234") and is_valid("1123", "1234", replacement=True)
+    assert not is_valid("1125", "1234", replacement=True)
+
+
+@pytest.mark.parametrize("replacement", [False, True])
+def test_forward_kl_is_exact_for_a_known_model(replacement):
     from tspin_trl.presets import build_char_tokenizer
 
     tokenizer = build_char_tokenizer()
-    rows = make_splits(pool=8, held_out=4, validation=4, seed=1)["held_out"]
-    evaluator = Evaluator(rows, tokenizer, paths=3, samples=0, seed=0)
+    rows = make_splits(pool=8, held_out=4, validation=4, seed=1, replacement=replacement)["held_out"]
+    evaluator = Evaluator(rows, tokenizer, paths=3, samples=0, seed=0, replacement=replacement)
     digits = {tokenizer.convert_tokens_to_ids(d) for d in "0123456789"}
     eos = tokenizer.eos_token_id
     # q = uniform over the 10 digits and the end token at every step (11 tokens): per step the KL to "uniform over the
-    # m remaining digits" is log(11/m); the final step (end token, probability 1) costs log 11.
+    # m remaining digits" is log(11/m) (m = n at every step with replacement); the end token (p_data 1) costs log 11.
     model = _Uniform(len(tokenizer), {**{t: 1 / 11 for t in digits}, eos: 1 / 11})
     expected = []
     for row in rows:
         n = len(row["prompt"][0]["content"].removeprefix("perm: "))
-        expected.append(sum(math.log(11 / m) for m in range(1, n + 1)) + math.log(11) * len(evaluator.tail))
+        steps = [n] * n if replacement else range(1, n + 1)
+        expected.append(sum(math.log(11 / m) for m in steps) + math.log(11) * len(evaluator.tail))
     result = evaluator.forward_kl(model)
     assert result["forward_kl"] == pytest.approx(sum(expected) / len(expected), rel=1e-5)
 

@@ -45,7 +45,11 @@ def choose_lrs(runs: list[dict], methods: Sequence[str], grid_seed: int) -> tupl
     for r in runs:
         if r["seed"] == grid_seed:
             kls = [p["forward_kl"] for p in r["points"]]
-            grid[r["method"]][r["lr"]] = {"validation_kl": r["validation_kl"], "held_out_kl": kls[-1]}
+            grid[r["method"]][r["lr"]] = {
+                "validation_kl": r["validation_kl"],
+                "held_out_kl": kls[-1],
+                "held_out_worst": max(kls),
+            }
     chosen = {}
     for m in methods:
         options = {

@@ -68,20 +68,61 @@ def grid_table(summary: dict, setting: dict) -> str:
         cells = []
         for lr in lrs:
             v = grid.get(m, {}).get(lr)
-            cells.append(f"{v['validation_kl']:.3f} / {v['held_out_kl']:.3f}" if v else "")
+            cells.append(f"{v['validation_kl']:.2f} / {v['held_out_kl']:.2f} / {v['held_out_worst']:.2f}" if v else "")
         chosen = summary["chosen"].get(m)
         lines.append(f"| {METHODS[m].label} | " + " | ".join(cells) + (f" | {chosen:g} |" if chosen else " | |"))
     return "\n".join(lines)
 
 
-def warm_table(warm: dict) -> str:
-    lines = ["| epoch | train (self-play subset) NLL | held-out NLL | gap | train forward KL | held-out forward KL |",
+def grid_reading(summary: dict, setting: dict, warm_kl: float, jump: float = 0.5) -> str:
+    """Descriptive (one seed): at each rate, which rows ever went `jump` nats above the warm start's held-out KL."""
+    lines = []
+    for kind, lrs in (("sft", setting["sft_lrs"]), ("selfplay", setting["selfplay_lrs"])):
+        for lr in lrs:
+            rows = [m for m in setting["methods"] if METHODS[m].kind == kind and lr in summary["grid"].get(m, {})]
+            bad = [m for m in rows if summary["grid"][m][lr]["held_out_worst"] > warm_kl + jump]
+            if rows:
+                names = ", ".join(METHODS[m].label for m in bad) if bad else "none"
+                lines.append(f"- lr {lr:g} ({len(rows)} {kind} rows): {len(bad)} went more than {jump} nats above the "
+                             f"warm start at some iteration: {names}.")  # fmt: skip
+    return "\n".join(lines)
+
+
+def warm_table(warm: dict, setting: dict) -> tuple[str, float]:
+    """Per epoch: NLL of the real answers on the self-play subset (trained on) and held-out, and the memorisation gap
+    corrected for the two splits' different p_data entropies (their prompts have different digit counts)."""
+    import statistics
+
+    from .runs import Setting, make_data
+    from .task import log_support, prompt_digits
+
+    data = make_data(Setting(**setting))
+    entropy = {
+        k: statistics.fmean(log_support(len(prompt_digits(r)), setting["replacement"]) for r in data[k])
+        for k in ("quarter", "held_out")
+    }
+    gap = float("nan")
+    lines = ["| epoch | train NLL | held-out NLL | memorisation gap | train forward KL | held-out forward KL |",
              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for e in warm["epochs"]:
         tr, ho = -e["train"]["logp_real"], -e["held_out"]["logp_real"]
-        lines.append(f"| {e['epoch']} | {tr:.3f} | {ho:.3f} | {ho - tr:+.3f} | {e['train']['forward_kl']:.3f} | "
+        gap = (ho - entropy["held_out"]) - (tr - entropy["quarter"])
+        lines.append(f"| {e['epoch']} | {tr:.3f} | {ho:.3f} | {gap:+.3f} | {e['train']['forward_kl']:.3f} | "
                      f"{e['held_out']['forward_kl']:.3f} |")  # fmt: skip
-    return "\n".join(lines)
+    return "\n".join(lines), gap
+
+
+def mechanism_text(summary: dict) -> str:
+    """Saturation and margins of the self-play rows at their chosen rates (numbers only)."""
+    parts = []
+    for m, v in summary["per_method"].items():
+        if METHODS[m].kind != "selfplay":
+            continue
+        saturated = max(c[0] for c in v["train"]["advantage/saturated"])
+        medians = [q[2] for q in v["train_margins"]]
+        parts.append(f"{METHODS[m].label}: at most {saturated:.3f} of the pairs saturated in any iteration, median "
+                     f"scaled margin {min(medians):+.2f} to {max(medians):+.2f}")  # fmt: skip
+    return "; ".join(parts) + "."
 
 
 def plot(summary: dict, figures: Path) -> dict[str, str]:
@@ -124,6 +165,17 @@ def plot(summary: dict, figures: Path) -> dict[str, str]:
     return names
 
 
+def chosen_text(summary: dict, setting: dict) -> str:
+    """The chosen rates, flagging a choice at an edge of its grid (a better rate may lie outside it)."""
+    parts = []
+    for m, lr in summary["chosen"].items():
+        grid = setting["sft_lrs"] if METHODS[m].kind == "sft" else setting["selfplay_lrs"]
+        edge = " (lowest of its grid)" if lr == min(grid) and len(grid) > 1 else ""
+        edge = " (highest of its grid)" if lr == max(grid) and len(grid) > 1 else edge
+        parts.append(f"{METHODS[m].label} {lr:g}{edge}")
+    return ", ".join(parts)
+
+
 def _reading(summary: dict) -> str:
     """One paragraph of numbers: where each row ends, its best point, its largest rise (no interpretation)."""
     lines = []
@@ -151,6 +203,7 @@ def render(results: dict[str, Any], doc_path: Path, figures: Path) -> None:
         f"| {CLAIM_NAMES[k]} | **{c['verdict']}** | {c['why']} |" for k, c in summary["claims"].items()
     )
     load = meta.get("load_average")
+    warm_rows, warm_gap = warm_table(warm, setting)
     values = {
         "command": meta["command"],
         "date": meta["date"],
@@ -159,6 +212,11 @@ def render(results: dict[str, Any], doc_path: Path, figures: Path) -> None:
         "versions": ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         "wall_min": f"{meta['wall_s'] / 60:.0f}",
         "cpu_min": f"{meta.get('cpu_s', float('nan')) / 60:.0f}",
+        "rendered_note": (
+            f" Page re-drawn from that run's JSON by `{meta['rendered_with']}` (prose and tables only; rules unchanged)."
+            if meta.get("rendered_with")
+            else ""
+        ),
         "load_note": f"; load average {load[0]:.1f} / {load[1]:.1f} at start / end on a shared machine"
         if load
         else "",
@@ -166,7 +224,7 @@ def render(results: dict[str, Any], doc_path: Path, figures: Path) -> None:
         "json_rel": f"{rel}/{json_path.name}",
         "verdicts": verdicts,
         "grid_seed": setting["seeds"][0],
-        "chosen_text": ", ".join(f"{METHODS[m].label} {lr:g}" for m, lr in summary["chosen"].items()),
+        "chosen_text": chosen_text(summary, setting),
         "reading": _reading(summary),
         "digits_text": f"{setting['min_digits']} to {setting['max_digits']}",
         "answer_text": (
@@ -202,10 +260,14 @@ def render(results: dict[str, Any], doc_path: Path, figures: Path) -> None:
         "diagnostics_table": diagnostics_table(summary),
         "fig_kl": f"{rel}/{names['kl']}",
         "fig_margins": f"{rel}/{names['margins']}",
-        "warm_table": warm_table(warm),
+        "warm_table": warm_rows,
+        "warm_gap": f"{warm_gap:.2f}",
+        "mechanism": mechanism_text(summary),
         "warm_margins": " / ".join(f"{q:.2f}" for q in warm["quarter"]["margin_quantiles"]),
         "warm_validity": f"{warm['held_out']['validity']:.3f}",
         "warm_kl": f"{warm['held_out']['forward_kl']:.3f}",
+        "warm_val_kl": f"{warm['validation']['forward_kl']:.3f}",
         "grid_table": grid_table(summary, setting),
+        "grid_reading": grid_reading(summary, setting, warm["held_out"]["forward_kl"]),
     }
     doc_path.write_text(Template(TEMPLATE.read_text()).substitute(values))

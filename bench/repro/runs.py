@@ -51,8 +51,8 @@ class Method:
 METHODS: dict[str, Method] = {
     m.key: m
     for m in (
-        Method("sft_full", "SFT, 100% (continued)", "sft", "pool"),
-        Method("sft_quarter", "SFT, 25%", "sft", "quarter"),
+        Method("sft_full", "SFT 100% (continued)", "sft", "pool"),
+        Method("sft_quarter", "SFT 25%", "sft", "quarter"),
         Method("spin", "SPIN (lambda 0.1)", "selfplay", "quarter", objective="spin", alpha=0.1, beta=0.0),
         Method(
             "spin_mix", "SPIN + data mixing", "selfplay", "quarter", objective="spin", alpha=0.1, beta=0.0, mix=True
