@@ -173,7 +173,11 @@ def chosen_text(summary: dict, setting: dict) -> str:
         edge = " (lowest of its grid)" if lr == min(grid) and len(grid) > 1 else ""
         edge = " (highest of its grid)" if lr == max(grid) and len(grid) > 1 else edge
         parts.append(f"{METHODS[m].label} {lr:g}{edge}")
-    return ", ".join(parts)
+    text = ", ".join(parts) + "."
+    if any("lowest" in p for p in parts):
+        text += (" A choice at the lowest rate of its grid means the smallest step tried was the best: lower rates were"
+                 " not tried, and could only move that row less far from the warm start.")  # fmt: skip
+    return text
 
 
 def _reading(summary: dict) -> str:
@@ -199,8 +203,14 @@ def render(results: dict[str, Any], doc_path: Path, figures: Path) -> None:
     names = plot(summary, figures)
     rel = os.path.relpath(figures, doc_path.parent)
     setting, meta, warm = results["setting"], results["meta"], results["warm_start"]
+    claims = summary["claims"]
+    notes = {}
+    if "stabiliser" in claims and claims.get("stability", {}).get("verdict") != "shown":
+        notes["stabiliser"] = (" T-SPIN alpha 1 is not shown to be more stable than SPIN here (claim 1), so there is no"
+                               " stabilisation to attribute at these rates; see the equal-rate lines under the grid"
+                               " (one seed).")  # fmt: skip
     verdicts = "\n".join(
-        f"| {CLAIM_NAMES[k]} | **{c['verdict']}** | {c['why']} |" for k, c in summary["claims"].items()
+        f"| {CLAIM_NAMES[k]} | **{c['verdict']}** | {c['why']}{notes.get(k, '')} |" for k, c in claims.items()
     )
     load = meta.get("load_average")
     warm_rows, warm_gap = warm_table(warm, setting)
