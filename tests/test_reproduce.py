@@ -64,7 +64,7 @@ def test_draws_with_replacement_stay_in_the_prompt_digits():
 
 @pytest.mark.parametrize("replacement", [False, True])
 def test_forward_kl_is_exact_for_a_known_model(replacement):
-    from tspin_trl.presets import build_char_tokenizer
+    from tspin_trl.demo.presets import build_char_tokenizer
 
     tokenizer = build_char_tokenizer()
     rows = make_splits(pool=8, held_out=4, validation=4, seed=1, replacement=replacement)["held_out"]

@@ -120,7 +120,7 @@ def load_model(path: str, dtype: str = "float32"):
 
 def smollm2_path() -> str:
     """SmolLM2-135M-Instruct as a local checkpoint (converted once from the pip-installed GGUF file)."""
-    from tspin_trl.presets import materialize_smollm2
+    from tspin_trl.demo.presets import materialize_smollm2
 
     root = os.environ.get("TSPIN_TRL_MODELS", os.path.join(os.path.expanduser("~"), ".cache", "tspin_trl", "models"))
     return materialize_smollm2(os.path.join(root, "smollm2-135m-instruct"))
@@ -189,7 +189,7 @@ def build_warm_start(setting: Setting, data, seed: int, folder: str) -> dict[str
             return json.load(f)
     start = time.perf_counter()
     if setting.model == "tiny":
-        from tspin_trl.presets import build_char_tokenizer, build_tiny_model
+        from tspin_trl.demo.presets import build_char_tokenizer, build_tiny_model
 
         tokenizer = build_char_tokenizer()
         model = build_tiny_model(tokenizer, seed=seed, **setting.tiny_shape)
