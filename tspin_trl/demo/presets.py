@@ -202,9 +202,20 @@ def save_tiny_preset(output_dir: str | os.PathLike, **kwargs: Any) -> str:
     output_dir = os.fspath(output_dir)
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(tokenizer, **kwargs)
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    _save_on_this_process(model, tokenizer, output_dir)
     return output_dir
+
+
+def _save_on_this_process(model, tokenizer, output_dir: str) -> None:
+    """Save a model and its tokenizer from whichever process calls this. Under a multi-process launch transformers
+    writes model files on global rank 0 only; a preset is written by each process into its own staging folder (see
+    `tspin_trl.scripts.train`), so every process must really write."""
+    model.should_save_on_this_rank = lambda is_main_process: True
+    try:
+        model.save_pretrained(output_dir)
+    finally:
+        del model.should_save_on_this_rank
+    tokenizer.save_pretrained(output_dir)
 
 
 def smollm2_gguf_path() -> str:
@@ -299,6 +310,5 @@ def materialize_smollm2(output_dir: str | os.PathLike) -> str:
     if all(os.path.isfile(os.path.join(output_dir, name)) for name in ("config.json", "model.safetensors")):
         return output_dir
     model, tokenizer = load_smollm2(dtype=torch.float32)
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    _save_on_this_process(model, tokenizer, output_dir)
     return output_dir
