@@ -347,7 +347,3 @@ class TripletDataset(torch.utils.data.Dataset):
             raise ValueError(f"Got {len(values)} values for {len(self.examples)} examples.")
         for example, value in zip(self.examples, values, strict=True):
             example[key] = value
-
-    def drop_column(self, key: str) -> None:
-        for example in self.examples:
-            example.pop(key, None)
