@@ -54,8 +54,8 @@ from datasets import Dataset, IterableDataset  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from tspin_trl import TSPINConfig, TSPINTrainer  # noqa: E402
+from tspin_trl.checked_io import atomic_write, json_digest, sha256_hex  # noqa: E402
 from tspin_trl.demo import build_char_tokenizer, build_tiny_model  # noqa: E402
-from tspin_trl.run_folder import atomic_write, json_digest, sha256_hex  # noqa: E402
 
 
 CLEAR, SURVIVED, WARNED, DEFECT = "clear error", "survived, nothing lost", "warned and recovered", "DEFECT"

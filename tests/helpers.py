@@ -69,3 +69,52 @@ class StopAfter(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step == self.step:
             control.should_training_stop = True
+
+
+def make_context(output_dir, tokenizer, model=None, steps_per_epoch: int | None = None, **config):
+    """A `RunContext` from real parts (config, clock, policy, run folder, metrics log, a sampler over the tiny model),
+    for testing the callbacks without a trainer. Returns the context and the list the lines it logs are collected in."""
+    from accelerate import Accelerator
+
+    from tspin_trl.cache import model_fingerprint, tokenizer_fingerprint
+    from tspin_trl.clock import IterationClock
+    from tspin_trl.context import RunContext
+    from tspin_trl.data import eos_token_ids
+    from tspin_trl.generation import HFGenerationBackend, PolicySampler
+    from tspin_trl.metrics import MetricsLog
+    from tspin_trl.objective import ObjectivePolicy
+    from tspin_trl.run_folder import RunFolder
+
+    args = make_config(output_dir, **config)
+    model = model or build_tiny_model(tokenizer)
+    accelerator = Accelerator(cpu=True)
+    clock = IterationClock.from_config(args)
+    if steps_per_epoch is not None:
+        clock.set_steps_per_epoch(steps_per_epoch)
+    logged: list[dict] = []
+
+    def start_iteration(iteration: int) -> None:
+        clock.current = iteration
+
+    context = RunContext(
+        args=args,
+        accelerator=accelerator,
+        clock=clock,
+        policy=ObjectivePolicy.from_config(args, own_synthetic=False),
+        folder=RunFolder(args.output_dir),
+        metrics=MetricsLog(emit=logged.append),
+        sampler=PolicySampler(
+            accelerator,
+            policy=lambda: model,
+            backend_factory=HFGenerationBackend,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_ids=eos_token_ids(tokenizer, model.generation_config),
+            batch_size=args.generation_batch_size,
+        ),
+        tokenizer=tokenizer,
+        vocab_size=len(tokenizer),
+        compute_logps=None,
+        start_iteration=start_iteration,
+        initial_identity={"initial_model": model_fingerprint(model), "tokenizer": tokenizer_fingerprint(tokenizer)},
+    )
+    return context, logged

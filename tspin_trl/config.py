@@ -3,12 +3,15 @@
 import dataclasses
 import math
 import os
+import typing
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from trl.trainer.base_config import _BaseConfig
+
+from .clock import IterationClock
 
 
 OBJECTIVES = ("tspin", "tspin_ref", "spin")
@@ -396,10 +399,9 @@ class TSPINConfig(_BaseConfig):
         # new name so a default config does not warn (an explicit `gradient_checkpointing=False` still does).
         if self.activation_checkpointing is None and self.gradient_checkpointing is True:
             self.activation_checkpointing = True
-        self._validate_tspin_fields()
-        self._validate_vllm_fields()
+        self.validate()
         requested_epochs = self.num_train_epochs
-        self.num_train_epochs = self.num_iterations * self.epochs_per_iteration
+        self.num_train_epochs = IterationClock.from_config(self).num_train_epochs
         if requested_epochs not in (3.0, self.num_train_epochs):
             warnings.warn(
                 f"`num_train_epochs={requested_epochs}` is ignored: T-SPIN runs `num_iterations * "
@@ -409,10 +411,31 @@ class TSPINConfig(_BaseConfig):
             )
         super().__post_init__()
 
-    def _validate_tspin_fields(self) -> None:
-        def fail(name: str, value: Any, fix: str) -> None:
-            raise ValueError(f"TSPINConfig.{name}={value!r} is invalid: {fix}")
+    def validate(self) -> None:
+        """Check every T-SPIN setting and the numeric training settings; raise a `ValueError` naming the field and
+        the fix. Run at construction, and again by [`TSPINTrainer.train`], so a field changed on `trainer.args` after
+        the trainer was built is checked too."""
+        self._validate_number_types()
+        self._validate_tspin_fields()
+        self._validate_vllm_fields()
 
+    def _validate_number_types(self) -> None:
+        """Float fields hold numbers (a string such as "1e-4" or `None` would fail deep in training, naming nothing);
+        integer fields are checked in `_validate_tspin_fields`."""
+        for spec in dataclasses.fields(self):
+            arguments = typing.get_args(spec.type)
+            optional = float in arguments and type(None) in arguments
+            if spec.type is not float and not optional:
+                continue
+            value = getattr(self, spec.name, None)
+            if value is None and optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                expected = "a number or None" if optional else "a number"
+                _fail(spec.name, value, f"it must be {expected}, got {type(value).__name__}.")
+
+    def _validate_tspin_fields(self) -> None:
+        fail = _fail
         # NaN passes every comparison's negation and inf passes `> 0`: check finiteness first, for every float field
         # (TrainingArguments' ones included).
         for spec in dataclasses.fields(self):
@@ -426,6 +449,8 @@ class TSPINConfig(_BaseConfig):
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 fail(name, getattr(self, name), "it must be >= 1.")
+        if self.max_grad_norm < 0:
+            fail("max_grad_norm", self.max_grad_norm, "it must be >= 0 (0 turns gradient clipping off).")
         if not 0 <= self.weight_decay <= 1:
             fail("weight_decay", self.weight_decay, "it must be in [0, 1] (the paper and SPIN use 0).")
         if not 0 <= self.warmup_steps <= _MAX_WARMUP_STEPS:
@@ -508,9 +533,7 @@ class TSPINConfig(_BaseConfig):
             )
 
     def _validate_vllm_fields(self) -> None:
-        def fail(name: str, value: Any, fix: str) -> None:
-            raise ValueError(f"TSPINConfig.{name}={value!r} is invalid: {fix}")
-
+        fail = _fail
         if self.vllm_mode not in VLLM_MODES:
             fail("vllm_mode", self.vllm_mode, f"use one of {list(VLLM_MODES)}.")
         if self.vllm_dtype not in VLLM_DTYPES:
@@ -528,3 +551,7 @@ class TSPINConfig(_BaseConfig):
             fail("vllm_max_model_length", self.vllm_max_model_length, "it must be >= 1, or None.")
         if self.use_vllm and self.vllm_mode == "server" and self.vllm_enable_sleep_mode:
             fail("vllm_enable_sleep_mode", True, "sleep mode applies to `vllm_mode='colocate'` only.")
+
+
+def _fail(name: str, value: Any, fix: str) -> None:
+    raise ValueError(f"TSPINConfig.{name}={value!r} is invalid: {fix}")

@@ -315,6 +315,14 @@ class TripletDataset(torch.utils.data.Dataset):
         self.examples = examples
         self.include_proto = True
         self.mix_previous = mix_previous
+        self._given = [dict(example) for example in examples]  # shallow: self-play never changes a value in place
+
+    def restore_given(self) -> None:
+        """Put back the examples as the dataset brought them, dropping or undoing every column self-play filled in
+        (a new `train()` on the same trainer starts from them)."""
+        for example, given in zip(self.examples, self._given, strict=True):
+            example.clear()
+            example.update(given)
 
     def __len__(self) -> int:
         return len(self.examples) * (2 if self.mix_previous else 1)

@@ -329,7 +329,7 @@ def run_one(setting: Setting, method: Method, lr: float, seed: int, warm_start: 
             callbacks=[per_iteration],
         )
         per_iteration.trainer = trainer
-        trainer.add_metrics_listener(listen)
+        trainer.metrics.add_listener(listen)
         trainer.train()
         model = trainer.model
         steps = trainer.state.global_step
