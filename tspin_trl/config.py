@@ -197,6 +197,12 @@ class TSPINConfig(_BaseConfig):
             tokenizer and chat template, the prompt token ids and every sampling setting.
         use_proto_cache (`bool`, *optional*, defaults to `True`):
             Whether to read and write the proto-synthetic cache.
+        preflight (`bool`, *optional*, defaults to `True`):
+            Before the first training step, exercise at small cost what the run needs later: the generation backend
+            generates a few tokens for one prompt after a weight sync (if the run generates after step 0), reference
+            log-probs of one example (SPIN, T-SPIN_ref), and a save and load of the model as a checkpoint does (if
+            saving is on). A setting that would fail at the first iteration boundary, hours in, then fails at step 0
+            with the same error. The time it took is logged as `self_play/preflight_seconds`.
         logps_batch_size (`int`, *optional*):
             Examples per forward pass when computing reference log-probs at an iteration boundary (`"spin"` and
             `"tspin_ref"`). Defaults to `per_device_eval_batch_size`.
@@ -355,6 +361,13 @@ class TSPINConfig(_BaseConfig):
         default=None, metadata={"help": "Proto-synthetic cache folder (default: ~/.cache/tspin_trl/proto)."}
     )
     use_proto_cache: bool = field(default=True, metadata={"help": "Whether to use the proto-synthetic cache."})
+    preflight: bool = field(
+        default=True,
+        metadata={
+            "help": "Before step 0, exercise generation (one prompt), reference log-probs and a checkpoint save/load, "
+            "so a setting that would fail at the first iteration boundary fails at once."
+        },
+    )
     logps_batch_size: int | None = field(
         default=None, metadata={"help": "Batch size for reference log-probs at iteration boundaries."}
     )

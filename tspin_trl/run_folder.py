@@ -15,6 +15,7 @@ self_play/
   scores.jsonl                  scorer results (optional)
   vllm_model/, vllm_weights/    with `use_vllm`: a model built in memory, saved for vLLM; weights for a CPU server
   replaced/<time>/              what a fresh start in a used output_dir moved aside (the earlier run's checkpoints)
+  preflight_checkpoint/         the preflight's save of the model, loaded back and removed before step 1
 ```
 
 This module is the only one that spells these paths. Files are written through `checked_io`.
@@ -105,6 +106,11 @@ class RunFolder:
     @property
     def scores_path(self) -> str:
         return os.path.join(self.root, "scores.jsonl")
+
+    @property
+    def preflight_dir(self) -> str:
+        """Where the preflight saves the model once to load it back (removed right after)."""
+        return os.path.join(self.root, "preflight_checkpoint")
 
     @property
     def replaced_dir(self) -> str:

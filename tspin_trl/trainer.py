@@ -5,6 +5,7 @@ import functools
 import glob
 import logging
 import os
+import shutil
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -53,6 +54,7 @@ from .loss import tspin_loss
 from .metrics import MetricsLog, per_example_metrics
 from .monitor import IterationMonitor
 from .objective import ObjectivePolicy
+from .preflight import PreflightCallback
 from .run_folder import RunFolder, check_dataset_name
 from .scoring import ScoringCallback
 from .self_play import SelfPlayCallback
@@ -384,6 +386,14 @@ class TSPINTrainer(_BaseTrainer):
         self.self_play = SelfPlayCallback(self.context, datasets)
         self.monitor = IterationMonitor(self.context)
         self.add_callback(self.self_play)
+        if args.preflight:
+            will_generate = args.num_iterations > 1 or len(datasets) > 1 or scorer is not None
+            saves = args.save_strategy != "no"
+            self.add_callback(
+                PreflightCallback(
+                    self.context, train_dataset, will_generate, self._probe_checkpointing if saves else None
+                )
+            )
         self.add_callback(self.monitor)
         self.scoring = None
         if scorer is not None or scorer_dataset is not None:
@@ -476,6 +486,20 @@ class TSPINTrainer(_BaseTrainer):
         self.policy = self.context.policy = ObjectivePolicy.from_config(args, own_synthetic=self.policy.own_synthetic)
         self.beta = self.policy.beta_for(0)
         self.context.sampler.batch_size = args.generation_batch_size
+
+    def _probe_checkpointing(self) -> None:
+        """The preflight's checkpoint check: save the model as a checkpoint does (every process takes part, as in a
+        save), load it back where a resume loads it this way (not under DeepSpeed or FSDP, whose engines load their
+        own files), then remove the folder."""
+        folder = self.run_folder.preflight_dir
+        self.save_model(folder, _internal_call=True)
+        self.accelerator.wait_for_everyone()
+        quantized = getattr(self.model, "is_loaded_in_4bit", False) or getattr(self.model, "is_loaded_in_8bit", False)
+        if not (self.is_deepspeed_enabled or self.is_fsdp_enabled or quantized):
+            self._load_from_checkpoint(folder)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         try:
