@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from trl.models import unwrap_model_for_generation
 
 from .checked_io import atomic_write, json_digest, sha256_hex, valid_token_ids
+from .compat import quiet_checkpointing_renames
 from .data import cut_at_eos
 from .distributed import main_decides
 
@@ -244,7 +245,7 @@ class HFGenerationBackend:
 
     @contextmanager
     def session(self, model: torch.nn.Module, accelerator: Accelerator) -> Iterator[None]:
-        with unwrap_model_for_generation(model, accelerator) as unwrapped:
+        with quiet_checkpointing_renames(), unwrap_model_for_generation(model, accelerator) as unwrapped:
             was_training = unwrapped.training
             unwrapped.eval()
             self._model = unwrapped
@@ -358,8 +359,14 @@ def generate_responses(
 
         rng_state = torch.get_rng_state()
         cuda_rng_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        # `leave=False`: the bar goes when the pass ends, instead of breaking up the training bar it runs under
         progress = tqdm(
-            total=len(chunks), desc=description, disable=not accelerator.is_main_process, initial=len(done)
+            total=len(chunks),
+            desc=description,
+            disable=not accelerator.is_main_process,
+            initial=len(done),
+            leave=False,
+            dynamic_ncols=True,
         )
         try:
             for chunk_index, chunk in enumerate(chunks):

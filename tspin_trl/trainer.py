@@ -1,6 +1,5 @@
 """`TSPINTrainer`: model/tokenizer/PEFT set-up, the triplet forward pass, metrics and checkpoints."""
 
-import contextlib
 import functools
 import glob
 import logging
@@ -45,6 +44,7 @@ from .checkpoints import (
 from .clock import IterationClock
 from .collator import ROLES as COLLATED_ROLES
 from .collator import DataCollatorForTriplet
+from .compat import quiet_checkpointing_renames, score_response_positions_only
 from .config import TSPINConfig
 from .context import RunContext
 from .data import TripletDataset, TripletTokenizer, check_columns, eos_token_ids, tokenize_dataset
@@ -557,7 +557,7 @@ class TSPINTrainer(_BaseTrainer):
         example whose segments see the shared prompt prefix and themselves (a block attention mask).
         """
         batch_size, num_roles = inputs["response_lengths"].shape
-        with _score_response_positions_only():
+        with score_response_positions_only():
             return self._response_logps(model, inputs, batch_size, num_roles)
 
     def _response_logps(self, model, inputs, batch_size: int, num_roles: int) -> torch.Tensor:
@@ -697,7 +697,7 @@ class TSPINTrainer(_BaseTrainer):
         )
         try:
             checkpointing_kwargs = self.args.activation_checkpointing_kwargs or self.args.gradient_checkpointing_kwargs
-            with disable_gradient_checkpointing(self.model, checkpointing_kwargs):
+            with quiet_checkpointing_renames(), disable_gradient_checkpointing(self.model, checkpointing_kwargs):
                 for start in range(0, num_examples, per_chunk):
                     chunk = list(range(start, min(start + per_chunk, num_examples)))
                     mine = chunk[rank::world]
@@ -786,25 +786,6 @@ class TSPINTrainer(_BaseTrainer):
             tags = sorted(glob.glob(os.path.join(folder, "global_step*")))
             if len(tags) == 1 and not os.path.isfile(os.path.join(folder, "latest")):
                 atomic_write(os.path.join(folder, "latest"), os.path.basename(tags[0]))
-
-
-@contextlib.contextmanager
-def _score_response_positions_only():
-    """Make TRL's fused LM head project only the labelled (response) positions on every device.
-
-    TRL projects only labelled positions where Triton runs (CUDA) and every position elsewhere, because on some
-    accelerators (Neuron) a varying number of rows recompiles the kernel. A CPU has no such cost, and the prompt and
-    padding positions are most of the head's work there: the LM head was 68% of a CPU step (docs/benchmarks.md).
-    Scoped to this trainer's forward passes, so other TRL trainers in the process keep TRL's behaviour.
-    """
-    import trl.trainer.utils as trl_utils
-
-    original = trl_utils._use_triton
-    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = original
 
 
 def _reset_optimizer_state(optimizer: torch.optim.Optimizer) -> int:
