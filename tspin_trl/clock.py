@@ -98,6 +98,10 @@ class IterationClock:
         """Whether `global_step` is exactly where `iteration` starts (not a resume in its middle)."""
         return self.steps_per_iteration is not None and global_step == self.start_step(iteration)
 
+    def run_is_over(self, epoch: float | None) -> bool:
+        """Whether `state.epoch` has reached the end of the last iteration's last epoch."""
+        return epoch is not None and epoch >= self.num_train_epochs - 1e-6
+
     def schedule_position(self, scheduler_step: int, total_steps: int | None = None) -> tuple[int, int, int]:
         """Where a learning-rate scheduler's step count falls: `(iteration, step within it, steps per iteration)`.
 

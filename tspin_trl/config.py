@@ -413,6 +413,12 @@ class TSPINConfig(_BaseConfig):
         if self.activation_checkpointing is None and self.gradient_checkpointing is True:
             self.activation_checkpointing = True
         self.validate()
+        if self.max_steps > 0 and self.num_iterations > 1:
+            warnings.warn(
+                "`max_steps` is set: training stops after that many steps, which may end before all "
+                f"{self.num_iterations} self-play iterations have run.",
+                stacklevel=2,
+            )
         requested_epochs = self.num_train_epochs
         self.num_train_epochs = IterationClock.from_config(self).num_train_epochs
         if requested_epochs not in (3.0, self.num_train_epochs):
@@ -537,12 +543,6 @@ class TSPINConfig(_BaseConfig):
                 True,
                 "self-play replaces the synthetic responses in the training data between iterations, and persistent "
                 "workers would keep training on stale copies. Set it to False.",
-            )
-        if self.max_steps > 0 and self.num_iterations > 1:
-            warnings.warn(
-                "`max_steps` is set: training stops after that many steps, which may end before all "
-                f"{self.num_iterations} self-play iterations have run.",
-                stacklevel=3,
             )
 
     def _validate_vllm_fields(self) -> None:

@@ -430,6 +430,9 @@ class PolicySampler:
             Padding and end-of-sequence tokens.
         batch_size (`int`, *optional*):
             Prompts per `generate` call and process (automatic if unset).
+        guard (`Callable[[str], None]`, *optional*):
+            Called before every pass with its description; raises when the policy must not be sampled (its weights are
+            not finite). Collective: every process calls it.
     """
 
     def __init__(
@@ -440,7 +443,9 @@ class PolicySampler:
         pad_token_id: int,
         eos_ids: Sequence[int],
         batch_size: int | None = None,
+        guard: Any = None,
     ):
+        self.guard = guard
         self.accelerator = accelerator
         self.policy = policy
         self.backend_factory = backend_factory
@@ -475,6 +480,8 @@ class PolicySampler:
         description: str = "Generating",
     ) -> tuple[list[list[int]], GenerationStats]:
         """One response per prompt (see [`generate_responses`]); every process gets all responses."""
+        if self.guard is not None:
+            self.guard(description)
         self.open()
         return generate_responses(
             self.policy(),

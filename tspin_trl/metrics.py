@@ -83,6 +83,13 @@ def per_example_metrics(
     columns["loss/current"] = current_losses.detach()
     columns["loss/historical"] = historical_losses.detach() if num_roles == 3 else nan
     columns["loss/per_example"] = losses
+    # The names DPOTrainer logs, so a DPO dashboard shows a T-SPIN run: chosen = real, rejected = synthetic
+    columns["rewards/chosen"] = columns["rewards/real"]
+    columns["rewards/rejected"] = columns["rewards/synthetic"]
+    columns["rewards/margins"] = current
+    columns["rewards/accuracies"] = columns["advantage/current_accuracy"]
+    columns["logps/chosen"] = columns["logps/real"]
+    columns["logps/rejected"] = columns["logps/synthetic"]
     return columns
 
 

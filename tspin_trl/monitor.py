@@ -144,12 +144,11 @@ class IterationMonitor(TrainerCallback):
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if self._iteration_complete(state.global_step) and self.iteration not in self.summaries:
+        if self.iteration is None or self.iteration in self.summaries:
+            return control
+        if self._iteration_complete(state.global_step):
             self.summarize(state.global_step)
-        return control
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.iteration is not None and self.sums and self.iteration not in self.summaries:
+        elif control.should_training_stop and self.sums:
             self.summarize(state.global_step, complete=False)  # stopped early (e.g. `max_steps`)
         return control
 

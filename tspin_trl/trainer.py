@@ -40,6 +40,7 @@ from .checkpoints import (
     checkpoint_load_error,
     detect_node_layout,
     last_checkpoint_on_every_node,
+    last_complete_checkpoint,
 )
 from .clock import IterationClock
 from .collator import ROLES as COLLATED_ROLES
@@ -68,7 +69,12 @@ if is_peft_available():
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CheckpointLoadError", "TSPINTrainer"]
+__all__ = ["CheckpointLoadError", "NonFinitePolicyError", "TSPINTrainer"]
+
+
+class NonFinitePolicyError(RuntimeError):
+    """The policy's weights are not finite: training diverged."""
+
 
 # Settings the trainer's construction consumed (tokenised data, collator, model set-up): changing them on
 # `trainer.args` afterwards cannot take effect, so `train()` refuses it. Every other setting is read when used.
@@ -366,6 +372,7 @@ class TSPINTrainer(_BaseTrainer):
                 pad_token_id=processing_class.pad_token_id,
                 eos_ids=self.eos_token_ids,
                 batch_size=args.generation_batch_size,
+                guard=lambda what: self._check_policy_is_finite(f"before {what[:1].lower()}{what[1:]}"),
             ),
             tokenizer=processing_class,
             vocab_size=max(len(processing_class), self.model.config.get_text_config().vocab_size),
@@ -774,7 +781,33 @@ class TSPINTrainer(_BaseTrainer):
             text = text.replace(".\nIt has been trained using", f" on {described}.\nIt has been trained using", 1)
         card.write_text(text)
 
+    def _check_policy_is_finite(self, before: str) -> None:
+        """Stop when the policy's weights are not all finite (training diverged, e.g. fp16 at a high learning rate):
+        sampling from it would fail inside torch (`probability tensor contains inf/nan`), and a checkpoint of it would
+        replace the last good one. Collective: every process checks its own shards (ZeRO-3 partitions included)."""
+        first_bad = None
+        for name, param in self.model.named_parameters():
+            values = getattr(param, "ds_tensor", param)  # ZeRO-3 keeps this process's partition there
+            if values.numel() and not torch.isfinite(values).all():
+                first_bad = name
+                break
+        flags = gather_object([first_bad]) if self.accelerator.num_processes > 1 else [first_bad]
+        bad = [name for name in flags if name is not None]
+        if not bad:
+            return
+        step = self.state.global_step
+        iteration = self.clock.iteration_of_step(step) if self.clock.steps_per_iteration and step else self.iteration
+        kept = last_complete_checkpoint(self.args.output_dir)
+        raise NonFinitePolicyError(
+            f"Training diverged: the policy's weights are not finite ({bad[0]} and possibly others) at step {step}, in "
+            f"self-play iteration {iteration}, {before}. Likely fixes: bf16 instead of fp16 (fp16 overflows at high "
+            "learning rates), a lower `learning_rate`, or gradient clipping (`max_grad_norm`). No checkpoint is written "
+            "from non-finite weights: "
+            + (f"the last good one, {kept}, is kept." if kept else "no checkpoint had been saved yet.")
+        )
+
     def _save_checkpoint(self, model, trial):
+        self._check_policy_is_finite(f"before saving checkpoint-{self.state.global_step}")
         model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
         self.create_model_card(model_name=model_name.split("/")[-1])
         folder = checkpoint_dir(self._get_output_dir(trial=trial), self.state.global_step)

@@ -63,6 +63,7 @@ class SelfPlayCallback(TrainerCallback):
         self.binding = RunBinding(context.folder)
         self.identity: dict[str, Any] = {}
         self.loaded_iteration: int | None = None
+        self.final_measured = False
 
     @property
     def identity_digest(self) -> str:
@@ -86,6 +87,7 @@ class SelfPlayCallback(TrainerCallback):
         for dataset in self.datasets.values():
             dataset.restore_given()
         self.loaded_iteration = None
+        self.final_measured = False
         context.clock.current = None
         self.identity = run_identity(context, self.data_digests, self.responses.sampling.to_dict())
         self.files.identity_digest = json_digest(self.identity)
@@ -109,9 +111,16 @@ class SelfPlayCallback(TrainerCallback):
             self.prepare_iteration(iteration, state.global_step)
         return control
 
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.loaded_iteration is not None:
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # The last pass happens here, not at `on_train_end`, so that the train summary (`train_loss`, `train_runtime`)
+        # stays the last line of `log_history`, as scripts and notebooks expect.
+        ending = control.should_training_stop or self.context.clock.run_is_over(state.epoch)
+        if ending and self.loaded_iteration is not None and not self.final_measured:
             self._measure_inversion(self.loaded_iteration, state.global_step, final=True)
+            self.final_measured = True
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
         self.context.sampler.close()
         return control
 
