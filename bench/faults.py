@@ -760,10 +760,25 @@ data_case(
 )
 data_case(
     "data_huge_prompt",
-    "prompts of 5000 characters with max_length=64",
+    "prompts of 5000 characters with max_length=64 (truncation_mode='keep_end': cut from the left)",
     _rows_with(lambda r: [x | {"prompt": "sort: " + "1 " * 2500 + "\n"} for x in r], conversational=False),
-    "max_prompt_length",
+    expect_ok=True,
     quick=True,
+)
+data_case(
+    "data_huge_prompt_keep_start",
+    "prompts of 5000 characters with max_length=64 and truncation_mode='keep_start' (every row dropped)",
+    _rows_with(lambda r: [x | {"prompt": "sort: " + "1 " * 2500 + "\n"} for x in r], conversational=False),
+    "No row",
+    "max_prompt_length",
+    truncation_mode="keep_start",
+)
+data_case(
+    "data_image_column",
+    "an 'images' column (vision-language data)",
+    _rows_with(lambda r: [x | {"images": [None]} for x in r]),
+    "images",
+    "not supported",
 )
 data_case(
     "data_huge_prompt_truncated",

@@ -26,6 +26,7 @@ _INTEGER_FIELDS = (
     "generation_batch_size",
     "logps_batch_size",
     "pad_to_multiple_of",
+    "precompute_ref_batch_size",
     "per_device_train_batch_size",
     "per_device_eval_batch_size",
     "gradient_accumulation_steps",
@@ -40,6 +41,57 @@ _UPPER_BOUNDS = {
     "temperature": 100.0,
 }
 LOSS_TYPES = ("sigmoid", "exponential")
+# DPOConfig (TRL 1.16) fields T-SPIN has no counterpart for: DPO's default value, and what to use instead. At that
+# default a field is accepted (a DPO config carries over); any other value is refused with this text.
+_DPO_FIELDS_WITHOUT_COUNTERPART: dict[str, tuple[Any, str]] = {
+    "loss_weights": (
+        None,
+        "T-SPIN's loss is one per-term loss (`loss_type`) whose two terms are weighted by `beta`; there is no "
+        "mixture of losses",
+    ),
+    "ld_alpha": (None, "T-SPIN scores responses by their summed log-probs; there is no length-desensitised variant"),
+    "f_divergence_type": (
+        "reverse_kl",
+        "T-SPIN's rewards are `alpha * logp` (minus the reference log-prob for `objective='spin'`/'tspin_ref', the "
+        "reverse-KL form); there are no other f-divergences",
+    ),
+    "f_alpha_divergence_coef": (0.5, "T-SPIN has no f-divergence regulariser (see `f_divergence_type`)"),
+    "label_smoothing": (0.0, "T-SPIN has no robust/EXO label smoothing"),
+    "use_weighting": (False, "T-SPIN has no WPO weighting"),
+    "discopop_tau": (0.05, "T-SPIN has no DiscoPOP loss (its losses: `loss_type='sigmoid'` or 'exponential')"),
+    "activation_offloading": (
+        False,
+        "TSPINTrainer does not offload activations; use `gradient_checkpointing=True` to save activation memory",
+    ),
+    "sync_ref_model": (
+        False,
+        "T-SPIN keeps no reference model; with `objective='spin'`/'tspin_ref' the reference is the policy at the "
+        "start of each self-play iteration, refreshed every iteration (set `num_iterations`)",
+    ),
+    "ref_model_mixup_alpha": (0.6, "T-SPIN keeps no reference model to mix (see `sync_ref_model`)"),
+    "ref_model_sync_steps": (512, "T-SPIN refreshes its reference once per iteration (see `sync_ref_model`)"),
+    "pad_token": (
+        None,
+        "set `tokenizer.pad_token` on the `processing_class` you pass (DPO deprecated this field too)",
+    ),
+}
+# DPO loss types and what T-SPIN offers instead (DPO's "sigmoid" is T-SPIN's logistic loss, the default).
+_DPO_ONLY_LOSS_TYPES = (
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
 TRUNCATION_MODES = ("keep_end", "keep_start")
 VLLM_MODES = ("colocate", "server")
 VLLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -101,16 +153,22 @@ class TSPINConfig(_BaseConfig):
         dataset_num_proc (`int`, *optional*):
             Number of processes to use for processing the dataset.
         max_length (`int` or `None`, *optional*, defaults to `2048`):
-            Maximum length of a tokenized prompt + response (the paper's value; SPIN uses 1024). Responses are cut at the end to fit; a prompt that alone
-            reaches `max_length` is an error (set `max_prompt_length` to truncate prompts instead).
+            Maximum length of a tokenized prompt + response (the paper's value; SPIN uses 1024). Responses are cut at
+            the end to fit. A prompt that leaves no room for a response is handled per `truncation_mode`.
         max_prompt_length (`int` or `None`, *optional*, defaults to `None`):
             If set, prompts longer than this are truncated at tokenization time (see `truncation_mode`), so that
             training and generation see the same prompt tokens.
         truncation_mode (`str`, *optional*, defaults to `"keep_end"`):
-            Which end of an over-long prompt to keep: `"keep_end"` keeps the last `max_prompt_length` tokens (the
-            question and the chat template's generation prompt survive), `"keep_start"` keeps the first ones.
+            Which end of an over-long prompt to keep: `"keep_end"` keeps the last tokens (the question and the chat
+            template's generation prompt survive), `"keep_start"` the first ones. It applies to prompts longer than
+            `max_prompt_length`, and to prompts that leave no room for a response within `max_length`: `"keep_end"`
+            cuts those from the left to `max_length - max_completion_length` tokens, `"keep_start"` drops their rows
+            as `DPOTrainer` does (one warning gives the count; a dataset with no row left is an error). DPO applies
+            its `truncation_mode` to the whole prompt + response; T-SPIN's prompt is fixed before generation, so here
+            it applies to the prompt.
         pad_to_multiple_of (`int`, *optional*):
-            If set, the collated sequences are padded to a multiple of this value.
+            If set, the collated sequences are padded to a multiple of this value. DPO's default `"auto"` is accepted
+            and means no padding to a multiple.
         share_prompt (`bool`, *optional*):
             Compute each prompt once per example: the prompt and its two or three responses are packed into one row
             with a block attention mask (each response sees the prompt and itself) instead of three padded copies.
@@ -255,6 +313,52 @@ class TSPINConfig(_BaseConfig):
             `float16` under `fp16=True`, else the model's parameter dtype), so vLLM samples from the policy being
             trained; vLLM's own `"auto"` would run float32 models in bfloat16 on CPUs. Or one of `"float32"`,
             `"bfloat16"`, `"float16"`.
+
+        > Parameters of TRL's `DPOConfig`, accepted so that a DPO configuration carries over
+
+        padding_free (`bool`, *optional*, defaults to `False`):
+            DPO compatibility: `True` turns on `share_prompt`, T-SPIN's packed layout (each prompt computed once with
+            its responses packed behind it; DPO's padding-free batches are likewise a memory-saving layout). Refused
+            together with `share_prompt=False`.
+        precompute_ref_log_probs (`bool`, *optional*, defaults to `False`):
+            DPO compatibility: accepted with either value. T-SPIN never keeps a reference model: `objective="spin"`
+            and `"tspin_ref"` always precompute the reference log-probs, once per iteration, from the policy at its
+            start; `"tspin"` uses none.
+        precompute_ref_batch_size (`int`, *optional*):
+            DPO compatibility: the same as `logps_batch_size` (batch size of the reference log-prob passes), which it
+            sets; refused when both are set to different values.
+        router_aux_loss_coef (`float`, *optional*):
+            DPO compatibility: coefficient of the Mixture-of-Experts load-balancing loss. `None` (DPO's default) and
+            `0.0` are accepted; other values are refused while TSPINTrainer does not add the router auxiliary loss.
+        loss_weights (`list[float]`, *optional*):
+            DPO compatibility: accepted only at DPO's default (`None`); T-SPIN weights its two terms with `beta`.
+        ld_alpha (`float`, *optional*):
+            DPO compatibility: accepted only at DPO's default (`None`); T-SPIN has no length-desensitised variant.
+        f_divergence_type (`str`, *optional*, defaults to `"reverse_kl"`):
+            DPO compatibility: accepted only at DPO's default; T-SPIN has no other f-divergence.
+        f_alpha_divergence_coef (`float`, *optional*, defaults to `0.5`):
+            DPO compatibility: accepted only at DPO's default.
+        label_smoothing (`float`, *optional*, defaults to `0.0`):
+            DPO compatibility: accepted only at DPO's default; T-SPIN has no label smoothing.
+        use_weighting (`bool`, *optional*, defaults to `False`):
+            DPO compatibility: accepted only at DPO's default; T-SPIN has no WPO weighting.
+        discopop_tau (`float`, *optional*, defaults to `0.05`):
+            DPO compatibility: accepted only at DPO's default; T-SPIN has no DiscoPOP loss.
+        activation_offloading (`bool`, *optional*, defaults to `False`):
+            DPO compatibility: accepted only at DPO's default; use `gradient_checkpointing` to save activation memory.
+        sync_ref_model (`bool`, *optional*, defaults to `False`):
+            DPO compatibility: accepted only at DPO's default. T-SPIN keeps no reference model; with
+            `objective="spin"`/`"tspin_ref"` the reference is refreshed at every self-play iteration.
+        ref_model_mixup_alpha (`float`, *optional*, defaults to `0.6`):
+            DPO compatibility: accepted only at DPO's default (see `sync_ref_model`).
+        ref_model_sync_steps (`int`, *optional*, defaults to `512`):
+            DPO compatibility: accepted only at DPO's default (see `sync_ref_model`).
+        pad_token (`str`, *optional*):
+            DPO compatibility: accepted only at DPO's default (`None`); set `tokenizer.pad_token` instead.
+
+    `loss_type` also takes DPO's list form: `["sigmoid"]` (DPO's default, T-SPIN's logistic loss) is `"sigmoid"`; DPO's
+    other loss types have no T-SPIN counterpart and are refused. `pad_to_multiple_of="auto"` (DPO's default) means no
+    padding to a multiple.
     """
 
     _VALID_DICT_FIELDS = _BaseConfig._VALID_DICT_FIELDS + ["model_init_kwargs", "generation_kwargs"]
@@ -295,10 +399,15 @@ class TSPINConfig(_BaseConfig):
     )
     truncation_mode: str = field(
         default="keep_end",
-        metadata={"help": "Which end of an over-long prompt to keep.", "choices": list(TRUNCATION_MODES)},
+        metadata={
+            "help": "Which end of an over-long prompt to keep; a prompt with no room for a response is cut from the "
+            "left ('keep_end') or its row dropped ('keep_start', as DPO).",
+            "choices": list(TRUNCATION_MODES),
+        },
     )
-    pad_to_multiple_of: int | None = field(
-        default=None, metadata={"help": "If set, sequences are padded to a multiple of this value."}
+    pad_to_multiple_of: int | str | None = field(
+        default=None,
+        metadata={"help": "If set, sequences are padded to a multiple of this value ('auto', DPO's default: none)."},
     )
     share_prompt: bool | None = field(
         default=None,
@@ -402,7 +511,50 @@ class TSPINConfig(_BaseConfig):
         metadata={"help": "vLLM precision; `auto` = the trainer's compute dtype.", "choices": list(VLLM_DTYPES)},
     )
 
+    # DPOConfig fields (TRL 1.16), accepted so that a DPO configuration carries over (see `_map_dpo_fields`)
+    padding_free: bool = field(
+        default=False, metadata={"help": "DPO compatibility: True turns on `share_prompt` (the packed layout)."}
+    )
+    precompute_ref_log_probs: bool = field(
+        default=False,
+        metadata={
+            "help": "DPO compatibility: T-SPIN always precomputes reference log-probs; either value is accepted."
+        },
+    )
+    precompute_ref_batch_size: int | None = field(
+        default=None, metadata={"help": "DPO compatibility: the same as `logps_batch_size`, which it sets."}
+    )
+    router_aux_loss_coef: float | None = field(
+        default=None,
+        metadata={"help": "DPO compatibility: MoE load-balancing loss coefficient; only None or 0.0 for now."},
+    )
+    loss_weights: list[float] | None = field(
+        default=None, metadata={"help": "DPO compatibility: only DPO's default (None); T-SPIN has no loss mixtures."}
+    )
+    ld_alpha: float | None = field(default=None, metadata={"help": "DPO compatibility: only DPO's default (None)."})
+    f_divergence_type: str = field(
+        default="reverse_kl", metadata={"help": "DPO compatibility: only DPO's default ('reverse_kl')."}
+    )
+    f_alpha_divergence_coef: float = field(
+        default=0.5, metadata={"help": "DPO compatibility: only DPO's default (0.5)."}
+    )
+    label_smoothing: float = field(default=0.0, metadata={"help": "DPO compatibility: only DPO's default (0.0)."})
+    use_weighting: bool = field(default=False, metadata={"help": "DPO compatibility: only DPO's default (False)."})
+    discopop_tau: float = field(default=0.05, metadata={"help": "DPO compatibility: only DPO's default (0.05)."})
+    activation_offloading: bool = field(
+        default=False, metadata={"help": "DPO compatibility: only DPO's default (False)."}
+    )
+    sync_ref_model: bool = field(default=False, metadata={"help": "DPO compatibility: only DPO's default (False)."})
+    ref_model_mixup_alpha: float = field(
+        default=0.6, metadata={"help": "DPO compatibility: only DPO's default (0.6)."}
+    )
+    ref_model_sync_steps: int = field(default=512, metadata={"help": "DPO compatibility: only DPO's default (512)."})
+    pad_token: str | None = field(
+        default=None, metadata={"help": "DPO compatibility: only DPO's default (None); set `tokenizer.pad_token`."}
+    )
+
     def __post_init__(self):
+        self._map_dpo_fields()  # first: it may set `share_prompt`
         # TRL defaults to bf16; on a machine without a bf16-capable accelerator that is slower or fails.
         if self.bf16 is None and not self.fp16:
             self.bf16 = _accelerator_supports_bf16()
@@ -437,6 +589,63 @@ class TSPINConfig(_BaseConfig):
         self._validate_number_types()
         self._validate_tspin_fields()
         self._validate_vllm_fields()
+
+    def _map_dpo_fields(self) -> None:
+        """Accept the fields of TRL's `DPOConfig` that a migrating configuration carries: map those that mean
+        something here, accept the others at DPO's default, refuse any other value naming T-SPIN's counterpart."""
+        fail = _fail
+
+        for name, (default, instead) in _DPO_FIELDS_WITHOUT_COUNTERPART.items():
+            value = getattr(self, name)
+            if value != default:
+                fail(name, value, f"it is a DPOConfig field T-SPIN has no counterpart for: {instead}. Remove it.")
+        if isinstance(self.loss_type, (list, tuple)):  # DPO's form: a list of loss types
+            if len(self.loss_type) != 1:
+                fail(
+                    "loss_type",
+                    self.loss_type,
+                    "T-SPIN uses one per-term loss ('sigmoid' or 'exponential'); DPO's loss mixtures have no "
+                    "counterpart.",
+                )
+            self.loss_type = self.loss_type[0]
+        if self.loss_type in _DPO_ONLY_LOSS_TYPES:
+            fail(
+                "loss_type",
+                self.loss_type,
+                f"it is a DPO loss T-SPIN does not have. T-SPIN's per-term losses are {list(LOSS_TYPES)}: 'sigmoid' "
+                "is DPO's default logistic loss (and the paper's).",
+            )
+        if self.padding_free:
+            if self.share_prompt is False:
+                fail(
+                    "padding_free",
+                    True,
+                    "it maps to `share_prompt=True` (T-SPIN's packed layout), but `share_prompt=False` is set too. "
+                    "Keep one of them.",
+                )
+            self.share_prompt = True
+        if self.precompute_ref_batch_size is not None:
+            if self.logps_batch_size not in (None, self.precompute_ref_batch_size):
+                fail(
+                    "precompute_ref_batch_size",
+                    self.precompute_ref_batch_size,
+                    f"it is DPO's name for `logps_batch_size`, which is set to {self.logps_batch_size} too. Keep one.",
+                )
+            self.logps_batch_size = self.precompute_ref_batch_size
+        if self.router_aux_loss_coef not in (None, 0.0):
+            fail(
+                "router_aux_loss_coef",
+                self.router_aux_loss_coef,
+                "TSPINTrainer does not add the Mixture-of-Experts router auxiliary loss yet; leave it unset (or 0.0).",
+            )
+        if isinstance(self.pad_to_multiple_of, str):  # DPO's default "auto", or a value from the command line
+            text = self.pad_to_multiple_of.strip().lower()
+            if text in ("auto", "none", "null"):
+                self.pad_to_multiple_of = None  # DPO's "auto" pads only on Neuron, where T-SPIN does not run
+            elif text.isdigit():
+                self.pad_to_multiple_of = int(text)
+            else:
+                fail("pad_to_multiple_of", self.pad_to_multiple_of, "it must be an integer, 'auto' or None.")
 
     def _validate_number_types(self) -> None:
         """Float fields hold numbers (a string such as "1e-4" or `None` would fail deep in training, naming nothing);

@@ -128,7 +128,9 @@ class TSPINTrainer(_BaseTrainer):
             Defaults to [`DataCollatorForTriplet`].
         train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
             Prompts with real responses, in any format listed in the docs (prompt/completion, messages, SPIN's
-            real/generated, DPO's prompt/chosen), optionally with `synthetic` and `proto` responses.
+            real/generated, DPO's prompt/chosen or implicit-prompt chosen/rejected; tool calls with a `tools` column
+            and per-row `chat_template_kwargs`), optionally with `synthetic` and `proto` responses. Rows whose prompt
+            leaves no room for a response are dropped or cut per `truncation_mode`.
         eval_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`, *optional*):
             Evaluation data in the same formats; self-play generates its responses too.
         processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
@@ -293,14 +295,18 @@ class TSPINTrainer(_BaseTrainer):
         # Data
         self.eos_token_ids = eos_token_ids(processing_class, getattr(model, "generation_config", None))
         triplet_tokenizer = TripletTokenizer(
-            processing_class, args.max_length, args.max_prompt_length, args.truncation_mode, self.eos_token_ids
+            processing_class,
+            args.max_length,
+            args.max_prompt_length,
+            args.truncation_mode,
+            self.eos_token_ids,
+            max_completion_length=args.max_completion_length,
         )
-        train_dataset = TripletDataset(
-            tokenize_dataset(train_dataset, data_formats["train"], triplet_tokenizer, "train"),
-            mix_previous=args.mix_previous_iteration,
+        train_dataset = tokenize_dataset(
+            train_dataset, data_formats["train"], triplet_tokenizer, "train", mix_previous=args.mix_previous_iteration
         )
         prepared_eval = {
-            name: TripletDataset(tokenize_dataset(dataset, data_formats[name], triplet_tokenizer, name))
+            name: tokenize_dataset(dataset, data_formats[name], triplet_tokenizer, name)
             for name, dataset in eval_datasets.items()
         }
         _warn_unusable_generation_length(args, model, train_dataset)
@@ -701,6 +707,7 @@ class TSPINTrainer(_BaseTrainer):
             pad_token_id=self.processing_class.pad_token_id,
             max_length=self.args.max_length,
             share_prompt=self.share_prompt,
+            require_synthetic=False,
         )
         try:
             checkpointing_kwargs = self.args.activation_checkpointing_kwargs or self.args.gradient_checkpointing_kwargs
