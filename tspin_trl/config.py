@@ -1,6 +1,7 @@
 """`TSPINConfig`: every knob of T-SPIN training and self-play, its default and its validation."""
 
 import dataclasses
+import functools
 import math
 import os
 import typing
@@ -650,10 +651,13 @@ class TSPINConfig(_BaseConfig):
     def _validate_number_types(self) -> None:
         """Float fields hold numbers (a string such as "1e-4" or `None` would fail deep in training, naming nothing);
         integer fields are checked in `_validate_tspin_fields`."""
+        # the annotations, not `fields()[i].type`: HfArgumentParser rewrites the latter in place (`float | None` -> float)
+        hints = _type_hints(type(self))
         for spec in dataclasses.fields(self):
-            arguments = typing.get_args(spec.type)
+            annotation = hints.get(spec.name)
+            arguments = typing.get_args(annotation)
             optional = float in arguments and type(None) in arguments
-            if spec.type is not float and not optional:
+            if annotation is not float and not optional:
                 continue
             value = getattr(self, spec.name, None)
             if value is None and optional:
@@ -773,6 +777,11 @@ class TSPINConfig(_BaseConfig):
             fail("vllm_max_model_length", self.vllm_max_model_length, "it must be >= 1, or None.")
         if self.use_vllm and self.vllm_mode == "server" and self.vllm_enable_sleep_mode:
             fail("vllm_enable_sleep_mode", True, "sleep mode applies to `vllm_mode='colocate'` only.")
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def _fail(name: str, value: Any, fix: str) -> None:

@@ -82,6 +82,7 @@ PREPARED_WITH = (
     "max_length",
     "max_prompt_length",
     "truncation_mode",
+    "max_completion_length",  # over-long prompts are dropped or cut to leave it room
     "mix_previous_iteration",
     "pad_to_multiple_of",
     "share_prompt",
