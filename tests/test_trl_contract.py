@@ -83,3 +83,94 @@ def test_a_diverged_policy_is_stopped_before_a_checkpoint_and_before_sampling(tm
         NonFinitePolicyError, match=r"step 4, in self-play iteration 0, before generating iteration_1/train.*bf16"
     ):
         unsaved.train()
+
+
+# ---- evaluate() with a raw set, compute_metrics ------------------------------------------------------------------------
+
+
+def held_out_rows(n=4, conversational=True):
+    return sorting_rows(8 + n, conversational=conversational)[8:]
+
+
+def test_evaluate_prepares_a_raw_set_before_and_after_training(tmp_path, tokenizer, caplog):
+    trainer = self_play_trainer(tmp_path, tokenizer, num_iterations=2, per_device_eval_batch_size=2)
+    before = trainer.evaluate(eval_dataset=Dataset.from_list(held_out_rows()))
+    assert math.isfinite(before["eval_loss"]) and math.isfinite(before["eval_logps/real"])
+    assert list((tmp_path / "self_play" / "evaluate" / "step_0").glob("eval-*.jsonl")), "bound to the run on disk"
+    trainer.train()
+    with caplog.at_level("WARNING"):
+        after = trainer.evaluate(eval_dataset=Dataset.from_list(held_out_rows(3)))
+    assert math.isfinite(after["eval_loss"]) and "eval_logps/proto" not in after
+    assert "evaluated without the historical term" in caplog.text, "pi_0 is gone: no proto response for new prompts"
+    seen = trainer.evaluate(eval_dataset=Dataset.from_list(held_out_rows()))  # proto cached before training
+    assert math.isfinite(seen["eval_logps/proto"])
+
+
+def test_evaluate_takes_iterable_and_named_sets_and_feeds_compute_metrics(tmp_path, tokenizer):
+    received = []
+
+    def compute_metrics(prediction):
+        received.append(prediction)
+        margins = prediction.predictions[:, 3] - prediction.predictions[:, 4]
+        return {"mean_margin": float(margins.mean())}
+
+    trainer = TSPINTrainer(
+        model=build_tiny_model(tokenizer),
+        args=make_config(tmp_path, per_device_eval_batch_size=3),
+        train_dataset=Dataset.from_list(sorting_rows(4)),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+    )
+    rows = held_out_rows(5, conversational=False)
+    streamed = trainer.evaluate(eval_dataset=Dataset.from_list(rows).to_iterable_dataset())
+    assert math.isfinite(streamed["eval_loss"]) and math.isfinite(streamed["eval_mean_margin"])
+    prediction = received[-1]
+    assert prediction.predictions.shape == (5, 6) and (prediction.label_ids == 0).all()
+    assert math.isnan(prediction.predictions[0, 2]), "no proto response in iteration 0 (beta 0)"
+    named = trainer.evaluate(eval_dataset={"short": Dataset.from_list(rows[:2]), "long": Dataset.from_list(rows)})
+    for name in ("short", "long"):
+        assert {f"eval_{name}_loss", f"eval_{name}_logps/real", f"eval_{name}_mean_margin"} <= set(named), named
+
+
+# ---- Mixture-of-experts: the router's load-balancing loss ----------------------------------------------------------------
+
+
+def tiny_mixtral(tokenizer):
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    torch.manual_seed(0)
+    config = MixtralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return MixtralForCausalLM(config)
+
+
+def test_a_mixture_of_experts_trains_with_the_router_loss(tmp_path, tokenizer):
+    model = tiny_mixtral(tokenizer)
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = self_play_trainer(tmp_path, tokenizer, model=model, num_iterations=2)
+    assert trainer.aux_loss_enabled and trainer.router_aux_loss_coef == 0.001, "the model's own coefficient"
+    trainer.train()
+    lines = [h for h in trainer.state.log_history if "loss" in h]
+    assert lines and all(math.isfinite(h["aux_loss"]) and h["aux_loss"] > 0 for h in lines)
+    router = [n for n, _ in model.named_parameters() if "gate" in n and "experts" not in n]
+    changed = {n for (n, p), b in zip(model.named_parameters(), before, strict=True) if not torch.equal(p, b)}
+    assert router and set(router) <= changed, "the router is trained"
+
+    off = self_play_trainer(tmp_path / "off", tokenizer, model=tiny_mixtral(tokenizer), router_aux_loss_coef=0.0)
+    assert not off.aux_loss_enabled
+    dense = self_play_trainer(tmp_path / "dense", tokenizer)
+    assert not dense.aux_loss_enabled
+    with pytest.raises(ValueError, match="`router_aux_loss_coef` is set to 0.5 but LlamaForCausalLM is not a Mixture"):
+        self_play_trainer(tmp_path / "bad", tokenizer, router_aux_loss_coef=0.5)

@@ -329,8 +329,9 @@ class TSPINConfig(_BaseConfig):
             DPO compatibility: the same as `logps_batch_size` (batch size of the reference log-prob passes), which it
             sets; refused when both are set to different values.
         router_aux_loss_coef (`float`, *optional*):
-            DPO compatibility: coefficient of the Mixture-of-Experts load-balancing loss. `None` (DPO's default) and
-            `0.0` are accepted; other values are refused while TSPINTrainer does not add the router auxiliary loss.
+            Mixture-of-Experts models (Mixtral, Qwen-MoE, ...): weight of the router load-balancing loss added to the
+            T-SPIN loss and logged as `aux_loss`, as in `DPOTrainer`. `None` takes the model's own coefficient
+            (`config.router_aux_loss_coef`), `0.0` turns it off; a value for a model without router logits is refused.
         loss_weights (`list[float]`, *optional*):
             DPO compatibility: accepted only at DPO's default (`None`); T-SPIN weights its two terms with `beta`.
         ld_alpha (`float`, *optional*):
@@ -527,7 +528,7 @@ class TSPINConfig(_BaseConfig):
     )
     router_aux_loss_coef: float | None = field(
         default=None,
-        metadata={"help": "DPO compatibility: MoE load-balancing loss coefficient; only None or 0.0 for now."},
+        metadata={"help": "MoE models: weight of the router load-balancing loss (None: the model's own; 0: off)."},
     )
     loss_weights: list[float] | None = field(
         default=None, metadata={"help": "DPO compatibility: only DPO's default (None); T-SPIN has no loss mixtures."}
@@ -633,12 +634,8 @@ class TSPINConfig(_BaseConfig):
                     f"it is DPO's name for `logps_batch_size`, which is set to {self.logps_batch_size} too. Keep one.",
                 )
             self.logps_batch_size = self.precompute_ref_batch_size
-        if self.router_aux_loss_coef not in (None, 0.0):
-            fail(
-                "router_aux_loss_coef",
-                self.router_aux_loss_coef,
-                "TSPINTrainer does not add the Mixture-of-Experts router auxiliary loss yet; leave it unset (or 0.0).",
-            )
+        if self.router_aux_loss_coef is not None and not self.router_aux_loss_coef >= 0:
+            fail("router_aux_loss_coef", self.router_aux_loss_coef, "it must be >= 0 (0 turns the router loss off).")
         if isinstance(self.pad_to_multiple_of, str):  # DPO's default "auto", or a value from the command line
             text = self.pad_to_multiple_of.strip().lower()
             if text in ("auto", "none", "null"):

@@ -9,6 +9,7 @@ self_play/
   iteration_<t>/<name>.jsonl    the responses (and reference log-probs) iteration t trained on, per dataset
   iteration_<t>/<name>.meta.json   their checksum, count and identity
   iteration_<t>/<name>_chunks/  completed chunks of a generation pass still running (removed when it ends)
+  evaluate/step_<s>/<name>-<digest>.jsonl   responses of a dataset passed to `evaluate()` at step s (and sidecar)
   proto_<name>_chunks/          the same for a proto pass when the proto cache is off
   logs.jsonl                    every logged line, with its step
   iterations.jsonl              one summary record per iteration, computed from every training step
@@ -69,6 +70,11 @@ class RunFolder:
     def iteration_files(self, iteration: int, name: str) -> tuple[str, str]:
         """Data and sidecar paths of `iteration`'s responses for the dataset `name` (`"train"`, `"eval"`...)."""
         directory = self.iteration_dir(iteration)
+        return os.path.join(directory, f"{name}.jsonl"), os.path.join(directory, f"{name}.meta.json")
+
+    def evaluation_files(self, step: int, name: str) -> tuple[str, str]:
+        """Data and sidecar paths of the responses of a dataset passed to `evaluate()` at optimizer step `step`."""
+        directory = os.path.join(self.root, "evaluate", f"step_{step}")
         return os.path.join(directory, f"{name}.jsonl"), os.path.join(directory, f"{name}.meta.json")
 
     def generation_chunks_dir(self, iteration: int, name: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 from accelerate.utils import gather_object, is_peft_model
-from datasets import Dataset, IterableDataset
+from datasets import Dataset, DatasetDict, IterableDataset
 from transformers import (
     AutoTokenizer,
     DataCollator,
@@ -75,6 +75,17 @@ __all__ = ["CheckpointLoadError", "NonFinitePolicyError", "TSPINTrainer"]
 class NonFinitePolicyError(RuntimeError):
     """The policy's weights are not finite: training diverged."""
 
+
+# What `compute_metrics` receives: `EvalPrediction.predictions` has one row per evaluation example and these columns
+# (NaN where an example has no such response); `label_ids` holds the index of the preferred response, 0 (real).
+PREDICTION_COLUMNS = (
+    "logps/real",
+    "logps/synthetic",
+    "logps/proto",
+    "rewards/real",
+    "rewards/synthetic",
+    "rewards/proto",
+)
 
 # Settings the trainer's construction consumed (tokenised data, collator, model set-up): changing them on
 # `trainer.args` afterwards cannot take effect, so `train()` refuses it. Every other setting is read when used.
@@ -322,6 +333,23 @@ class TSPINTrainer(_BaseTrainer):
             if args.share_prompt
             else None
         )
+        # Mixture-of-Experts: the router load-balancing loss, as DPOTrainer adds it (`output_router_logits` in the
+        # config means the model returns its router logits; the coefficient is the architecture's own unless set)
+        text_config = model.config.get_text_config()
+        coefficient = args.router_aux_loss_coef
+        self.router_aux_loss_coef = (
+            getattr(text_config, "router_aux_loss_coef", 0.0) if coefficient is None else coefficient
+        )
+        if coefficient and not hasattr(text_config, "output_router_logits"):
+            raise ValueError(
+                f"`router_aux_loss_coef` is set to {coefficient} but {type(model).__name__} is not a Mixture-of-Experts "
+                "model that returns its router logits, so there is no auxiliary loss to weight. Leave it unset."
+            )
+        self.aux_loss_enabled = hasattr(text_config, "output_router_logits") and self.router_aux_loss_coef != 0.0
+        if self.aux_loss_enabled and self.packed_attention is not None:
+            # the load-balancing loss reads a (batch, length) attention mask; the packed layout's is a block mask
+            logger.info("Mixture-of-Experts router loss on: the responses are stacked, not packed behind the prompt.")
+            self.packed_attention = None
         self.share_prompt = self.packed_attention is not None
         if data_collator is None:
             data_collator = DataCollatorForTriplet(
@@ -357,6 +385,8 @@ class TSPINTrainer(_BaseTrainer):
         # What the prepared data, collator and model were built with: `train()` refuses a later change to these
         self._prepared_with = {name: getattr(args, name) for name in PREPARED_WITH}
         self.metrics = MetricsLog(emit=super().log)
+        self._metric_key_prefix = "eval"
+        self._triplet_tokenizer = triplet_tokenizer
         self.clock = IterationClock.from_config(args)
         self.policy = ObjectivePolicy.from_config(args, own_synthetic=train_dataset.has("synthetic"))
         self.beta = self.policy.beta_for(0)
@@ -570,11 +600,17 @@ class TSPINTrainer(_BaseTrainer):
         Works with both layouts of [`DataCollatorForTriplet`]: rows stacked role by role, or one packed row per
         example whose segments see the shared prompt prefix and themselves (a block attention mask).
         """
+        return self._forward(model, inputs)[0]
+
+    def _forward(
+        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], router_loss: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The response log-probs of a batch and, with `router_loss`, the model's router load-balancing loss."""
         batch_size, num_roles = inputs["response_lengths"].shape
         with score_response_positions_only():
-            return self._response_logps(model, inputs, batch_size, num_roles)
+            return self._response_logps(model, inputs, batch_size, num_roles, router_loss)
 
-    def _response_logps(self, model, inputs, batch_size: int, num_roles: int) -> torch.Tensor:
+    def _response_logps(self, model, inputs, batch_size: int, num_roles: int, router_loss: bool = False):
         if "segment_ids" in inputs:
             outputs = model(
                 input_ids=inputs["input_ids"],
@@ -588,7 +624,7 @@ class TSPINTrainer(_BaseTrainer):
             roles = (inputs["segment_ids"] - 1).clamp(min=0)
             per_token = outputs.log_probs.masked_fill(~valid, 0)
             logps = per_token.new_zeros(batch_size, num_roles).scatter_add_(1, roles, per_token)
-            return logps.t()
+            return logps.t(), None
         completion_mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         outputs = model(
@@ -597,10 +633,11 @@ class TSPINTrainer(_BaseTrainer):
             labels=labels,
             fused_lm_head=True,
             use_cache=False,
+            **({"output_router_logits": True} if router_loss else {}),
         )
         # Prompt-learning PEFT methods prepend virtual tokens: keep the positions of the real tokens
         per_token = outputs.log_probs[:, -(completion_mask.size(1) - 1) :]
-        return per_token.sum(dim=1).view(num_roles, batch_size)
+        return per_token.sum(dim=1).view(num_roles, batch_size), outputs.aux_loss if router_loss else None
 
     def _block_attention_mask(self, segment_ids: torch.Tensor) -> Any:
         """Mask of the packed layout (causal, a segment sees the shared prefix and itself), in the form chosen by
@@ -614,14 +651,17 @@ class TSPINTrainer(_BaseTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        logps = self.response_logps(model, inputs)
+        logps, aux_loss = self._forward(model, inputs, router_loss=self.aux_loss_enabled)
         num_roles = logps.size(0)
         real_logps, synthetic_logps = logps[0], logps[1]
         proto_logps = logps[2] if num_roles == 3 else None
-        if self.beta > 0 and proto_logps is None:
-            raise RuntimeError(
-                f"Iteration {self.iteration} uses beta={self.beta} but the batch has no proto responses."
-            )
+        beta = self.beta
+        if beta > 0 and proto_logps is None:
+            if mode == "train":
+                raise RuntimeError(
+                    f"Iteration {self.iteration} uses beta={beta} but the batch has no proto responses."
+                )
+            beta = 0.0  # an evaluation set without proto responses (see `SelfPlayCallback.prepare_for_evaluation`)
         refs = {}
         if self.policy.uses_reference:
             for role in ("real", "synthetic", "proto"):
@@ -632,7 +672,7 @@ class TSPINTrainer(_BaseTrainer):
             synthetic_logps,
             proto_logps,
             alpha=self.args.alpha,
-            beta=self.beta,
+            beta=beta,
             loss_type=self.args.loss_type,
             **refs,
         )
@@ -642,10 +682,16 @@ class TSPINTrainer(_BaseTrainer):
             real_nll = -real_logps.sum() / real_tokens
             loss = loss + self.args.real_nll_weight * real_nll
             self.metrics.record("loss/real_nll", real_nll.detach(), mode)
+        if aux_loss is not None:
+            loss = loss + self.router_aux_loss_coef * aux_loss
+            self.metrics.record("aux_loss", self.accelerator.gather_for_metrics(aux_loss.detach()).mean(), mode)
 
-        self._record_metrics(mode, inputs, logps.detach(), refs, losses.detach(), current_losses, historical_losses)
+        columns = self._record_metrics(
+            mode, inputs, logps.detach(), refs, losses.detach(), current_losses, historical_losses
+        )
         if return_outputs:
-            return loss, {"logps": logps.detach()}
+            predictions = torch.stack([columns[name].float() for name in PREDICTION_COLUMNS], dim=1)
+            return loss, {"logps": logps.detach(), "predictions": predictions}
         return loss
 
     def _record_metrics(self, mode, inputs, logps, refs, losses, current_losses, historical_losses):
@@ -666,22 +712,74 @@ class TSPINTrainer(_BaseTrainer):
         names = list(columns)
         stacked = self.accelerator.gather_for_metrics(torch.stack([columns[n].float() for n in names], dim=1))
         self.metrics.add_columns(mode, dict(zip(names, stacked.unbind(1), strict=True)))
+        return columns
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
         metrics = self.metrics.flush(mode)
-        if mode == "eval":
-            metrics = {f"eval_{key}": value for key, value in metrics.items()}
+        if mode == "eval":  # `eval_`, or `eval_<name>_` for one of several evaluation sets, as the loss is named
+            metrics = {f"{self._metric_key_prefix}_{key}": value for key, value in metrics.items()}
         elif "loss" in logs:  # a training line: a logging window never spans two iterations (see IterationMonitor)
             metrics.update({"self_play/iteration": self.iteration, "beta": self.beta})
         logs.update(metrics)
         super().log(logs, start_time)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys: list[str] | None = None):
+        """The loss and, unless `prediction_loss_only`, the per-example predictions `compute_metrics` receives: one
+        row per example with the columns of `PREDICTION_COLUMNS` (summed log-probs and rewards of the real, synthetic
+        and proto responses; NaN where there is none), and as labels the index of the preferred response, 0 (the real
+        one). `preprocess_logits_for_metrics`, if given, is applied to these predictions, as transformers does."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
+            if prediction_loss_only:
+                return self.compute_loss(model, inputs).detach(), None, None
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        predictions = outputs["predictions"]
+        labels = torch.zeros(predictions.size(0), dtype=torch.long, device=predictions.device)
+        return loss.detach(), predictions, labels
+
+    def evaluate(
+        self,
+        eval_dataset: Dataset | IterableDataset | DatasetDict | dict[str, Dataset | IterableDataset] | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> dict[str, float]:
+        """Evaluate, as [`~transformers.Trainer.evaluate`], on the eval set given at init or on `eval_dataset`.
+
+        A dataset passed here (a `Dataset`, `IterableDataset`, `DatasetDict` or dict of them, in any format the
+        training data accepts) is prepared like the evaluation sets given at init: tokenised, then filled with
+        responses by self-play (see [`SelfPlayCallback.prepare_for_evaluation`]). A dict or `DatasetDict` is evaluated
+        set by set, each under `eval_<name>_` (the loss and T-SPIN's metrics alike).
+        """
+        if isinstance(eval_dataset, (dict, DatasetDict)):
+            metrics = {}
+            for name, dataset in eval_dataset.items():
+                metrics.update(
+                    self.evaluate(
+                        self._prepared_for_evaluation(dataset, name), ignore_keys, f"{metric_key_prefix}_{name}"
+                    )
+                )
+            return metrics
+        if eval_dataset is not None and not isinstance(eval_dataset, (str, TripletDataset)):
+            eval_dataset = self._prepared_for_evaluation(eval_dataset, metric_key_prefix.removeprefix("eval_"))
+        self._metric_key_prefix = metric_key_prefix
+        try:
+            return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        finally:
+            self._metric_key_prefix = "eval"
+
+    def _prepared_for_evaluation(self, dataset: Any, name: str) -> Any:
+        if isinstance(dataset, (str, TripletDataset)):
+            return dataset
+        if not isinstance(dataset, (Dataset, IterableDataset)):
+            raise TypeError(
+                f"`eval_dataset` must be a `datasets.Dataset`, `IterableDataset`, `DatasetDict` or a dict of them, got "
+                f"{type(dataset).__name__}. Wrap a list of rows with `datasets.Dataset.from_list(rows)`."
+            )
+        name = check_dataset_name(name or "eval")
+        prepared = tokenize_dataset(dataset, check_columns(dataset, name), self._triplet_tokenizer, name)
+        self.self_play.prepare_for_evaluation(name, prepared, self.state.global_step)
+        return prepared
 
     # ---- used by self-play at iteration boundaries ---------------------------------------------------------------
 

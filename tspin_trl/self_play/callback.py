@@ -81,6 +81,10 @@ class SelfPlayCallback(TrainerCallback):
 
     # ---- schedule events -------------------------------------------------------------------------------------------
 
+    def _compute_identity(self) -> None:
+        self.identity = run_identity(self.context, self.data_digests, self.responses.sampling.to_dict())
+        self.files.identity_digest = json_digest(self.identity)
+
     def on_train_begin(self, args, state, control, **kwargs):
         context = self.context
         # A second `train()` on this object (a resume after Ctrl-C in a notebook) starts from the data as given
@@ -89,8 +93,7 @@ class SelfPlayCallback(TrainerCallback):
         self.loaded_iteration = None
         self.final_measured = False
         context.clock.current = None
-        self.identity = run_identity(context, self.data_digests, self.responses.sampling.to_dict())
-        self.files.identity_digest = json_digest(self.identity)
+        self._compute_identity()
         main_decides(
             context.accelerator,
             self.binding.bind,
@@ -186,6 +189,54 @@ class SelfPlayCallback(TrainerCallback):
                 "generation": {k: v.to_dict() for k, v in self.generation_stats.items() if name in k},
             }
             self.files.write(iteration, name, self.files.rows_of(dataset, context.tokenizer), meta)
+        context.accelerator.wait_for_everyone()
+
+    # ---- a dataset passed to `evaluate()` ----------------------------------------------------------------------------
+
+    def prepare_for_evaluation(self, name: str, dataset: "TripletDataset", global_step: int) -> None:
+        """Fill a dataset passed to `evaluate()` with the responses of an evaluation at this point of the run.
+
+        Synthetic responses come from the policy as it is now (before training: the proto responses, which the initial
+        policy sampled), unless the dataset brings its own; proto-synthetic responses from the dataset, the proto cache
+        (where the same prompts were sampled before) or, before any training, the initial policy. After training has
+        begun a proto response that exists nowhere cannot be sampled any more (the initial policy is gone): the set is
+        then evaluated without the historical term, with a warning. Reference log-probs (SPIN, T-SPIN_ref) are those
+        of the current policy. The responses are written to `self_play/evaluate/step_<s>/<name>-<digest>.jsonl`, bound
+        to the run's identity, and read back when the same data is evaluated again at the same step.
+        """
+        context, responses, files = self.context, self.responses, self.files
+        if not files.identity_digest:
+            self._compute_identity()
+        iteration = context.clock.current or 0
+        key = f"{name}-{dataset_digest(dataset)[:12]}"
+        rows = main_decides(context.accelerator, files.read, iteration, key, len(dataset.examples), global_step)
+        if rows is not None:
+            files.load_into(rows, dataset)
+            dataset.include_proto = dataset.has("proto") and "proto" in context.policy.roles_for(iteration)
+            return
+        untrained = global_step == 0
+        if "proto" in context.policy.roles_for(iteration) or untrained:
+            if not dataset.has("proto"):
+                try:
+                    responses.proto(key, dataset, 0 if untrained else iteration, global_step)
+                except SelfPlayError:
+                    logger.warning(
+                        "The evaluation set %r has no proto-synthetic responses, and the initial policy that would "
+                        "sample them is gone (training has begun): it is evaluated without the historical term. Give it "
+                        "a `proto` column, or pass it as `eval_dataset` when building the trainer.",
+                        name,
+                    )
+        if not dataset.has("synthetic"):
+            if untrained and dataset.has("proto") and context.policy.synthetic_source(0, False) == "proto":
+                dataset.set_column("synthetic_ids", dataset.column("proto_ids"))
+            else:
+                seed = responses.iteration_seed(iteration)
+                dataset.set_column("synthetic_ids", responses.sample(dataset.column("prompt_ids"), seed, None, key))
+        responses.reference_logps(iteration, dataset)
+        dataset.include_proto = dataset.has("proto") and "proto" in context.policy.roles_for(iteration)
+        if context.args.should_save:
+            meta = {"global_step": global_step, "sampling": responses.sampling.to_dict(), "evaluated": name}
+            files.write(iteration, key, files.rows_of(dataset, context.tokenizer), meta, step=global_step)
         context.accelerator.wait_for_everyone()
 
     def _measure_inversion(self, iteration: int, global_step: int, final: bool = False) -> None:

@@ -51,13 +51,22 @@ class IterationFiles:
         self.vocab_size = vocab_size
         self.identity_digest = identity_digest
 
-    def path(self, iteration: int, name: str) -> str:
-        return self.folder.iteration_files(iteration, name)[0]
+    def paths(self, iteration: int, name: str, step: int | None = None) -> tuple[str, str]:
+        """An iteration's files, or with `step` those of a dataset passed to `evaluate()` at that step."""
+        if step is None:
+            return self.folder.iteration_files(iteration, name)
+        return self.folder.evaluation_files(step, name)
 
-    def read(self, iteration: int, name: str, num_examples: int) -> list[dict[str, Any]] | None:
-        """The rows of an iteration file if it is intact, belongs to this run and iteration, and holds valid token ids
-        and finite log-probs; `None` (with a warning when a file was there) otherwise."""
-        data_path, meta_path = self.folder.iteration_files(iteration, name)
+    def path(self, iteration: int, name: str, step: int | None = None) -> str:
+        return self.paths(iteration, name, step)[0]
+
+    def read(
+        self, iteration: int, name: str, num_examples: int, step: int | None = None
+    ) -> list[dict[str, Any]] | None:
+        """The rows of an iteration file (or an evaluation file of `step`) if it is intact, belongs to this run and
+        iteration, and holds valid token ids and finite log-probs; `None` (with a warning when a file was there)
+        otherwise."""
+        data_path, meta_path = self.paths(iteration, name, step)
         entry = read_checked_jsonl(data_path, meta_path)
         if entry is None:
             return None
@@ -67,6 +76,8 @@ class IterationFiles:
             problem = "it belongs to another run (its identity differs)"
         elif meta.get("iteration") != iteration or len(rows) != num_examples:
             problem = f"it holds iteration {meta.get('iteration')} with {len(rows)} rows"
+        elif step is not None and meta.get("global_step") != step:
+            problem = f"it was written at step {meta.get('global_step')}"
         else:
             problem = next((p for p in map(self._row_problem, rows) if p is not None), None)
         if problem is not None:
@@ -109,9 +120,11 @@ class IterationFiles:
             rows.append(row)
         return rows
 
-    def write(self, iteration: int, name: str, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    def write(
+        self, iteration: int, name: str, rows: list[dict[str, Any]], meta: dict[str, Any], step: int | None = None
+    ) -> None:
         write_checked_jsonl(
-            *self.folder.iteration_files(iteration, name),
+            *self.paths(iteration, name, step),
             rows,
             {"iteration": iteration, "identity": self.identity_digest, "num_examples": len(rows), **meta},
         )

@@ -110,7 +110,7 @@ class ResponseMaker:
 
     def reference_logps(self, iteration: int, dataset: "TripletDataset") -> None:
         """Store the log-probs of the current policy (the reference of `iteration`) for the roles it needs."""
-        roles = self.context.policy.reference_roles_for(iteration)
+        roles = tuple(role for role in self.context.policy.reference_roles_for(iteration) if dataset.has(role))
         if not roles:
             return
         if dataset.mix_previous:
