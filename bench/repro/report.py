@@ -427,6 +427,11 @@ def render(results: dict[str, Any], doc_path: Path, figures: Path) -> None:
         "warm_val_kl": f"{warm['validation']['forward_kl']:.3f}",
         "grid_table": grid_table(summary, setting, plan_rows),
         "grid_reading": grid_reading(summary, setting, warm["held_out"]["forward_kl"]),
+        "cpu_run_note": (
+            "about 30-35 min on 2 CPU cores"
+            if meta["mode"].startswith("gpu")
+            else f"{meta['wall_s'] / 60:.0f} min here"
+        ),
         "gpu_note": (
             "**This page is the GPU recipe's.**"
             if meta["mode"].startswith("gpu")
