@@ -153,3 +153,30 @@ def test_profile_step_smoke():
     seconds = profiles["tspin"]["seconds_per_step"]
     assert set(seconds) == set(profile_step.CATEGORIES)
     assert seconds["attention"] > seconds["attention kernel"] > 0 and seconds["optimizer"] > 0
+
+
+def test_dpo_contract_probes_run_both_trainers(tmp_path):
+    """`bench/dpo_contract.py` runs a user's code against DPOTrainer and TSPINTrainer and tabulates both outcomes."""
+    from bench import dpo_contract
+
+    ctx = dpo_contract.Context(tmp_path)
+    probes = {name: function for name, _, function in dpo_contract.PROBES}
+    rows = []
+    for name in ("data_standard prompt/chosen/rejected", "ctor_args_wrong_class"):
+        row = {"name": name, "what": name}
+        for which in ("DPO", "T-SPIN"):
+            row[which], _ = dpo_contract.run_probe(ctx, probes[name], which)
+        rows.append(row)
+    assert rows[0]["DPO"] == rows[0]["T-SPIN"] == "ok: 8 examples; [0] = 'sort: 0 3 6 9\\n' -> '0 3 6 9<|end|>'"
+    assert rows[1]["T-SPIN"].startswith("error: TypeError: `args` must be a TSPINConfig")
+    table = dpo_contract.table({"versions": {"trl": "x"}, "probes": rows})
+    assert "| same |" in table and "| DPO only |" in table and "<\\|end\\|>" in table
+
+
+def test_preflight_bench_smoke():
+    """`bench/bench_preflight.py` times the same run with and without the preflight and reports each check."""
+    from bench import bench_preflight
+
+    (result,) = bench_preflight.main(["--smoke"])
+    assert result["with"] > 0 and result["without"] > 0 and 0 < result["share"] < 1
+    assert {"check: generation", "check: checkpoint save and load"} <= set(result)

@@ -132,6 +132,21 @@ def test_evaluate_takes_iterable_and_named_sets_and_feeds_compute_metrics(tmp_pa
         assert {f"eval_{name}_loss", f"eval_{name}_logps/real", f"eval_{name}_mean_margin"} <= set(named), named
 
 
+def test_init_time_sets_evaluate_before_training_and_predict_takes_a_raw_set(tmp_path, tokenizer):
+    """DPO evaluates the sets given at init before `train()`, and code written for it reads `ref_model`."""
+    sets = {"a": Dataset.from_list(held_out_rows(3)), "b": Dataset.from_list(held_out_rows(2))}
+    trainer = self_play_trainer(tmp_path, tokenizer, eval_dataset=sets, num_iterations=2)
+    assert trainer.ref_model is None and trainer.padding_free is trainer.share_prompt
+    before = trainer.evaluate()
+    assert math.isfinite(before["eval_a_loss"]) and math.isfinite(before["eval_b_logps/real"])
+    assert not trainer.eval_dataset["a"].has("synthetic"), "training prepares the set given at init itself"
+    output = trainer.predict(Dataset.from_list(held_out_rows(3)))
+    assert output.predictions.shape == (3, 6) and math.isfinite(output.metrics["test_loss"])
+    trainer.train()
+    after = trainer.evaluate()
+    assert math.isfinite(after["eval_a_loss"]) and after["eval_a_loss"] != before["eval_a_loss"]
+
+
 # ---- Mixture-of-experts: the router's load-balancing loss ----------------------------------------------------------------
 
 

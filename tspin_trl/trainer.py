@@ -23,7 +23,7 @@ from transformers import (
     set_seed,
 )
 from transformers.optimization import get_scheduler
-from transformers.trainer_utils import EvalPrediction
+from transformers.trainer_utils import EvalPrediction, PredictionOutput
 from transformers.utils import is_peft_available
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.base_trainer import _BaseTrainer
@@ -357,6 +357,10 @@ class TSPINTrainer(_BaseTrainer):
             logger.info("Mixture-of-Experts router loss on: the responses are stacked, not packed behind the prompt.")
             self.packed_attention = None
         self.share_prompt = self.packed_attention is not None
+        # DPOTrainer's attributes, for code written against it: no reference model (reference log-probs, where the
+        # objective uses them, are precomputed from the policy); `padding_free` is the packed layout here
+        self.ref_model = None
+        self.padding_free = self.share_prompt
         if data_collator is None:
             data_collator = DataCollatorForTriplet(
                 pad_token_id=processing_class.pad_token_id,
@@ -395,6 +399,7 @@ class TSPINTrainer(_BaseTrainer):
         self._triplet_tokenizer = triplet_tokenizer
         self.clock = IterationClock.from_config(args)
         self.policy = ObjectivePolicy.from_config(args, own_synthetic=train_dataset.has("synthetic"))
+        self.precompute_ref_logps = self.policy.uses_reference
         self.beta = self.policy.beta_for(0)
         self.run_folder = RunFolder(args.output_dir)
         self._run_lock = RunLock(self.run_folder.lock_path)
@@ -769,6 +774,14 @@ class TSPINTrainer(_BaseTrainer):
         responses by self-play (see [`SelfPlayCallback.prepare_for_evaluation`]). A dict or `DatasetDict` is evaluated
         set by set, each under `eval_<name>_` (the loss and T-SPIN's metrics alike).
         """
+        if eval_dataset is None and isinstance(self.eval_dataset, dict):
+            eval_dataset = self.eval_dataset  # each set under eval_<name>_, as transformers does
+        elif eval_dataset is None or isinstance(eval_dataset, str):
+            name = eval_dataset
+            eval_dataset = self.eval_dataset if name is None else self.eval_dataset[name]
+            if eval_dataset is None:
+                raise ValueError("Trainer: evaluation requires an eval_dataset.")
+            eval_dataset = self._prepared_for_evaluation(eval_dataset, name or "eval")
         if isinstance(eval_dataset, (dict, DatasetDict)):
             metrics = {}
             for name, dataset in eval_dataset.items():
@@ -778,17 +791,40 @@ class TSPINTrainer(_BaseTrainer):
                     )
                 )
             return metrics
-        if eval_dataset is not None and not isinstance(eval_dataset, (str, TripletDataset)):
-            eval_dataset = self._prepared_for_evaluation(eval_dataset, metric_key_prefix.removeprefix("eval_"))
+        eval_dataset = self._prepared_for_evaluation(eval_dataset, metric_key_prefix.removeprefix("eval_"))
         self._metric_key_prefix = metric_key_prefix
         try:
             return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
         finally:
             self._metric_key_prefix = "eval"
 
+    def predict(
+        self,
+        test_dataset: Dataset | IterableDataset,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "test",
+    ) -> PredictionOutput:
+        """Predict, as [`~transformers.Trainer.predict`]: a raw dataset is prepared as [`~TSPINTrainer.evaluate`]
+        prepares one; `predictions` has the per-example columns of `PREDICTION_COLUMNS`."""
+        test_dataset = self._prepared_for_evaluation(test_dataset, metric_key_prefix)
+        self._metric_key_prefix = metric_key_prefix
+        try:
+            return super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        finally:
+            self._metric_key_prefix = "eval"
+
     def _prepared_for_evaluation(self, dataset: Any, name: str) -> Any:
-        if isinstance(dataset, (str, TripletDataset)):
-            return dataset
+        """A set ready to evaluate: a raw one tokenised and filled with responses; a prepared one (given at init)
+        whose responses self-play has not sampled yet (before `train()`) filled in a copy, so that training still
+        prepares the original as it would have."""
+        if isinstance(dataset, TripletDataset):
+            if dataset.has("synthetic"):
+                return dataset
+            copy = TripletDataset(
+                [dict(example) for example in dataset.examples], num_source_rows=dataset.num_source_rows
+            )
+            self.self_play.prepare_for_evaluation(check_dataset_name(name or "eval"), copy, self.state.global_step)
+            return copy
         if not isinstance(dataset, (Dataset, IterableDataset)):
             raise TypeError(
                 f"`eval_dataset` must be a `datasets.Dataset`, `IterableDataset`, `DatasetDict` or a dict of them, got "
