@@ -3,9 +3,9 @@ trained, with its documented exit code (docs/cli.md) and a first line that names
 only with `--debug` or `TSPIN_TRL_DEBUG=1`.
 
 "First line" is the first line after any progress bar of work done before the error (loading a dataset, in a
-terminal a bar that has reached 100%). The commands run as real subprocesses (`python -m tspin_trl`, this checkout's venv). Each spends most of its ~10 s of
-CPU importing torch and transformers, so they are started together, a few at a time, once for the module. Variants
-of the same check run in-process through `tspin_trl.cli.main`, the same code after the import.
+terminal a bar that has reached 100%). The cases run in-process through `tspin_trl.cli.main`, the code `tspin-trl` and
+`python -m tspin_trl` run after their imports; one of them also runs as a new process (most of its ~10 s of CPU go to
+importing torch and transformers), for the exit status a shell sees.
 """
 
 import json
@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,12 +31,12 @@ HIDDEN = "(The traceback is hidden: set TSPIN_TRL_DEBUG=1 or add --debug to see 
 TINY = ["--model_name_or_path", "preset:tiny", "--use_cpu", "true", "--report_to", "none"]
 
 
-def _lock_of_a_live_process(out: Path) -> list[str]:
-    """`out` holds the run lock of a live process on this host (this test process), as a second run would find it."""
+def _lock_of_a_live_process(out: Path, pid: int) -> list[str]:
+    """`out` holds the run lock of the live process `pid` on this host, as a second run would find it."""
     (out / "self_play").mkdir(parents=True)
-    with open(f"/proc/{os.getpid()}/stat") as f:
+    with open(f"/proc/{pid}/stat") as f:
         start = f.read().rsplit(")", 1)[1].split()[19]
-    owner = {"pid": os.getpid(), "pid_start": start, "host": socket.gethostname(), "started": time.time()}
+    owner = {"pid": pid, "pid_start": start, "host": socket.gethostname(), "started": time.time()}
     (out / "self_play" / "run.lock").write_text(json.dumps(owner))
     return ["--output_dir", str(out)]
 
@@ -95,57 +94,66 @@ def rows(n: int) -> list[dict]:
     return [{"prompt": f"sort: {i} 3 1\n", "completion": " ".join(sorted(f"{i}31"))} for i in range(n)]
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
-    """Every case of `CASES`, run as `python -m tspin_trl train ...` in its own folder, three at a time."""
-    root = tmp_path_factory.mktemp("cli_errors")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TSPIN_TRL_MODELS=str(root / "models"), TSPIN_TRL_CACHE=str(root / "p"))
-    env.pop("TSPIN_TRL_DEBUG", None)
-    # the preset is written once, before the cases race for it
-    from tspin_trl.scripts.train import resolve_model
-
-    resolve_model("preset:tiny", str(root / "models"))
-
-    def start(name: str) -> tuple[subprocess.CompletedProcess, Path]:
-        folder = root / name
-        folder.mkdir()
-        Dataset.from_list(rows(8)).to_json(folder / "train.jsonl")
-        Dataset.from_list([{"question": "q", "answer": "a"}]).to_json(folder / "questions.jsonl")
-        args = []
-        for arg in CASES[name][0]:
-            args += _lock_of_a_live_process(folder / "locked") if arg == "{lock}" else [arg.format(tmp=folder)]
-        command = [sys.executable, "-m", "tspin_trl", "train", *args]
-        if "--output_dir" not in args:
-            command += ["--output_dir", str(folder / "out")]
-        completed = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=600)
-        return completed, folder
-
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        return dict(zip(CASES, pool.map(start, CASES)))
-
-
-@pytest.mark.parametrize("name", list(CASES))
-def test_error_exit_code_and_first_line(finished, name):
-    completed, folder = finished[name]
-    _, code, first_line = CASES[name]
-    lines = report_lines(completed.stderr)
-    assert completed.returncode == code, completed.stderr[-3000:]
-    assert lines and lines[0].startswith(first_line.format(tmp=folder)), completed.stderr[-3000:]
-    assert lines[1:] == [HIDDEN], "one paragraph, then how to see the traceback"
-    assert not (folder / "out" / "model.safetensors").exists() and "Training completed" not in completed.stdout
-
-
-def test_in_process_variants(tmp_path, monkeypatch, capsys):
-    """Other inputs of the same checks, through the same entry point without a new interpreter."""
+@pytest.fixture
+def inputs(tmp_path, monkeypatch) -> Path:
+    """A folder with the data files the cases name, as the current folder; the preset written before, as by an earlier
+    run (its progress bar is not an error's); no traceback asked for."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("TSPIN_TRL_DEBUG", raising=False)
     monkeypatch.setenv("TSPIN_TRL_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("TSPIN_TRL_CACHE", str(tmp_path / "proto"))
     from tspin_trl.scripts.train import resolve_model
 
-    resolve_model("preset:tiny")  # written before, as by an earlier run: its progress bar is not an error's
+    resolve_model("preset:tiny")
+    Dataset.from_list(rows(8)).to_json(tmp_path / "train.jsonl")
+    Dataset.from_list([{"question": "q", "answer": "a"}]).to_json(tmp_path / "questions.jsonl")
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_error_exit_code_and_first_line(inputs, capsys, name):
+    """Each case through `tspin_trl.cli.main`, the code `python -m tspin_trl` and `tspin-trl` run after the import."""
+    args, code, first_line = CASES[name]
+    sleeper = subprocess.Popen(["sleep", "600"]) if "{lock}" in args else None
+    try:
+        argv = []
+        for arg in args:
+            argv += _lock_of_a_live_process(inputs / "locked", sleeper.pid) if arg == "{lock}" else [arg]
+        argv = [arg.format(tmp=inputs) for arg in argv]
+        if "--output_dir" not in argv:
+            argv += ["--output_dir", str(inputs / "out")]
+        capsys.readouterr()  # not the set-up's progress bars
+        returned = cli_main(["train", *argv])
+    finally:
+        if sleeper is not None:
+            sleeper.kill()
+            sleeper.wait()
+    stderr = capsys.readouterr().err
+    lines = report_lines(stderr)
+    assert returned == code, stderr[-3000:]
+    assert lines and lines[0].startswith(first_line.format(tmp=inputs)), stderr[-3000:]
+    assert lines[1:] == [HIDDEN], "one paragraph, then how to see the traceback"
+    assert not (inputs / "out" / "model.safetensors").exists()
+
+
+def test_a_real_process_exits_with_the_code_and_first_line(tmp_path):
+    """The same as a user's terminal sees it: `python -m tspin_trl train` with a missing data file, in a new process."""
+    args, code, first_line = CASES["missing_data_file"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TSPIN_TRL_MODELS=str(tmp_path / "models"))
+    env.pop("TSPIN_TRL_DEBUG", None)
+    command = [sys.executable, "-m", "tspin_trl", "train", *args, "--output_dir", "out"]
+    completed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == code, completed.stderr[-3000:]
+    lines = report_lines(completed.stderr)
+    assert lines[0].startswith(first_line) and lines[1:] == [HIDDEN], completed.stderr[-3000:]
+    assert "Traceback" not in completed.stderr and not (tmp_path / "out").exists()
+
+
+def test_in_process_variants(inputs, monkeypatch, capsys):
+    """Other inputs of the same checks."""
+    tmp_path = inputs
     (tmp_path / "folder").mkdir()
     Dataset.from_list(rows(4)).to_json(tmp_path / "folder" / "train.jsonl")
-    Dataset.from_list(rows(4)).to_json(tmp_path / "train.jsonl")
     (tmp_path / "typo.yaml").write_text(yaml.safe_dump({"learning_rte": 1e-3, "task": "sorting"}))
     mixture = {"datasets": [{"path": "json", "data_files": "missing/*.jsonl"}]}
     (tmp_path / "mixture.yaml").write_text(yaml.safe_dump(mixture))

@@ -60,7 +60,7 @@ def check_model_source(name_or_path: str, revision: str | None = None) -> None:
             )
         return
 
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HFValidationError,
@@ -76,6 +76,8 @@ def check_model_source(name_or_path: str, revision: str | None = None) -> None:
             return
         except LocalEntryNotFoundError as error:  # not cached, and the Hub cannot be reached (or offline mode)
             failure = error
+            if not constants.HF_HUB_OFFLINE:  # the second file would wait through the same retries (~35 s)
+                break
         except EntryNotFoundError:  # the repository exists without this file: transformers decides
             if filename == "adapter_config.json":
                 return
@@ -94,6 +96,7 @@ def check_model_source(name_or_path: str, revision: str | None = None) -> None:
             ) from error
         except OSError as error:  # a connection failure without a cached copy
             failure = error
+            break
     raise InputNotFoundError(
         f"The model {name_or_path!r} is not a local folder, and it could not be fetched from the Hub "
         f"({type(failure).__name__}): {_hub_hint()}. Or give a local folder written by `save_pretrained`."
