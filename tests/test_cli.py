@@ -96,6 +96,8 @@ def test_train_with_a_test_split_logs_eval_metrics_and_a_card_without_broken_lin
     assert "huggingface.co/None" not in card and "huggingface.co/datasets" not in card
     assert "`tiny` (a local model) on `pc` (local)" in card and 'model="None"' not in card
     assert "2601.08198" in card and "results.md" in os.listdir(out)
+    assert "scores.jsonl" not in (out / "results.md").read_text()  # no scorer: no link to scores
+    assert "The full table: " in completed.stdout and "### T-SPIN settings" in card
 
     # `tspin-trl plot` on that run
     run([sys.executable, "-m", "tspin_trl", "plot", str(out), "--out", str(tmp_path / "plots")], tmp_path)
@@ -132,7 +134,8 @@ def test_env_prints_the_versions_of_a_bug_report(tmp_path):
 
 def test_unknown_command_fails_with_the_usage(tmp_path):
     completed = subprocess.run([sys.executable, "-m", "tspin_trl", "tran"], capture_output=True, text=True)
-    assert completed.returncode == 2 and "usage: tspin-trl {train,plot,env}" in completed.stderr
+    assert completed.returncode == 2 and "usage: tspin-trl [--version] {train,plot,env}" in completed.stderr
+    assert completed.stderr.startswith("tspin-trl: unknown command 'tran' (did you mean 'train'?)")
 
 
 def test_defaults_and_shipped_configs_raise_no_deprecation_warning(tmp_path):
@@ -211,6 +214,10 @@ def test_pip_install_into_a_fresh_venv_then_train_outside_the_checkout(tmp_path)
     work.mkdir()
     origin = run([str(python), "-c", "import tspin_trl; print(tspin_trl.__file__)"], work).stdout.strip()
     assert origin.startswith(str(env_dir)), origin
+    # the license travels with the wheel
+    installed_license = Path(site.decode().strip(), "tspin_trl-0.1.0.dist-info", "licenses", "LICENSE")
+    assert installed_license.read_text() == (ROOT / "LICENSE").read_text()
+    assert (ROOT / "LICENSE").read_text().split()[:4] == ["Apache", "License", "Version", "2.0,"]
     tspin_trl = env_dir / "bin" / "tspin-trl"
     config = {"model_name_or_path": "preset:tiny", "task": "sorting", "num_train_prompts": 8, "num_eval_prompts": 4}
     config |= {"output_dir": "out", "max_completion_length": 8, "max_length": 64, "per_device_train_batch_size": 4}
@@ -304,3 +311,199 @@ def test_the_paper_config_says_what_the_paper_says_and_starts_until_it_needs_the
     with pytest.raises(Exception, match="(?i)offline|hub|connect|couldn't find"):
         main(script, args, model, _, self_play)
     assert not (tmp_path / "out" / "self_play").exists(), "nothing was trained or generated"
+
+
+# ---- the first hour at the command line: help, version, the README's first command, eval data, the card ----------
+
+
+def test_help_lists_tspin_options_first_and_ends_with_the_first_command(capsys):
+    from tspin_trl.cli import main as cli_main
+    from tspin_trl.scripts.parser import FIRST_COMMAND
+
+    with pytest.raises(SystemExit) as done:
+        cli_main(["train", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: tspin-trl train [--config FILE] [--model_name_or_path MODEL]")
+    flags, epilog = text.split("\nFirst run (offline")
+    groups = [line for line in flags.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert groups[:3] == [
+        "options:",
+        "T-SPIN: self-play, loss, generation (TSPINConfig's own options):",
+        "training: TRL options whose default T-SPIN changes (TSPINConfig):",
+    ]
+    assert groups[-1] == "training: inherited from TRL and transformers (TrainingArguments):"
+    first_group = text.split(groups[1])[1].split(groups[2])[0]
+    for flag in ("--objective", "--alpha", "--beta", "--num_iterations", "--max_completion_length", "--use_vllm"):
+        assert f"  {flag} " in first_group, flag
+    assert "--per_device_train_batch_size" not in first_group and "--learning_rate" not in first_group
+    assert FIRST_COMMAND in epilog and "--debug" in epilog and "docs/cli.md" in epilog
+
+
+def test_version_and_plot_help_name_themselves(capsys):
+    from tspin_trl.cli import main as cli_main
+
+    assert cli_main(["--version"]) == 0 and capsys.readouterr().out == "tspin-trl 0.1.0\n"
+    with pytest.raises(SystemExit):
+        cli_main(["plot", "--help"])
+    assert capsys.readouterr().out.startswith("usage: tspin-trl plot [-h]")
+    assert cli_main([]) == 0 and "tspin-trl [--version]" in capsys.readouterr().out
+
+
+def readme_first_command_block() -> dict:
+    from test_docs import code_blocks
+
+    from tspin_trl.scripts.parser import FIRST_COMMAND
+
+    blocks = [block for block in code_blocks(ROOT / "README.md") if FIRST_COMMAND in block["code"]]
+    assert len(blocks) == 1, "the README shows the first command of `tspin-trl train --help` once, as written there"
+    return blocks[0]
+
+
+@pytest.mark.slow
+def test_the_readmes_first_command_runs_as_written(tmp_path):
+    """The README's first block with a command, run as a user pastes it (from an empty folder, offline, no preset
+    written yet), and what it prints: the per-iteration table within 100 columns, then the run's files."""
+    import time
+
+    block = readme_first_command_block()
+    readme = (ROOT / "README.md").read_text()
+    assert readme.index(block["code"]) < readme.index("--model_name_or_path Qwen/"), "first, before the Hub example"
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    env |= {
+        "HF_HUB_OFFLINE": "1",
+        "TSPIN_TRL_MODELS": str(tmp_path / "models"),
+        "TSPIN_TRL_CACHE": str(tmp_path / "p"),
+    }
+    start = time.monotonic()
+    completed = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block["code"]], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    seconds = time.monotonic() - start
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+    out = tmp_path / "tiny-tspin"
+    closing = completed.stdout[completed.stdout.index("Score before training") :]
+    assert max(len(line) for line in closing.splitlines()) <= 100, closing
+    table = closing.splitlines()
+    assert table[1].split()[:5] == ["iter", "steps", "loss", "logp(y)", "logp(y')"]
+    assert [line.split()[0] for line in table[2:4]] == ["0", "1"]
+    assert f"The full table: {out.name}/results.md" in closing
+    results = (out / "results.md").read_text()
+    assert "| iteration | steps | loss | logps/real |" in results
+    for path in re.findall(r"^- [^:]+: (\S+)", results, flags=re.MULTILINE):
+        assert list(tmp_path.glob(path)), f"results.md links {path}, which does not exist"
+    assert (out / "model.safetensors").is_file() and "### T-SPIN settings" in (out / "README.md").read_text()
+    print(f"the README's first command: {seconds:.0f} s")
+
+
+def test_results_md_links_only_files_that_exist(tmp_path):
+    from tspin_trl.run_folder import RunFolder
+    from tspin_trl.scripts.train import result_links
+
+    folder = RunFolder(str(tmp_path))
+    os.makedirs(os.path.join(folder.root, "iteration_0"))
+    for path in (os.path.join(folder.root, "iteration_0", "train.jsonl"), folder.logs_path, tmp_path / "README.md"):
+        Path(path).write_text("{}\n")
+    links = result_links(tmp_path, folder)
+    assert "scores.jsonl" not in links and "iterations.jsonl" not in links
+    assert "iteration_*/train.jsonl" in links and "logs.jsonl" in links and "README.md" in links
+    Path(folder.scores_path).write_text("{}\n")
+    assert "- held-out responses and scores: " in result_links(tmp_path, folder)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_eval_data_from_its_own_file_folder_or_list(tmp_path, suffix):
+    from trl import DatasetMixtureConfig, ScriptArguments
+
+    from tspin_trl.scripts.train import SelfPlayScriptArguments, load_data
+
+    Dataset.from_list(rows(6)).to_json(tmp_path / "train.jsonl")
+    evaluation = Dataset.from_list(rows(3, offset=6))
+    getattr(evaluation, {".jsonl": "to_json", ".csv": "to_csv", ".parquet": "to_parquet"}[suffix])(
+        tmp_path / f"dev{suffix}"
+    )
+    (tmp_path / "folder").mkdir()
+    evaluation.to_json(tmp_path / "folder" / "validation.jsonl")
+    script = ScriptArguments(dataset_name=str(tmp_path / "train.jsonl"))
+    given = {
+        "file": SelfPlayScriptArguments(eval_dataset_name=str(tmp_path / f"dev{suffix}")),
+        "folder": SelfPlayScriptArguments(eval_dataset_name=str(tmp_path / "folder")),  # its only split
+        "list": SelfPlayScriptArguments(eval_datasets=[{"path": "json", "data_files": str(tmp_path / "dev.jsonl")}]),
+    }
+    evaluation.to_json(tmp_path / "dev.jsonl")
+    for name, self_play in given.items():
+        for strategy in ("steps", "no"):  # also without evaluation steps: the likelihood inversion is measured on it
+            data = load_data(script, DatasetMixtureConfig(), self_play, eval_strategy=strategy)
+            assert data["eval"].to_list() == evaluation.to_list(), (name, strategy)
+            assert data["train"].to_list() == rows(6)
+    folder = SelfPlayScriptArguments(eval_dataset_name=str(tmp_path / "folder"), eval_dataset_split="validation")
+    assert len(load_data(script, DatasetMixtureConfig(), folder)["eval"]) == 3
+    assert load_data(script, DatasetMixtureConfig(), SelfPlayScriptArguments())["eval"] is None
+
+
+def test_model_card_states_the_tspin_settings_the_iterations_and_an_honest_license(tmp_path, tokenizer):
+    from helpers import make_config
+
+    from tspin_trl import TSPINTrainer
+    from tspin_trl.demo import save_tiny_preset
+
+    base = Path(save_tiny_preset(tmp_path / "base"))
+    output = tmp_path / "out"
+    args = make_config(output, num_iterations=3, beta=0.2, alpha=0.5, learning_rate=2e-4, optim="adamw_torch")
+    trainer = TSPINTrainer(model=str(base), args=args, train_dataset=Dataset.from_list(rows(6)))
+    trainer.create_model_card(model_name="out")
+    card = (output / "README.md").read_text()
+    assert "licence" not in card and "\nlicense:" not in card.split("---")[1]  # unknown: no metadata line
+    assert "Not recorded: the card of the base model `base` states none" in card
+    for row in (
+        "| objective | `tspin`, loss `sigmoid` |",
+        "| alpha (reward scale) | 0.5 |",
+        "| beta (historical term) | 0.2 (0 in iteration 0) |",
+        "| self-play iterations | 3 |",
+        "| epochs per iteration | 1 |",
+        "| learning rate | 0.0002, `linear`, warm-up 0, restarted every iteration |",
+        "| optimizer | `adamw_torch`, weight decay 0 |",
+        "| training prompts | 6 |",
+    ):
+        assert row in card, row
+    assert "### Per-iteration results" not in card  # nothing trained yet
+
+    (base / "README.md").write_text("---\nlicense: apache-2.0\n---\n# the base model\n")
+    folder = output / "self_play"
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"iteration": 0, "first_step": 1, "last_step": 2, "complete": True, "means": {"loss/per_example": 0.69}}
+    (folder / "iterations.jsonl").write_text(json.dumps(record) + "\n")
+    trainer.create_model_card(model_name="out")
+    card = (output / "README.md").read_text()
+    assert "\nlicense: apache-2.0\n" in card.split("---")[1] and "licence" not in card
+    assert "`apache-2.0`, from the card of the base model `base`" in card
+    assert "### Per-iteration results" in card and "| 0 | 1-2 | 0.69 |" in card
+    assert card.index("### T-SPIN settings") < card.index("### Framework versions")
+
+
+def test_a_launch_that_asked_for_two_processes_and_got_one_is_warned_about(tmp_path):
+    from tspin_trl.scripts.launch import lone_process_warning, single_process_launch_warning
+
+    # what accelerate 1.15's launchers set in the child (`env` printed from inside each launch)
+    simple = {"ACCELERATE_USE_CPU": "True", "ACCELERATE_DYNAMO_BACKEND": "NO", "OMP_NUM_THREADS": "1"}
+    assert single_process_launch_warning(simple) is None  # --num_processes 1: fine
+    assert "--multi_gpu" in single_process_launch_warning(
+        simple | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+    )
+    multi = {"ACCELERATE_DYNAMO_BACKEND": "NO", "MASTER_ADDR": "localhost", "RANK": "0", "WORLD_SIZE": "2"}
+    assert single_process_launch_warning(multi) is None and single_process_launch_warning({}) is None
+    # `--multi_gpu --num_processes 2` on CPU without `--use_cpu true`: two processes that each train alone
+    assert "--use_cpu true" in lone_process_warning(1, multi)
+    assert lone_process_warning(2, multi) is None and lone_process_warning(1, simple) is None
+
+    # a real launch: `--cpu --num_processes 2` starts one process, which says so before anything else
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    command = [accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision"]
+    command += ["no", "--dynamo_backend", "no", "-m", "tspin_trl", "train", "--model_name_or_path", "./no_model"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env.pop("MASTER_ADDR", None)
+    completed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert completed.returncode != 0
+    warning = "tspin-trl train: warning: this looks like `accelerate launch --num_processes N` with N > 1 that started"
+    assert completed.stderr.count(warning) == 1, completed.stderr[-3000:]
+    assert "tspin-trl train: error: The model folder './no_model' does not exist" in completed.stderr

@@ -7,7 +7,7 @@ from datasets import Dataset
 from helpers import make_config, sorting_rows
 
 from tspin_trl import TSPINTrainer
-from tspin_trl.plot import _cell, load_logs, main, plot_run
+from tspin_trl.plot import TABLE_COLUMNS, _cell, console_iteration_table, iteration_table, load_logs, main, plot_run
 
 
 FIGURES = ("loglikelihood.png", "rewards.png", "advantages.png", "disagreement.png")
@@ -58,6 +58,11 @@ def test_plot_run_and_cli(run_dir, tmp_path, capsys):
     summary = (plots / "summary.md").read_text()
     assert "| 0 | 1-4 |" in summary and "| 1 | 5-8 |" in summary and "Score before training" in summary
     assert "likelihood_inversion" in summary
+    console = console_iteration_table(str(output_dir), width=100)
+    assert max(len(line) for line in console.splitlines()) <= 100
+    header = console.splitlines()[1].split()
+    assert header[:5] == ["iter", "steps", "loss", "logp(y)", "logp(y')"] and "inversion" in header
+    assert "score" in header and console.splitlines()[2].split()[:2] == ["0", "1-4"]
 
     main([str(output_dir), "--out", str(tmp_path / "cli"), "--num_examples", "1"])
     printed = capsys.readouterr().out.split()
@@ -137,3 +142,57 @@ def test_matplotlib_is_imported_lazily_and_the_console_script_declared():
     scripts = metadata.entry_points(group="console_scripts", name="tspin-plot")
     if scripts:  # absent when the package was installed before the script was declared
         assert next(iter(scripts)).value == "tspin_trl.plot:main"
+
+
+def write_iteration_records(output_dir, records, scores=()):
+    """`self_play/iterations.jsonl` and `scores.jsonl` in the layout a run writes (`RunFolder`)."""
+    folder = output_dir / "self_play"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "iterations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if scores:
+        (folder / "scores.jsonl").write_text("".join(json.dumps(r) + "\n" for r in scores))
+
+
+def iteration_records(num, steps, value, inversion):
+    means = {key.removeprefix("means."): value for key, _ in TABLE_COLUMNS if key.startswith("means.")}
+    return [
+        {
+            "iteration": t,
+            "first_step": steps * t + 1,
+            "last_step": steps * (t + 1),
+            "complete": t < num - 1,
+            "means": means,
+            "likelihood_inversion": inversion,
+            "advantage_vanished": t == 3,
+            "advantage_saturated": t != 3,
+        }
+        for t in range(num)
+    ]
+
+
+def test_console_table_keeps_the_telling_columns_within_the_width(tmp_path):
+    scores = [{"label": "start", "score": 0.5}] + [{"label": f"iteration_{t}", "score": 0.25} for t in range(12)]
+    # typical values: every column that tells how self-play goes fits in 100 columns
+    write_iteration_records(tmp_path / "typical", iteration_records(5, 1563, -78.33, 0.225), scores)
+    full = iteration_table(str(tmp_path / "typical"))
+    assert max(len(line) for line in full.splitlines()) > 150  # what used to be printed, wrapping in a terminal
+    console = console_iteration_table(str(tmp_path / "typical"), width=100)
+    lines = console.splitlines()
+    assert max(len(line) for line in lines) <= 100, console
+    assert lines[0] == "Score before training: 0.5."
+    expected = ["iter", "steps", "loss", "logp(y)", "logp(y')", "adv(cur)", "adv(hist)", "inversion", "score"]
+    assert lines[1].split() == [*expected, "alarms"]
+    assert lines[2].split() == ["0", "1-1563", *["-78.33"] * 5, "0.225", "0.25", "saturated"]
+    assert lines[5].split()[-1] == "vanished" and lines[6].split()[1] == "6253-7815*"
+    legend = " ".join(console.split())
+    assert "*: the iteration stopped early" in legend and "not shown for width: logp(y0), acc(cur)," in legend
+
+    # the widest cells: fewer columns, never wider than asked
+    write_iteration_records(tmp_path / "wide", iteration_records(12, 100000, -123456.789012, 0.123456), scores)
+    for width in (100, 80):
+        console = console_iteration_table(str(tmp_path / "wide"), width=width)
+        lines = console.splitlines()
+        assert max(len(line) for line in lines) <= width, console
+        assert lines[1].split()[:5] == ["iter", "steps", "loss", "logp(y)", "logp(y')"]
+        assert lines[2 + 11].split()[1] == "1100001-1200000*" and "not shown for" in console
+    assert console_iteration_table(str(tmp_path / "none")) == iteration_table(str(tmp_path / "none"))

