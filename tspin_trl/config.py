@@ -568,12 +568,7 @@ class TSPINConfig(_BaseConfig):
         if self.activation_checkpointing is None and self.gradient_checkpointing is True:
             self.activation_checkpointing = True
         self.validate()
-        if self.max_steps > 0 and self.num_iterations > 1:
-            warnings.warn(
-                "`max_steps` is set: training stops after that many steps, which may end before all "
-                f"{self.num_iterations} self-play iterations have run.",
-                stacklevel=2,
-            )
+        self.warn_if_max_steps_cuts_iterations()
         requested_epochs = self.num_train_epochs
         self.num_train_epochs = IterationClock.from_config(self).num_train_epochs
         if requested_epochs not in (3.0, self.num_train_epochs):
@@ -584,6 +579,15 @@ class TSPINConfig(_BaseConfig):
                 stacklevel=2,
             )
         super().__post_init__()
+
+    def warn_if_max_steps_cuts_iterations(self) -> None:
+        """Warn that `max_steps` may end training before every self-play iteration has run."""
+        if self.max_steps > 0 and self.num_iterations > 1:
+            warnings.warn(
+                "`max_steps` is set: training stops after that many steps, which may end before all "
+                f"{self.num_iterations} self-play iterations have run.",
+                stacklevel=3,
+            )
 
     def validate(self) -> None:
         """Check every T-SPIN setting and the numeric training settings; raise a `ValueError` naming the field and

@@ -400,6 +400,7 @@ class TSPINTrainer(_BaseTrainer):
         self.clock = IterationClock.from_config(args)
         self.policy = ObjectivePolicy.from_config(args, own_synthetic=train_dataset.has("synthetic"))
         self.precompute_ref_logps = self.policy.uses_reference
+        self._steps_settings = (args.max_steps, args.num_iterations)
         self.beta = self.policy.beta_for(0)
         self.run_folder = RunFolder(args.output_dir)
         self._run_lock = RunLock(self.run_folder.lock_path)
@@ -533,6 +534,9 @@ class TSPINTrainer(_BaseTrainer):
                 "change fields of `trainer.args` itself."
             )
         args.validate()
+        if (args.max_steps, args.num_iterations) != self._steps_settings:  # changed on `trainer.args` since __init__
+            args.warn_if_max_steps_cuts_iterations()
+            self._steps_settings = (args.max_steps, args.num_iterations)
         changed = [
             f"{name} ({before!r} -> {getattr(args, name)!r})"
             for name, before in self._prepared_with.items()

@@ -143,10 +143,24 @@ def ctrl_c_then_resume_changed_setting(ctx):
     CTRL_C,
     "KeyboardInterrupt after step 3, then train() without resume_from_checkpoint on the same object (a fresh start "
     "from the object whose model has trained 3 steps)",
+    quick=True,
     finding="20",
 )
 def ctrl_c_then_fresh_train(ctx):
-    verdict = interrupted_then_resumed(ctx, (3,), baseline(), resume=None)
+    """A fresh `train()` from weights an earlier call trained must be refused (naming the resume) or end with the
+    uninterrupted run's weights; training on from the trained weights as if they were the initial model's is a defect."""
+    trainer = make_trainer(ctx.out, callbacks=[CtrlC(3)], **CHECKPOINT_EVERY_STEP)
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        pass
+    else:
+        return Verdict(DEFECT, "the Ctrl-C never happened")
+    try:
+        trainer.train()
+    except Exception as error:  # noqa: BLE001
+        return classify_error(error, ("resume_from_checkpoint", "new trainer"))
+    verdict = judge_run(ctx, trainer, baseline(), note="fresh train() after a Ctrl-C")
     if verdict.outcome == DEFECT and "differ" in verdict.message:
         verdict.message += (
             " (the second train() started from the in-memory weights the first call had trained, while the run's "

@@ -357,7 +357,7 @@ def after_output_dir(ctx):
     return judge_run(ctx, trainer, baseline(), note=str(where))
 
 
-@case(AFTER, "trainer.args replaced by a new TSPINConfig (num_iterations=1) after construction")
+@case(AFTER, "trainer.args replaced by a new TSPINConfig (num_iterations=1) after construction", quick=True)
 def after_args_object_replaced(ctx):
     trainer = make_trainer(ctx.out)
     trainer.args = config(ctx.out, num_iterations=1)

@@ -143,6 +143,7 @@ def vllm_server_never_accepts(ctx):
 @case(
     VLLM,
     "vllm_mode='server' at a port that answers one byte of a header every second (each read within the timeout)",
+    quick=True,
     finding="20",
     timeout=15,
 )
