@@ -28,6 +28,11 @@ from .run_folder import ITERATION_KEY, RunFolder
 # Columns of the per-iteration table (`summary.md`, and the `results.md` of the training script), from the
 # per-iteration records: (record key, column name).
 TABLE_COLUMNS = (
+    ("learning_rate", "learning_rate"),
+    ("alpha", "alpha"),
+    ("beta", "beta"),
+    ("prompts_kept", "prompts_kept"),
+    ("prompts_skipped", "prompts_skipped"),
     ("means.loss/per_example", "loss"),
     ("means.logps/real", "logps/real"),
     ("means.logps/synthetic", "logps/synthetic"),
@@ -43,6 +48,8 @@ TABLE_COLUMNS = (
     ("advantage_vanished", "advantage_vanished"),
     ("advantage_saturated", "advantage_saturated"),
 )
+# Per-iteration settings: shown only when they change from one iteration to another (a schedule)
+SETTING_COLUMNS = ("learning_rate", "alpha", "beta")
 _ROLES = ("real", "synthetic", "proto")
 _ROLE_STYLE = {"real": ("C0", "-"), "synthetic": ("C1", "-"), "proto": ("C2", "--")}
 
@@ -282,9 +289,10 @@ def _lookup(record: dict[str, Any], key: str) -> Any:
 
 def iteration_table(output_dir: str) -> str:
     """
-    Markdown table of a run's iterations: the means over every training step of each iteration, the likelihood
-    inversion on the evaluation data after it, its alarms and its score, from `self_play/iterations.jsonl` and
-    `self_play/scores.jsonl`. `summary.md` and the training script's `results.md` both show this table.
+    Markdown table of a run's iterations: its settings where they change between iterations (peak learning rate,
+    alpha, beta), the prompts kept and skipped by prompt selection, the means over every training step of each
+    iteration, the likelihood inversion on the evaluation data after it, its alarms and its score, from
+    `self_play/iterations.jsonl` and `self_play/scores.jsonl`. `summary.md` and the training script's `results.md` both show this table.
 
     Args:
         output_dir (`str`):
@@ -300,7 +308,10 @@ def iteration_table(output_dir: str) -> str:
     if not records:
         return "No per-iteration records (`self_play/iterations.jsonl`) yet.\n"
     columns = [
-        (key, name) for key, name in TABLE_COLUMNS if any(_lookup(r, key) is not None for r in records.values())
+        (key, name)
+        for key, name in TABLE_COLUMNS
+        if any(_lookup(r, key) is not None for r in records.values())
+        and (key not in SETTING_COLUMNS or len({_format(r.get(key)) for r in records.values()}) > 1)
     ]
     has_scores = any(f"iteration_{t}" in scores for t in records)
     header = ["iteration", "steps", *(name for _, name in columns)] + (["score"] if has_scores else [])
