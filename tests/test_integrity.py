@@ -333,7 +333,7 @@ def test_run_lock_is_reentrant_within_a_process(tmp_path):
     lock.release()
 
 
-# ---- defects the fault campaign found (bench/faults.py), each fixed --------------------------------------------------
+# ---- defects the fault campaign found (bench/faults/), each fixed ---------------------------------------------------
 
 
 def test_tspin_ref_with_data_mixing_trains(tmp_path, tokenizer):

@@ -165,6 +165,56 @@ class NotFound(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class OkEverywhere(NotFound):
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+
+class Trickle(NotFound):
+    """Answers `/health` one byte a second: a `requests` timeout (per read) never fires."""
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        for _ in range(100):
+            try:
+                self.wfile.write(b"x")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(1)
+
+
+def serve(handler) -> tuple[http.server.ThreadingHTTPServer, str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.mark.parametrize(
+    "handler, message",
+    [
+        (OkEverywhere, r"answers its health check but not as a vLLM server does: .*/v1/models gave HTTP 200"),
+        (Trickle, r"No vLLM server answered at .* within vllm_server_timeout=3 s \(last answer: no complete answer"),
+    ],
+    ids=["200_everywhere", "trickle"],
+)
+def test_a_server_that_is_not_vllm_fails_within_the_timeout(tmp_path, tokenizer, handler, message):
+    server, url = serve(handler)
+    args = make_config(tmp_path, use_vllm=True, vllm_mode="server", vllm_server_base_url=url, vllm_server_timeout=3)
+    start = time.monotonic()
+    try:
+        with pytest.raises(ConnectionError, match=message):
+            make_generation_backend(args, build_tiny_model(tokenizer), Accelerator(cpu=True), tokenizer)
+    finally:
+        server.shutdown()
+    assert time.monotonic() - start < 6
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -255,3 +305,95 @@ def test_a_shared_cache_lock_says_what_is_shared(tmp_path):
     with pytest.raises(OutputDirLockedError) as raised:
         lock.acquire()
     assert "Runs that share a cache" in str(raised.value) and "output_dir" not in str(raised.value)
+
+
+# ---- found by the fault campaign ---------------------------------------------------------------------------------------
+
+
+def test_proto_responses_a_later_iteration_needs_are_sampled_at_the_start(tmp_path, tokenizer):
+    """Without reusing them as iteration 0's synthetic responses, iteration 0 does not use the proto responses, but
+    iteration 1 does: they must come from the initial policy, so they are sampled before training."""
+    trainer = self_play_trainer(tmp_path, tokenizer, reuse_proto_as_first_synthetic=False, num_iterations=2)
+    trainer.train()
+    assert sorted(trainer.self_play.generation_stats) == ["iteration_0/train", "iteration_1/train", "proto/train"]
+    assert trainer.state.global_step == 8
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("seed", 7), ("per_device_train_batch_size", 4), ("output_dir", "elsewhere"), ("report_to", ["tensorboard"])],
+)
+def test_what_transformers_fixes_at_construction_cannot_change_afterwards(tmp_path, tokenizer, field, value):
+    trainer = self_play_trainer(tmp_path, tokenizer)
+    setattr(trainer.args, field, value)
+    with pytest.raises(ValueError, match=f"changed after the trainer was built: {field} "):
+        trainer.train()
+
+
+def test_a_replaced_args_object_and_a_second_fresh_train_are_refused(tmp_path, tokenizer):
+    trainer = self_play_trainer(tmp_path, tokenizer, num_iterations=1)
+    trainer.args = make_config(tmp_path, num_iterations=1, per_device_train_batch_size=2)
+    with pytest.raises(ValueError, match="`trainer.args` was replaced by another TSPINConfig"):
+        trainer.train()
+    trainer = self_play_trainer(tmp_path / "twice", tokenizer, num_iterations=1, save_strategy="steps", save_steps=2)
+    trainer.train()
+    with pytest.raises(
+        ValueError, match=r"already been trained \(4 steps.*resume_from_checkpoint=True.*model=trainer"
+    ):
+        trainer.train()
+    trainer.train(resume_from_checkpoint=True)  # resuming the finished run is allowed (it has nothing left to do)
+
+
+def test_numpy_numbers_are_numbers(tmp_path):
+    import numpy as np
+
+    config = TSPINConfig(
+        output_dir=str(tmp_path), report_to=[], use_cpu=True, alpha=np.float32(0.5), num_iterations=np.int64(2)
+    )
+    assert (config.alpha, config.num_iterations) == (0.5, 2)
+    assert type(config.alpha) is float and type(config.num_iterations) is int
+
+
+@pytest.mark.parametrize(
+    "columns, message",
+    [
+        ({"messages"}, r"several formats \('messages' and 'prompt' \+ 'completion'\)"),
+        ({"chosen"}, r"several formats \('prompt' \+ 'completion' and 'prompt' \+ 'chosen'\)"),
+    ],
+)
+def test_a_dataset_with_two_formats_is_refused(tmp_path, tokenizer, columns, message):
+    from tspin_trl.data import DataFormatError
+
+    rows = sorting_rows(8)
+    extra = {"messages": rows[0]["prompt"] + rows[0]["completion"], "chosen": rows[0]["completion"]}
+    rows = [row | {column: extra[column] for column in columns} for row in rows]
+    with pytest.raises(DataFormatError, match=message):
+        self_play_trainer(tmp_path, tokenizer, rows=rows)
+
+
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        ([{"role": "user", "content": "  "}], "user message 0 of the prompt is empty"),
+        ([{"role": "assistant", "content": "sort: 3 1"}], r"the prompt has no user message \(roles \['assistant'\]\)"),
+    ],
+)
+def test_a_prompt_that_asks_nothing_is_refused(tmp_path, tokenizer, prompt, message):
+    from tspin_trl.data import DataFormatError
+
+    rows = [row | {"prompt": prompt} for row in sorting_rows(8)]
+    with pytest.raises(DataFormatError, match=message):
+        self_play_trainer(tmp_path, tokenizer, rows=rows)
+
+
+def test_checkpoint_files_follow_the_umask(tmp_path, tokenizer):
+    old = os.umask(0o022)
+    try:
+        trainer = self_play_trainer(tmp_path, tokenizer, num_iterations=1, save_strategy="steps", save_steps=4)
+        trainer.train()
+        trainer.save_model()
+    finally:
+        os.umask(old)
+    weights = [tmp_path / "checkpoint-4" / "model.safetensors", tmp_path / "model.safetensors"]
+    for path in weights:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path

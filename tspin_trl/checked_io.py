@@ -57,6 +57,17 @@ def atomic_write(path: str, content: str) -> None:
         raise
 
 
+def follow_umask(directory: str) -> None:
+    """Give every file under `directory` the mode a plain `open(path, "w")` gives (the umask applies): some writers
+    create private files (`safetensors` writes `model.safetensors` as 0600), so a teammate could not read a checkpoint
+    the rest of which they can."""
+    mode = 0o666 & ~_umask()
+    for root, _, names in os.walk(directory):
+        for name in names:
+            with contextlib.suppress(OSError):  # a file removed meanwhile, or one this user does not own
+                os.chmod(os.path.join(root, name), mode)
+
+
 def _with_path(error: OSError, path: str) -> OSError:
     """The same error, naming the file it was about (`[Errno 28] No space left on device` alone names no disk)."""
     if error.filename is not None:

@@ -3,6 +3,7 @@
 import dataclasses
 import functools
 import math
+import numbers
 import os
 import typing
 import warnings
@@ -716,9 +717,11 @@ class TSPINConfig(_BaseConfig):
             value = getattr(self, spec.name, None)
             if value is None and optional:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 expected = "a number or None" if optional else "a number"
                 _fail(spec.name, value, f"it must be {expected}, got {type(value).__name__}.")
+            if not isinstance(value, (int, float)):  # a numpy or torch scalar: kept as the Python number it is
+                setattr(self, spec.name, float(value))
 
     def _validate_tspin_fields(self) -> None:
         fail = _fail
@@ -730,8 +733,10 @@ class TSPINConfig(_BaseConfig):
                 fail(spec.name, value, "it must be a finite number.")
         for name in _INTEGER_FIELDS:
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
                 fail(name, value, f"it must be an integer, got {type(value).__name__}.")
+            if value is not None and not isinstance(value, int):  # a numpy integer
+                setattr(self, name, int(value))
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 fail(name, getattr(self, name), "it must be >= 1.")

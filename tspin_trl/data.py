@@ -60,9 +60,17 @@ def detect_format(column_names: Sequence[str]) -> str:
                 "text-only causal language models (it samples and scores text responses). Supported: "
                 f"{SUPPORTED_FORMATS_TEXT}. Drop the '{column}' column to train on the text alone."
             )
-    for name, required in FORMATS.items():
-        if set(required) <= columns:
-            return name
+    matches = [name for name, required in FORMATS.items() if set(required) <= columns]
+    real_columns = {_REAL_COLUMN.get(name, "chosen") for name in matches}
+    if len(real_columns) > 1:  # e.g. 'messages' and 'prompt' + 'completion': which is the real response?
+        described = " and ".join(" + ".join(f"'{c}'" for c in FORMATS[name]) for name in matches)
+        raise DataFormatError(
+            f"The dataset has the columns of several formats ({described}), so the real response could be in "
+            f"{sorted(real_columns)}. Keep the columns of one format: drop the others with "
+            "`dataset.remove_columns([...])`."
+        )
+    if matches:
+        return matches[0]  # DPO's prompt + chosen + rejected: the explicit prompt
     raise DataFormatError(
         f"Cannot recognise the dataset format from its columns {sorted(columns)}. T-SPIN accepts: "
         f"{SUPPORTED_FORMATS_TEXT}. Rename your columns to one of these."
@@ -194,6 +202,23 @@ def _extract_prompt(row: dict[str, Any], data_format: str, index: int) -> dict[s
     return example
 
 
+def _check_prompt_turns(prompt: list[dict[str, Any]], column: str, index: int) -> None:
+    """A conversational prompt asks something: it has a user turn, and no empty one."""
+    roles = [message["role"] for message in prompt]
+    if "user" not in roles:
+        raise DataFormatError(
+            f"Row {index}, column '{column}': the prompt has no user message (roles {roles}): the model would answer "
+            "nothing. Put the question in a user turn before the response, or drop the row."
+        )
+    for position, message in enumerate(prompt):
+        content = message.get("content")
+        if message["role"] == "user" and isinstance(content, str) and not content.strip():
+            raise DataFormatError(
+                f"Row {index}, column '{column}': user message {position} of the prompt is empty. Fill it or drop the "
+                "row."
+            )
+
+
 def normalize_row(row: dict[str, Any], data_format: str, index: int) -> dict[str, Any]:
     """Map a row of any supported format to `{"prompt", "real", "synthetic"?, "proto"?, "tools"?,
     "chat_template_kwargs"?}`.
@@ -238,6 +263,7 @@ def normalize_row(row: dict[str, Any], data_format: str, index: int) -> dict[str
                 f"got {prompt!r}."
             )
         _check_messages(prompt, prompt_column, index)
+        _check_prompt_turns(prompt, prompt_column, index)
     elif not prompt.strip():
         raise DataFormatError(f"Row {index}, column '{prompt_column}': the prompt is empty.")
 

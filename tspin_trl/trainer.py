@@ -31,7 +31,7 @@ from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable
 
 from .attention import dense_block_mask, flex_block_mask, packed_attention_backend
 from .cache import model_fingerprint, tokenizer_fingerprint
-from .checked_io import atomic_write
+from .checked_io import atomic_write, follow_umask
 from .checkpoints import (
     CheckpointLoadError,
     NodeLayout,
@@ -87,9 +87,14 @@ PREDICTION_COLUMNS = (
     "rewards/proto",
 )
 
-# Settings the trainer's construction consumed (tokenised data, collator, model set-up): changing them on
-# `trainer.args` afterwards cannot take effect, so `train()` refuses it. Every other setting is read when used.
+# Settings the trainer's construction consumed (tokenised data, collator, model set-up, and what transformers fixes in
+# `Trainer.__init__`: the seed, the train batch size, the reporters; the run folder): changing them on `trainer.args`
+# afterwards cannot take effect, so `train()` refuses it. Every other setting is read when used.
 PREPARED_WITH = (
+    "output_dir",
+    "seed",
+    "per_device_train_batch_size",
+    "report_to",
     "max_length",
     "max_prompt_length",
     "truncation_mode",
@@ -345,7 +350,8 @@ class TSPINTrainer(_BaseTrainer):
                 f"`router_aux_loss_coef` is set to {coefficient} but {type(model).__name__} is not a Mixture-of-Experts "
                 "model that returns its router logits, so there is no auxiliary loss to weight. Leave it unset."
             )
-        self.aux_loss_enabled = hasattr(text_config, "output_router_logits") and self.router_aux_loss_coef != 0.0
+        self._has_router = hasattr(text_config, "output_router_logits")
+        self.aux_loss_enabled = self._has_router and self.router_aux_loss_coef != 0.0
         if self.aux_loss_enabled and self.packed_attention is not None:
             # the load-balancing loss reads a (batch, length) attention mask; the packed layout's is a block mask
             logger.info("Mixture-of-Experts router loss on: the responses are stacked, not packed behind the prompt.")
@@ -485,6 +491,14 @@ class TSPINTrainer(_BaseTrainer):
     # ---- training loop ----------------------------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        if not resume_from_checkpoint and self.state.global_step > 0:
+            raise ValueError(
+                f"This trainer's model has already been trained ({self.state.global_step} steps of an earlier `train()` "
+                "call): a fresh `train()` would start from those weights while the run's identity, proto cache and "
+                "iteration-0 responses belong to the initial model. Continue the interrupted run with "
+                "`trainer.train(resume_from_checkpoint=True)`, or start a new self-play run from the trained model with "
+                "a new trainer: `TSPINTrainer(model=trainer.model, args=..., ...)` (a new `output_dir`)."
+            )
         self._apply_settings()
         self.metrics.clear()  # what an interrupted step of an earlier call recorded
         output_dir = self.args.output_dir
@@ -509,6 +523,12 @@ class TSPINTrainer(_BaseTrainer):
         after construction is validated and takes effect (iterations, objective, sampling, ...), or, where the
         prepared data or model were built with it, is refused naming it."""
         args = self.args
+        if args is not self.context.args:
+            raise ValueError(
+                "`trainer.args` was replaced by another TSPINConfig after the trainer was built. Its accelerator, run "
+                "folder and prepared data belong to the first one: build a new TSPINTrainer with the new config, or "
+                "change fields of `trainer.args` itself."
+            )
         args.validate()
         changed = [
             f"{name} ({before!r} -> {getattr(args, name)!r})"
@@ -628,6 +648,8 @@ class TSPINTrainer(_BaseTrainer):
                 shift_labels=inputs["shift_labels"],
                 fused_lm_head=True,
                 use_cache=False,
+                # explicit, whatever the config says: the router loss reads a (batch, length) mask, not a block mask
+                **({"output_router_logits": False} if self._has_router else {}),
             )
             valid = inputs["shift_labels"] != -100
             roles = (inputs["segment_ids"] - 1).clamp(min=0)
@@ -642,7 +664,7 @@ class TSPINTrainer(_BaseTrainer):
             labels=labels,
             fused_lm_head=True,
             use_cache=False,
-            **({"output_router_logits": True} if router_loss else {}),
+            **({"output_router_logits": router_loss} if self._has_router else {}),
         )
         # Prompt-learning PEFT methods prepend virtual tokens: keep the positions of the real tokens
         per_token = outputs.log_probs[:, -(completion_mask.size(1) - 1) :]
@@ -666,11 +688,7 @@ class TSPINTrainer(_BaseTrainer):
         proto_logps = logps[2] if num_roles == 3 else None
         beta = self.beta
         if beta > 0 and proto_logps is None:
-            if mode == "train":
-                raise RuntimeError(
-                    f"Iteration {self.iteration} uses beta={beta} but the batch has no proto responses."
-                )
-            beta = 0.0  # an evaluation set without proto responses (see `SelfPlayCallback.prepare_for_evaluation`)
+            raise RuntimeError(f"Iteration {self.iteration} uses beta={beta} but the batch has no proto responses.")
         refs = {}
         if self.policy.uses_reference:
             for role in ("real", "synthetic", "proto"):
@@ -852,10 +870,13 @@ class TSPINTrainer(_BaseTrainer):
         if node_writer and hasattr(model, "should_save_on_this_rank"):
             model.should_save_on_this_rank = lambda is_main_process: is_main_process
             try:
-                return super()._save(output_dir, state_dict)
+                super()._save(output_dir, state_dict)
             finally:
                 del model.should_save_on_this_rank
-        return super()._save(output_dir, state_dict)
+        else:
+            super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            follow_umask(output_dir if output_dir is not None else self.args.output_dir)
 
     def create_model_card(
         self,
@@ -929,6 +950,8 @@ class TSPINTrainer(_BaseTrainer):
         if self.args.should_save:
             self.monitor.save(folder)
         super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            follow_umask(folder)
         if self.is_deepspeed_enabled and self.args.should_save and self.accelerator.process_index != 0:
             # DeepSpeed writes the `latest` tag file on global rank 0 only; a node with its own disk needs it to resume
             tags = sorted(glob.glob(os.path.join(folder, "global_step*")))

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,31 +98,38 @@ def check_cpu_head_size(model: torch.nn.Module) -> None:
 
 
 def wait_for_vllm_server(base_url: str, timeout: float, interval: float = 2.0) -> None:
-    """Wait until the vLLM server at `base_url` answers its health check, at most `timeout` seconds.
+    """Wait until the vLLM server at `base_url` answers, at most `timeout` seconds in all; raise a `ConnectionError`
+    naming the URL and what answered otherwise.
 
     TRL's `VLLMClient.check_server` checks its deadline only when a request raises, so a URL where another web server
-    answers (HTTP 404) is polled forever. Here the deadline holds whatever answers, and an answer that says "no such
-    page" fails at once: something runs there, but not a vLLM server.
+    answers (HTTP 404) is polled forever, and a server that sends its answer a byte at a time is never timed out (the
+    `requests` timeout applies to each read). Here every request runs against the one deadline, an answer that says
+    "no such page" fails at once (something runs there, but not a vLLM server), and a healthy answer must come with
+    vLLM's model list (`/v1/models`, which TRL reads next).
     """
-    import requests
-
-    url = f"{base_url}/health"
     deadline = time.monotonic() + timeout
+    answer = "no answer"
     while True:
-        remaining = deadline - time.monotonic()
-        try:
-            response = requests.get(url, timeout=max(min(remaining, 10.0), 0.5))
-            if response.status_code == 200:
+        status, body, answer = _get_before(f"{base_url}/health", deadline)
+        if status in (404, 405):
+            raise ConnectionError(
+                f"{base_url} answered {answer} to vLLM's health check ({base_url}/health): a server runs there, but "
+                "not a vLLM server. Check `vllm_server_base_url` (or `vllm_server_host`/`vllm_server_port`), and start "
+                "the server as docs/generation.md shows."
+            )
+        if status == 200:
+            status, body, answer = _get_before(f"{base_url}/v1/models", deadline)
+            try:
+                models = json.loads(body) if status == 200 else None
+            except ValueError:
+                models = None
+            if isinstance(models, dict) and isinstance(models.get("data"), list):
                 return
-            answer = f"HTTP {response.status_code} {response.reason}"
-            if response.status_code in (404, 405):
+            if status is not None:
                 raise ConnectionError(
-                    f"{base_url} answered {answer} to vLLM's health check ({url}): a server runs there, but not a "
-                    "vLLM server. Check `vllm_server_base_url` (or `vllm_server_host`/`vllm_server_port`), and start "
-                    "the server as docs/generation.md shows."
+                    f"{base_url} answers its health check but not as a vLLM server does: {base_url}/v1/models gave "
+                    f"{answer} without vLLM's model list. Check `vllm_server_base_url` (or the host and port)."
                 )
-        except requests.RequestException as error:
-            answer = f"{type(error).__name__}: {error}"
         if time.monotonic() >= deadline:
             raise ConnectionError(
                 f"No vLLM server answered at {base_url} within vllm_server_timeout={timeout:g} s (last answer: "
@@ -129,6 +137,28 @@ def wait_for_vllm_server(base_url: str, timeout: float, interval: float = 2.0) -
                 "`vllm_server_host`/`vllm_server_port`), or raise `vllm_server_timeout` if it is still loading."
             )
         time.sleep(max(min(interval, deadline - time.monotonic()), 0.0))
+
+
+def _get_before(url: str, deadline: float) -> tuple[int | None, str, str]:
+    """GET `url`, giving up at `deadline` however slowly the answer comes: `(status, body, description)`, with status
+    `None` when nothing complete arrived in time. The request runs in a daemon thread left behind on a timeout."""
+    import requests
+
+    result: list = []
+
+    def fetch() -> None:
+        try:
+            response = requests.get(url, timeout=max(deadline - time.monotonic(), 0.1))
+            result.append((response.status_code, response.text, f"HTTP {response.status_code} {response.reason}"))
+        except requests.RequestException as error:
+            result.append((None, "", f"{type(error).__name__}: {error}"))
+
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    worker.join(max(deadline - time.monotonic(), 0.0))
+    if not result:
+        return None, "", f"no complete answer from {url} before the deadline"
+    return result[0]
 
 
 def _vllm_generation_class() -> type:

@@ -159,8 +159,12 @@ class SelfPlayCallback(TrainerCallback):
             self._measure_inversion(iteration - 1, global_step)
 
     def _build_iteration(self, iteration: int, global_step: int, name: str, dataset: "TripletDataset") -> None:
-        policy, responses = self.context.policy, self.responses
-        if not dataset.has("proto") and policy.needs_proto(iteration, self.own_synthetic[name]):
+        policy, responses, own = self.context.policy, self.responses, self.own_synthetic[name]
+        # the initial policy samples them, so at the start: also when only a later iteration uses them
+        needed = policy.needs_proto(iteration, own) or (
+            iteration == 0 and policy.proto_needed_in_run(self.context.clock.num_iterations, own)
+        )
+        if not dataset.has("proto") and needed:
             responses.proto(name, dataset, iteration, global_step)
         if dataset.mix_previous:
             dataset.set_column("previous_synthetic_ids", responses.previous_synthetic(iteration, name, dataset))
@@ -278,8 +282,8 @@ class SelfPlayCallback(TrainerCallback):
         Synthetic responses come from the policy as it is now (before training: the proto responses, which the initial
         policy sampled), unless the dataset brings its own; proto-synthetic responses from the dataset, the proto cache
         (where the same prompts were sampled before) or, before any training, the initial policy. After training has
-        begun a proto response that exists nowhere cannot be sampled any more (the initial policy is gone): the set is
-        then evaluated without the historical term, with a warning. Reference log-probs (SPIN, T-SPIN_ref) are those
+        begun a proto response that exists nowhere cannot be sampled any more (the initial policy is gone): that
+        evaluation is refused with a `SelfPlayError` naming the fix, as `DPOTrainer` refuses a set it cannot score. Reference log-probs (SPIN, T-SPIN_ref) are those
         of the current policy. The responses are written to `self_play/evaluate/step_<s>/<name>-<digest>.jsonl`, bound
         to the run's identity, and read back when the same data is evaluated again at the same step.
         """
@@ -298,13 +302,13 @@ class SelfPlayCallback(TrainerCallback):
             if not dataset.has("proto"):
                 try:
                     responses.proto(key, dataset, 0 if untrained else iteration, global_step)
-                except SelfPlayError:
-                    logger.warning(
-                        "The evaluation set %r has no proto-synthetic responses, and the initial policy that would "
-                        "sample them is gone (training has begun): it is evaluated without the historical term. Give it "
-                        "a `proto` column, or pass it as `eval_dataset` when building the trainer.",
-                        name,
-                    )
+                except SelfPlayError as error:
+                    raise SelfPlayError(
+                        f"Cannot evaluate {name!r} now: its prompts have no proto-synthetic responses (no `proto` "
+                        "column, not in the proto cache or this run's files), and the initial policy that samples them "
+                        "is gone once training has begun. Give the set a `proto` column, or pass it as `eval_dataset` "
+                        "when building the trainer (its proto responses are then sampled before training)."
+                    ) from error
         if not dataset.has("synthetic"):
             if untrained and dataset.has("proto") and context.policy.synthetic_source(0, False) == "proto":
                 dataset.set_column("synthetic_ids", dataset.column("proto_ids"))
