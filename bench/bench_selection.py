@@ -13,9 +13,9 @@ first (iteration 0 reuses the proto responses: nothing to select or generate), b
 then the ratios (with / without) of generation, generation + scoring, training and their sum, and the held-out score
 after the last iteration (the demo's checker). The proto pass is shared (one cache) and not counted.
 
-    python bench/bench_selection.py                 # the offline demo's setting: SmolLM2-135M, 50 prompts, 3 iterations
-    python bench/bench_selection.py --mode quick    # the tiny preset on the sorting task (about a minute)
-    python bench/bench_selection.py --mode smoke    # seconds; used by the tests
+    python bench/bench_selection.py            # the offline demo's setting: SmolLM2-135M, 50 prompts, 3 iterations
+    python bench/bench_selection.py --quick    # the tiny preset on the sorting task (about a minute)
+    python bench/bench_selection.py --smoke    # seconds; used by the tests
 """
 
 from __future__ import annotations
@@ -202,6 +202,7 @@ def merge_rounds(rounds: list[dict]) -> dict:
 
 
 def run(args) -> dict:
+    args.mode = "smoke" if args.smoke else "quick" if args.quick else "demo"
     settings = MODES[args.mode]
     threshold = settings["threshold"] if args.threshold is None else args.threshold
     keep = contextlib.nullcontext(args.workdir) if args.workdir else temporary_workdir("tspin_bench_selection_")
@@ -274,7 +275,9 @@ def report(results: dict) -> None:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=list(MODES), default="demo")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--smoke", action="store_true", help="seconds (the test)")
+    size.add_argument("--quick", action="store_true", help="the tiny preset on the sorting task")
     parser.add_argument(
         "--threshold", type=float, help="prompt_selection_threshold of the run with it (default: the mode's)"
     )

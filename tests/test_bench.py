@@ -115,7 +115,7 @@ def test_iteration_smoke(tmp_path):
 
 
 def test_selection_smoke(tmp_path):
-    results = bench_selection.main(["--mode", "smoke", "--json", str(tmp_path / "selection.json")])
+    results = bench_selection.main(["--smoke", "--json", str(tmp_path / "selection.json")])
     without, with_ = (results["runs"][name]["iterations"] for name in ("without", "with"))
     for a, b in zip(without[1:], with_[1:], strict=True):
         assert a["generated_prompts"] == a["prompts_kept"] == 12 and a["generation_seconds"] > 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import StopAfter, self_play_trainer, sorting_rows
+from helpers import self_play_trainer, sorting_rows
 
 from tspin_trl import TSPINConfig
 from tspin_trl.data import TripletDataset
@@ -135,45 +135,26 @@ def test_the_policy_reads_the_schedules(tmp_path):
     ]
 
 
-# ---- the schedules in a run -------------------------------------------------------------------------------------
+# ---- the schedules, part by part --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("restart", [True, False])
-def test_each_iteration_trains_at_its_configured_learning_rate_alpha_and_beta(tmp_path, tokenizer, restart):
-    schedule = dict(
-        learning_rate_schedule=[1.0, 0.5, 0.2], alpha_schedule=[1.0, 0.5, 2.0], beta_schedule=[0, 0.2, 0.4]
-    )
+def test_the_learning_rate_of_each_iteration_is_its_multiplier_times_the_base_schedule(tmp_path, tokenizer, restart):
     trainer = self_play_trainer(
-        tmp_path,
-        tokenizer,
-        num_iterations=3,
-        restart_each_iteration=restart,
-        lr_scheduler_type="linear" if restart else "constant",
-        **schedule,
+        tmp_path, tokenizer, num_iterations=3, restart_each_iteration=restart, learning_rate_schedule=[1.0, 0.5, 0.2]
     )
-    trainer.train()
-    lines = [h for h in trainer.state.log_history if "loss" in h]
-    assert [h["self_play/iteration"] for h in lines] == [0] * 4 + [1] * 4 + [2] * 4
-    # restart: linear decay over each iteration's 4 steps, times the iteration's multiplier; else constant
-    decay = [1.0, 0.75, 0.5, 0.25] if restart else [1.0] * 4
-    expected = [1e-3 * m * d for m in schedule["learning_rate_schedule"] for d in decay]
-    assert [h["learning_rate"] for h in lines] == pytest.approx(expected)
-    assert [h["alpha"] for h in lines] == [a for a in schedule["alpha_schedule"] for _ in range(4)]
-    assert [h["beta"] for h in lines] == [float(b) for b in schedule["beta_schedule"] for _ in range(4)]
-    # without prompt selection every prompt is regenerated and trained on
-    assert trainer.self_play.generation_stats["iteration_1/train"].num_prompts == 8
-    assert "selected" not in iteration_rows(tmp_path, 1)[0] and trainer.train_dataset.served is None
-    records = trainer.run_folder.iteration_records()
-    assert [(records[t]["alpha"], records[t]["learning_rate"]) for t in range(3)] == [
-        (1.0, 1e-3),
-        (0.5, 5e-4),
-        (2.0, pytest.approx(2e-4)),
-    ]
-    if restart:
-        from tspin_trl.plot import iteration_table
-
-        header = iteration_table(str(tmp_path)).splitlines()[0]
-        assert "| learning_rate | alpha | beta |" in header
+    trainer.clock.set_steps_per_epoch(4)  # as train() does once it has sized the dataloader: 12 steps in all
+    trainer.create_optimizer()
+    scheduler = trainer.create_scheduler(num_training_steps=12)
+    rates = []
+    for _ in range(12):
+        rates.append(scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        scheduler.step()
+    # linear decay (no warm-up) over each iteration's 4 steps with restarts, else over the 12 steps of the run
+    decay = [1 - s / 4 for s in range(4)] * 3 if restart else [1 - s / 12 for s in range(12)]
+    multipliers = [m for m in (1.0, 0.5, 0.2) for _ in range(4)]
+    assert rates == pytest.approx([1e-3 * m * d for m, d in zip(multipliers, decay, strict=True)])
 
 
 def test_the_loss_uses_the_alpha_and_beta_of_the_current_iteration(tmp_path, tokenizer):
@@ -196,60 +177,6 @@ def test_the_loss_uses_the_alpha_and_beta_of_the_current_iteration(tmp_path, tok
         torch.testing.assert_close(loss.detach(), expected.mean())
         scaled = trainer.metrics.flush("train")["advantage/current"]
         assert scaled == pytest.approx(alphas[iteration] * (real - synthetic).mean().item(), rel=1e-5)
-
-
-# ---- identity ---------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def stopped_at_the_boundary(tmp_path_factory):
-    """A 2-iteration run with schedules and prompt selection, stopped at the end of iteration 0 (step 4 of 8)."""
-    from tspin_trl.demo import build_char_tokenizer
-
-    folder = tmp_path_factory.mktemp("boundary")
-    tokenizer = build_char_tokenizer()
-    trainer = self_play_trainer(
-        folder / "run",
-        tokenizer,
-        save_strategy="steps",
-        save_steps=1,
-        proto_cache_dir=str(folder / "cache"),
-        **IDENTITY_SETTINGS,
-    )
-    trainer.add_callback(StopAfter(4))
-    trainer.train()
-    return tokenizer, folder / "run"
-
-
-IDENTITY_SETTINGS = dict(
-    learning_rate_schedule=[1.0, 0.2],
-    alpha_schedule=[1.0, 1.0],
-    beta_schedule=[0.0, 0.1],
-    prompt_selection_threshold=16.0,
-)
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"learning_rate_schedule": [1.0, 0.1]},
-        {"alpha_schedule": [1.0, 2.0]},
-        {"beta_schedule": [0.0, 0.5]},
-        {"prompt_selection_threshold": 12.0},
-        {"prompt_selection_min_share": 0.5},
-    ],
-)
-def test_a_resume_at_an_iteration_boundary_with_a_changed_schedule_is_refused(
-    tmp_path, stopped_at_the_boundary, change
-):
-    tokenizer, run = stopped_at_the_boundary
-    shutil.copytree(run, tmp_path / "run")
-    settings = IDENTITY_SETTINGS | change
-    resumed = self_play_trainer(tmp_path / "run", tokenizer, save_strategy="steps", save_steps=1, **settings)
-    (field,) = change
-    with pytest.raises(SelfPlayError, match=f"Cannot resume.*Changed: {field} "):
-        resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-4"))
-    assert not (tmp_path / "run" / "self_play" / "iteration_1").exists()
 
 
 # ---- prompt selection: the decision -----------------------------------------------------------------------------
@@ -285,35 +212,71 @@ def test_skipped_rows_serve_the_kept_prompts_least_saturated_first():
     assert mixed.served is None
 
 
-# ---- prompt selection in a run ------------------------------------------------------------------------------------
+# ---- one run with schedules and prompt selection ----------------------------------------------------------------
 
-# On the tiny model these keep 4 of 8 prompts in iteration 1 by the floor (2 below the threshold) and skip some in
-# iteration 2 by the threshold alone; the tests check relations, not these counts.
-SELECTION = dict(
+# On the tiny model these keep 4 of 8 prompts in iteration 1 by the floor and skip some in iteration 2 by the
+# threshold alone; the tests check relations, not these counts.
+SETTINGS = dict(
     num_iterations=3,
-    beta=0.1,
     seed=3,
+    learning_rate_schedule=[1.0, 0.5, 0.2],
+    alpha_schedule=[1.0, 1.2, 1.0],
+    beta_schedule=[0.0, 0.1, 0.2],
     prompt_selection_threshold=15.0,
     prompt_selection_min_share=0.5,
     save_strategy="steps",
-    save_steps=1,
+    save_steps=2,
 )
 
 
 @pytest.fixture(scope="module")
-def selection_run(tmp_path_factory):
-    """An uninterrupted 3-iteration run with prompt selection and a checkpoint at every step."""
+def scheduled_run(tmp_path_factory):
+    """An uninterrupted 3-iteration run (4 steps each) with every schedule and prompt selection, a checkpoint every 2
+    steps."""
     from tspin_trl.demo import build_char_tokenizer
 
-    folder = tmp_path_factory.mktemp("selection")
+    folder = tmp_path_factory.mktemp("scheduled")
     tokenizer = build_char_tokenizer()
-    trainer = self_play_trainer(folder / "run", tokenizer, proto_cache_dir=str(folder / "cache"), **SELECTION)
+    trainer = self_play_trainer(folder / "run", tokenizer, proto_cache_dir=str(folder / "cache"), **SETTINGS)
     trainer.train()
     return tokenizer, folder / "run", trainer
 
 
-def test_prompt_selection_skips_regeneration_and_training_counts_them_and_keeps_a_floor(selection_run):
-    _, output_dir, trainer = selection_run
+def interrupted_copy(run: Path, destination: Path, step: int, iteration: int) -> Path:
+    """`run`'s folder as an interruption after `step` (in `iteration`) leaves it: no later checkpoint, no later
+    iteration file."""
+    shutil.copytree(run, destination)
+    for checkpoint in destination.glob("checkpoint-*"):
+        if int(checkpoint.name.split("-")[1]) > step:
+            shutil.rmtree(checkpoint)
+    for files in (destination / "self_play").glob("iteration_*"):
+        if int(files.name.split("_")[1]) > iteration:
+            shutil.rmtree(files)
+    return destination
+
+
+def test_each_iteration_trains_at_its_learning_rate_alpha_and_beta_and_logs_them(scheduled_run):
+    _, output_dir, trainer = scheduled_run
+    lines = [h for h in trainer.state.log_history if "loss" in h]
+    assert [h["self_play/iteration"] for h in lines] == [0] * 4 + [1] * 4 + [2] * 4
+    decay = [1.0, 0.75, 0.5, 0.25]  # linear, restarted every iteration, no warm-up
+    expected = [1e-3 * m * d for m in SETTINGS["learning_rate_schedule"] for d in decay]
+    assert [h["learning_rate"] for h in lines] == pytest.approx(expected)
+    assert [h["alpha"] for h in lines] == [a for a in SETTINGS["alpha_schedule"] for _ in range(4)]
+    assert [h["beta"] for h in lines] == [b for b in SETTINGS["beta_schedule"] for _ in range(4)]
+    records = trainer.run_folder.iteration_records()
+    assert [(records[t]["learning_rate"], records[t]["alpha"], records[t]["beta"]) for t in range(3)] == [
+        (pytest.approx(1e-3 * m), a, b) for m, a, b in zip(*(SETTINGS[k] for k in ("learning_rate_schedule",
+                                                                                  "alpha_schedule", "beta_schedule")))
+    ]  # fmt: skip
+    from tspin_trl.plot import iteration_table
+
+    header = iteration_table(str(output_dir)).splitlines()[0]
+    assert "| learning_rate | alpha | beta | prompts_kept | prompts_skipped |" in header
+
+
+def test_prompt_selection_skips_regeneration_and_training_counts_them_and_keeps_a_floor(scheduled_run):
+    _, output_dir, trainer = scheduled_run
     records = trainer.run_folder.iteration_records()
     logged = {h["self_play/iteration"]: h for h in trainer.state.log_history if "self_play/prompts_kept" in h}
     assert sorted(logged) == [1, 2] and "prompts_kept" not in records[0]
@@ -332,6 +295,7 @@ def test_prompt_selection_skips_regeneration_and_training_counts_them_and_keeps_
         assert (records[t]["prompts_kept"], records[t]["prompts_skipped"]) == counts
         meta = json.loads((output_dir / "self_play" / f"iteration_{t}" / "train.meta.json").read_text())
         assert (meta["prompt_selection"]["kept"], meta["prompt_selection"]["skipped"]) == counts
+        assert meta["prompt_selection"]["alpha"] == SETTINGS["alpha_schedule"][t]
         # only the kept prompts were sampled; a skipped prompt keeps its last synthetic response
         assert trainer.self_play.generation_stats[f"iteration_{t}/train"].num_prompts == len(kept)
         for row, earlier in zip(rows, before, strict=True):
@@ -342,24 +306,40 @@ def test_prompt_selection_skips_regeneration_and_training_counts_them_and_keeps_
     dataset = trainer.train_dataset
     kept_prompts = {tuple(dataset.examples[i]["prompt_ids"]) for i in trainer.self_play.selections[2].kept_indices}
     assert {tuple(dataset[i]["prompt_ids"]) for i in range(len(dataset))} == kept_prompts and len(dataset) == 8
-    assert [h["self_play/iteration"] for h in trainer.state.log_history if "loss" in h] == [0] * 4 + [1] * 4 + [2] * 4
 
 
-@pytest.mark.parametrize("stop_after", [4, 6])  # at the boundary, before iteration 1's selection; in iteration 1
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"learning_rate_schedule": [1.0, 0.1, 0.2]},
+        {"alpha_schedule": [1.0, 2.0, 1.0]},
+        {"beta_schedule": [0.0, 0.5, 0.2]},
+        {"prompt_selection_threshold": 12.0},
+        {"prompt_selection_min_share": 0.25},
+    ],
+)
+def test_a_resume_at_an_iteration_boundary_with_a_changed_schedule_is_refused(tmp_path, scheduled_run, change):
+    tokenizer, run, _ = scheduled_run
+    output_dir = interrupted_copy(run, tmp_path / "run", step=4, iteration=0)
+    resumed = self_play_trainer(output_dir, tokenizer, **(SETTINGS | change))
+    (field,) = change
+    with pytest.raises(SelfPlayError, match=f"Cannot resume.*Changed: {field} "):
+        resumed.train(resume_from_checkpoint=str(output_dir / "checkpoint-4"))
+    assert not (output_dir / "self_play" / "iteration_1").exists()
+
+
 def test_a_resume_after_a_selection_makes_the_same_decisions_and_ends_with_the_same_parameters(
-    tmp_path, selection_run, stop_after
+    tmp_path, scheduled_run
 ):
-    tokenizer, reference_dir, reference = selection_run
-    interrupted = self_play_trainer(tmp_path, tokenizer, **SELECTION)
-    interrupted.add_callback(StopAfter(stop_after))
-    interrupted.train()
-    resumed = self_play_trainer(tmp_path, tokenizer, **SELECTION)
-    resumed.train(resume_from_checkpoint=str(tmp_path / f"checkpoint-{stop_after}"))
-    generated = ["iteration_1/train", "iteration_2/train"] if stop_after == 4 else ["iteration_2/train"]
-    assert sorted(resumed.self_play.generation_stats) == generated
+    """Interrupted after step 6 (in iteration 1): iteration 1's decisions come from its file, iteration 2's are
+    made again after the resume; both, and the final parameters, are those of the uninterrupted run."""
+    tokenizer, run, reference = scheduled_run
+    output_dir = interrupted_copy(run, tmp_path / "run", step=6, iteration=1)
+    resumed = self_play_trainer(output_dir, tokenizer, **SETTINGS)
+    resumed.train(resume_from_checkpoint=str(output_dir / "checkpoint-6"))
+    assert sorted(resumed.self_play.generation_stats) == ["iteration_2/train"]
+    assert resumed.self_play.selections[1] == reference.self_play.selections[1]  # loaded from iteration 1's file
     for t in (1, 2):
-        assert iteration_rows(tmp_path, t) == iteration_rows(reference_dir, t)
+        assert iteration_rows(output_dir, t) == iteration_rows(run, t)
     for (name, a), b in zip(reference.model.named_parameters(), resumed.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, msg=f"{name} differs after resume")
-    records, expected = resumed.run_folder.iteration_records(), reference.run_folder.iteration_records()
-    assert [records[t]["prompts_kept"] for t in (1, 2)] == [expected[t]["prompts_kept"] for t in (1, 2)]

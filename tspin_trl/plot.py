@@ -292,7 +292,8 @@ def iteration_table(output_dir: str) -> str:
     Markdown table of a run's iterations: its settings where they change between iterations (peak learning rate,
     alpha, beta), the prompts kept and skipped by prompt selection, the means over every training step of each
     iteration, the likelihood inversion on the evaluation data after it, its alarms and its score, from
-    `self_play/iterations.jsonl` and `self_play/scores.jsonl`. `summary.md` and the training script's `results.md` both show this table.
+    `self_play/iterations.jsonl` and `self_play/scores.jsonl`. `summary.md` and the training script's `results.md`
+    both show this table.
 
     Args:
         output_dir (`str`):
