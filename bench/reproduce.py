@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline-min", type=float, help="start no run that would end after this many minutes "
                         "from the start (default: 7 with --gpu, else none); runs still going 0.5 min later stop")  # fmt: skip
     parser.add_argument("--skip-rows", default="", help="comma-separated rows not to run (e.g. spin_anneal,"
-                        "tspin_anneal,tspin_select until TSPINConfig has their fields); the page says so")  # fmt: skip
+                        "tspin_anneal,tspin_select); the page says so")  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="skip runs already recorded in the work folder")
     parser.add_argument("--render-only", metavar="JSON", help="re-draw the page and figures from a results JSON")
     args = parser.parse_args(argv)

@@ -42,6 +42,13 @@ DEFAULT_SOURCES = {
     "top_k": "ours: off",
     "disable_dropout": "ours (TRL's DPO does the same)",
     "pad_to_multiple_of": "ours: none (DPO's `'auto'` is accepted and means the same here)",
+    "learning_rate_schedule": "paper (one rate for every iteration); SPIN's scripts lower it from iteration 2 "
+    "(`examples/configs/spin_scripts.yaml`)",
+    "alpha_schedule": "paper (one alpha for every iteration); SPIN's scripts raise their reward scale in iteration 3",
+    "beta_schedule": "paper (`beta_first_iteration`, then `beta`)",
+    "prompt_selection_threshold": "paper (off: every prompt is regenerated in every iteration)",
+    "prompt_selection_min_share": "ours: 0.25 (a kept prompt at most 4 times per epoch, up to 75% of the "
+    "generation skipped)",
 }
 # Fields of TRL's DPOConfig that TSPINConfig accepts for migrating configurations (their defaults are DPO's).
 DPO_COMPATIBILITY_FIELDS = (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import bench_generation, bench_iteration, bench_scaling, bench_train_step
+from bench import bench_generation, bench_iteration, bench_scaling, bench_selection, bench_train_step
 from bench.data import make_data
 from bench.generation import ForcedLengthProcessor
 from bench.memory import peak_step_bytes
@@ -112,6 +112,16 @@ def test_iteration_smoke(tmp_path):
     assert tspin["generated_tokens"] > 0 and spin["generated_tokens"] > 0
     assert tspin["seconds"] > tspin["generation_seconds"] > 0
     assert results["ratio_seconds"]["median"] > 0
+
+
+def test_selection_smoke(tmp_path):
+    results = bench_selection.main(["--smoke", "--json", str(tmp_path / "selection.json")])
+    without, with_ = (results["runs"][name]["iterations"] for name in ("without", "with"))
+    for a, b in zip(without[1:], with_[1:], strict=True):
+        assert a["generated_prompts"] == a["prompts_kept"] == 12 and a["generation_seconds"] > 0
+        assert b["generated_prompts"] == b["prompts_kept"] and b["prompts_kept"] + b["prompts_skipped"] == 12
+        assert a["steps"] == b["steps"] and a["training_seconds"] > 0 and b["scoring_seconds"] > 0
+    assert set(results["ratios"]["total"]) == {"generation", "generation_and_scoring", "training", "iteration"}
 
 
 def test_scaling_smoke(tmp_path):

@@ -142,7 +142,7 @@ def test_defaults_and_shipped_configs_raise_no_deprecation_warning(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         config = TSPINConfig(output_dir=str(tmp_path))
-        for name in ("tiny", "demo", "paper_zephyr"):
+        for name in ("tiny", "demo", "paper_zephyr", "spin_scripts", "nemo_annealing"):
             args = ["--config", str(ROOT / "examples" / "configs" / f"{name}.yaml"), "--bf16", "false"]
             make_parser().parse_args_and_config(args=args)
     messages = [str(w.message) for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]

@@ -156,7 +156,7 @@ def test_gpu_recipe_smoke_runs_its_script_with_workers(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     venv_bin = str(Path(sys.executable).parent)
     env = dict(os.environ, TSPIN_TRL_CACHE=str(tmp_path / "proto"), PATH=venv_bin + os.pathsep + os.environ["PATH"])
-    skip = "sft_full,spin_mix,tspin_no_ha,tspin_a01,tspin_ref"
+    skip = "sft_full,spin_mix,tspin_no_ha,tspin_a01,tspin_ref,spin_anneal,tspin_anneal,tspin_select"
     completed = subprocess.run(
         [
             "bash",

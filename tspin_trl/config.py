@@ -276,6 +276,36 @@ class TSPINConfig(_BaseConfig):
             teaches almost nothing. When more than half of an iteration's pairs are saturated, a warning says what to
             try (a lower `alpha`, shorter responses, other sampling); the share is logged as `advantage/saturated`.
 
+        > Parameters that change from one self-play iteration to the next (see docs/self_play.md)
+
+        learning_rate_schedule (`list[float]`, *optional*):
+            A multiplier of `learning_rate` per self-play iteration, one value per iteration (`num_iterations` values,
+            each > 0): iteration t trains at `learning_rate * learning_rate_schedule[t]` times the value of
+            `lr_scheduler_type` (warm-up and decay) at its step. SPIN's scripts: `[1, 1, 0.2, 0.2]` with
+            `learning_rate=5e-7` (5e-7, then 1e-7 from iteration 2). `None`: every iteration at `learning_rate`.
+        alpha_schedule (`list[float]`, *optional*):
+            The reward scale of each iteration (`num_iterations` values in (0, 100]), replacing `alpha`; the loss and
+            its metrics read the value of the iteration being trained. SPIN's `beta` (NeMo-Aligner's
+            `ref_policy_kl_penalty`) is this scale: SPIN's scripts raise it from 0.1 to 5.0 in iteration 3.
+        beta_schedule (`list[float]`, *optional*):
+            The weight of the historical term in each iteration (`num_iterations` values in [0, 100]), replacing `beta`
+            and `beta_first_iteration`: `beta_schedule[0]` is iteration 0's weight whether its synthetic responses
+            come from the initial policy or from the dataset's `synthetic` column. Refused with `objective="spin"`
+            (SPIN has no historical term) unless every value is 0.
+        prompt_selection_threshold (`float`, *optional*):
+            Opt-in prompt selection (`objective="tspin"` only). Before iteration t >= 1 is generated, every prompt's
+            last pair (its real response and its latest synthetic one) is scored by the policy about to sample; a
+            prompt whose scaled current advantage `alpha_t * (logp(y) - logp(y'))` is above this threshold (its loss
+            is below `l(threshold)`: 4.5e-5 at 10) is neither regenerated nor trained on in iteration t. Its slots in
+            the training set are filled with the kept prompts, so every iteration keeps its number of steps (see
+            docs/self_play.md). The decisions are stored in the iteration file. `None`: off, every prompt every
+            iteration (the paper). `saturation_threshold` (10) is a natural value.
+        prompt_selection_min_share (`float`, *optional*, defaults to `0.25`):
+            With prompt selection, the smallest share of prompts kept in an iteration, in (0, 1]: when fewer pairs
+            are below the threshold, the least saturated of the others are kept too. Skipped prompts' slots are
+            filled with kept prompts, so a kept prompt is trained on at most `ceil(1 / share)` times per epoch: 0.25
+            bounds that at 4 while letting up to 75% of the generation be skipped.
+
         > Parameters that control generation with vLLM (names as in TRL's `GRPOConfig`; see docs/generation.md)
 
         use_vllm (`bool`, *optional*, defaults to `False`):
@@ -490,6 +520,33 @@ class TSPINConfig(_BaseConfig):
     saturation_threshold: float = field(
         default=10.0,
         metadata={"help": "Scaled current advantage above which a pair is saturated (alarm when most pairs are)."},
+    )
+
+    # Per-iteration settings
+    learning_rate_schedule: list[float] | None = field(
+        default=None,
+        metadata={"help": "A multiplier of `learning_rate` per self-play iteration (`num_iterations` values)."},
+    )
+    alpha_schedule: list[float] | None = field(
+        default=None,
+        metadata={"help": "The reward scale of each iteration (`num_iterations` values); replaces `alpha`."},
+    )
+    beta_schedule: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "The historical term's weight in each iteration (`num_iterations` values); replaces `beta` and "
+            "`beta_first_iteration`."
+        },
+    )
+    prompt_selection_threshold: float | None = field(
+        default=None,
+        metadata={
+            "help": "Opt-in: skip (neither regenerate nor train on) prompts whose last pair's scaled current advantage "
+            "is above this. None: off."
+        },
+    )
+    prompt_selection_min_share: float = field(
+        default=0.25, metadata={"help": "With prompt selection, the smallest share of prompts kept per iteration."}
     )
 
     # Generation with vLLM (names as in GRPOConfig)
@@ -756,12 +813,101 @@ class TSPINConfig(_BaseConfig):
             fail("logps_batch_size", self.logps_batch_size, "it must be >= 1, or None.")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
             fail("pad_to_multiple_of", self.pad_to_multiple_of, "it must be >= 1, or None.")
+        self._validate_schedules()
         if self.dataloader_persistent_workers:
             fail(
                 "dataloader_persistent_workers",
                 True,
                 "self-play replaces the synthetic responses in the training data between iterations, and persistent "
                 "workers would keep training on stale copies. Set it to False.",
+            )
+
+    def _validate_schedules(self) -> None:
+        """The per-iteration settings: one finite number per iteration, in range; a schedule replaces the scalar it
+        schedules, so a scalar set to something else beside it is refused. Integers (a YAML `1`) become floats."""
+        fail = _fail
+        bounds = {
+            "learning_rate_schedule": (0.0, None, "> 0 (a multiplier of learning_rate)"),
+            "alpha_schedule": (0.0, _UPPER_BOUNDS["alpha"], f"> 0 and <= {_UPPER_BOUNDS['alpha']}"),
+            "beta_schedule": (None, _UPPER_BOUNDS["beta"], f">= 0 and <= {_UPPER_BOUNDS['beta']}"),
+        }
+        for name, (above, upper, wanted) in bounds.items():
+            values = getattr(self, name)
+            if values is None:
+                continue
+            if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+                fail(name, values, f"it must be a list of {self.num_iterations} numbers (one per iteration) or None.")
+            if len(values) != self.num_iterations:
+                fail(
+                    name,
+                    values,
+                    f"it has {len(values)} values for num_iterations={self.num_iterations}: give one per iteration.",
+                )
+            for t, value in enumerate(values):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    fail(name, values, f"value {t} ({value!r}) is not a number.")
+                if not math.isfinite(value):
+                    fail(name, values, f"value {t} ({value!r}) must be a finite number.")
+                low_ok = value > 0 if above is not None else value >= 0
+                if not low_ok or (upper is not None and value > upper):
+                    fail(name, values, f"value {t} ({value!r}) must be {wanted}.")
+            setattr(self, name, [float(value) for value in values])
+        if self.learning_rate_schedule is not None:
+            if self.lr_scheduler_type == "reduce_lr_on_plateau":
+                fail(
+                    "learning_rate_schedule",
+                    self.learning_rate_schedule,
+                    "lr_scheduler_type='reduce_lr_on_plateau' sets its rates from the loss, not the step; pick a "
+                    "step-based schedule (e.g. 'linear').",
+                )
+            peaks = [self.learning_rate * m for m in self.learning_rate_schedule]
+            if max(peaks) > 1:
+                fail(
+                    "learning_rate_schedule",
+                    self.learning_rate_schedule,
+                    f"with learning_rate={self.learning_rate} an iteration would train at {max(peaks)} (> 1).",
+                )
+        defaults = {spec.name: spec.default for spec in dataclasses.fields(TSPINConfig)}
+        replaced = {"alpha_schedule": ("alpha",), "beta_schedule": ("beta", "beta_first_iteration")}
+        for name, scalars in replaced.items():
+            if getattr(self, name) is None:
+                continue
+            for scalar in scalars:
+                if getattr(self, scalar) != defaults[scalar]:
+                    fail(
+                        scalar,
+                        getattr(self, scalar),
+                        f"{name} sets every iteration's value, so {scalar} would be ignored. Remove {scalar}, or "
+                        f"{name}.",
+                    )
+        if self.objective == "spin" and self.beta_schedule is not None and any(self.beta_schedule):
+            fail(
+                "beta_schedule",
+                self.beta_schedule,
+                "objective='spin' has no historical term (its beta is always 0). SPIN's own `beta` is its reward "
+                "scale: set alpha_schedule instead.",
+            )
+        if self.prompt_selection_threshold is not None:
+            if not self.prompt_selection_threshold > 0:
+                fail(
+                    "prompt_selection_threshold",
+                    self.prompt_selection_threshold,
+                    "it must be > 0 (a scaled current advantage; saturation_threshold, 10, is a natural value), or "
+                    "None to turn prompt selection off.",
+                )
+            if self.objective != "tspin":
+                fail(
+                    "prompt_selection_threshold",
+                    self.prompt_selection_threshold,
+                    f"prompt selection needs objective='tspin': with {self.objective!r} the reference is the policy at "
+                    "the start of each iteration, so every pair starts the next iteration at advantage 0 and none is "
+                    "saturated. Set it to None.",
+                )
+        if not 0 < self.prompt_selection_min_share <= 1:
+            fail(
+                "prompt_selection_min_share",
+                self.prompt_selection_min_share,
+                "it must be in (0, 1] (the smallest share of prompts kept in an iteration).",
             )
 
     def _validate_vllm_fields(self) -> None:

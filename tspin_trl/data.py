@@ -571,6 +571,9 @@ class TripletDataset(torch.utils.data.Dataset):
     where there is no previous iteration. The length never changes, so the trainer's step count holds for every
     iteration.
 
+    With prompt selection (`served`, see [`~tspin_trl.self_play.selection.PromptSelection`]), row `i` (and `N + i`)
+    serves example `served[i]`: a skipped prompt's rows serve kept prompts, and the length stays the same.
+
     `row_indices` gives, for each example, the index of its row in the source dataset; `dropped_row_indices` the rows
     dropped for lack of room (see [`tokenize_dataset`]).
     """
@@ -580,6 +583,7 @@ class TripletDataset(torch.utils.data.Dataset):
         self.include_proto = True
         self.mix_previous = mix_previous
         self.num_source_rows = len(examples) if num_source_rows is None else num_source_rows
+        self.served: list[int] | None = None
         self._given = [dict(example) for example in examples]  # shallow: self-play never changes a value in place
 
     def restore_given(self) -> None:
@@ -588,6 +592,15 @@ class TripletDataset(torch.utils.data.Dataset):
         for example, given in zip(self.examples, self._given, strict=True):
             example.clear()
             example.update(given)
+        self.served = None
+
+    def serve(self, served: list[int] | None) -> None:
+        """Make row `i` (and `N + i` with `mix_previous`) serve example `served[i]`; `None`: every row its own."""
+        if served is not None and (
+            len(served) != len(self.examples) or not all(0 <= i < len(self.examples) for i in served)
+        ):
+            raise ValueError(f"`served` must map each of the {len(self.examples)} rows to an example index.")
+        self.served = served
 
     def __len__(self) -> int:
         return len(self.examples) * (2 if self.mix_previous else 1)
@@ -597,7 +610,8 @@ class TripletDataset(torch.utils.data.Dataset):
             raise IndexError(f"Index {index} is out of range for a dataset of {len(self)} examples.")
         index %= len(self)
         previous = index >= len(self.examples)
-        example = self.examples[index - len(self.examples) if previous else index]
+        row = index - len(self.examples) if previous else index
+        example = self.examples[row if self.served is None else self.served[row]]
         item = {"prompt_ids": example["prompt_ids"], "real_ids": example["real_ids"]}
         synthetic = "previous_synthetic" if previous and "previous_synthetic_ids" in example else "synthetic"
         roles = ("real", "synthetic", "proto") if self.include_proto else ("real", "synthetic")

@@ -1,7 +1,8 @@
-"""The objective's policy: what each self-play iteration needs (roles, beta, reference log-probs), decided once.
+"""The objective's policy: what each self-play iteration needs and uses (roles, alpha, beta, the learning-rate
+multiplier, reference log-probs, prompt selection), decided once.
 
-Every other module asks this object instead of re-deriving the answer from the config: the trainer for the loss, the
-self-play callback for which responses and log-probs to prepare.
+Every other module asks this object instead of re-deriving the answer from the config: the trainer for the loss and
+the learning rate, the self-play callback for which responses and log-probs to prepare.
 """
 
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ ROLES = ("real", "synthetic", "proto")
 @dataclass(frozen=True)
 class ObjectivePolicy:
     """
-    Which responses, weights and reference log-probs an iteration of the chosen objective uses.
+    Which responses, weights, learning-rate multiplier and reference log-probs an iteration of the chosen objective
+    uses.
 
     Args:
         objective (`str`):
@@ -28,6 +30,17 @@ class ObjectivePolicy:
             Whether iteration 0's synthetic responses are the proto-synthetic ones.
         own_synthetic (`bool`):
             Whether the training dataset brings its own `synthetic` responses for iteration 0.
+        alpha (`float`):
+            The reward scale of every iteration (when there is no `alpha_schedule`).
+        alpha_schedule (`tuple[float, ...]`, *optional*):
+            The reward scale of each iteration.
+        beta_schedule (`tuple[float, ...]`, *optional*):
+            The historical term's weight in each iteration: replaces `beta` and `beta_first_iteration` (SPIN: always
+            0 all the same).
+        learning_rate_schedule (`tuple[float, ...]`, *optional*):
+            A multiplier of the learning rate per iteration.
+        prompt_selection_threshold (`float`, *optional*):
+            Prompts whose last pair's scaled current advantage is above this are skipped in the next iteration.
 
     Example:
 
@@ -39,6 +52,11 @@ class ObjectivePolicy:
     (0.0, 0.1, ('real', 'synthetic'), ('real', 'synthetic', 'proto'))
     >>> ObjectivePolicy("spin", 0.1, 0.0, True).reference_roles_for(1)
     ('real', 'synthetic')
+    >>> annealed = ObjectivePolicy(
+    ...     "spin", 0.1, 0.0, True, alpha_schedule=(0.1, 0.1, 5.0), learning_rate_schedule=(1, 1, 0.2)
+    ... )
+    >>> [(annealed.alpha_for(t), annealed.learning_rate_scale(t)) for t in range(3)]
+    [(0.1, 1), (0.1, 1), (5.0, 0.2)]
     ```
     """
 
@@ -47,15 +65,28 @@ class ObjectivePolicy:
     beta_first_iteration: float
     reuse_proto_as_first_synthetic: bool
     own_synthetic: bool = False
+    alpha: float = 1.0
+    alpha_schedule: tuple[float, ...] | None = None
+    beta_schedule: tuple[float, ...] | None = None
+    learning_rate_schedule: tuple[float, ...] | None = None
+    prompt_selection_threshold: float | None = None
 
     @classmethod
     def from_config(cls, args, own_synthetic: bool) -> "ObjectivePolicy":
+        def schedule(values):
+            return None if values is None else tuple(values)
+
         return cls(
             objective=args.objective,
             beta=args.beta,
             beta_first_iteration=args.beta_first_iteration,
             reuse_proto_as_first_synthetic=args.reuse_proto_as_first_synthetic,
             own_synthetic=own_synthetic,
+            alpha=args.alpha,
+            alpha_schedule=schedule(args.alpha_schedule),
+            beta_schedule=schedule(args.beta_schedule),
+            learning_rate_schedule=schedule(args.learning_rate_schedule),
+            prompt_selection_threshold=args.prompt_selection_threshold,
         )
 
     @property
@@ -63,13 +94,29 @@ class ObjectivePolicy:
         """Whether rewards are measured against the policy at the start of each iteration (SPIN, T-SPIN_ref)."""
         return self.objective in ("spin", "tspin_ref")
 
+    def alpha_for(self, iteration: int) -> float:
+        """The reward scale of `iteration`: `alpha_schedule[iteration]`, else `alpha`."""
+        return self.alpha if self.alpha_schedule is None else self.alpha_schedule[iteration]
+
+    def learning_rate_scale(self, iteration: int) -> float:
+        """The multiplier of the learning rate in `iteration`: `learning_rate_schedule[iteration]`, else 1."""
+        return 1.0 if self.learning_rate_schedule is None else self.learning_rate_schedule[iteration]
+
     def beta_for(self, iteration: int) -> float:
-        """Weight of the historical term in `iteration` (always 0 for SPIN)."""
+        """Weight of the historical term in `iteration` (always 0 for SPIN): `beta_schedule[iteration]`, else
+        `beta_first_iteration` in iteration 0 when its synthetic responses come from the initial policy, else `beta`."""
         if self.objective == "spin":
             return 0.0
+        if self.beta_schedule is not None:
+            return self.beta_schedule[iteration]
         if iteration == 0 and not self.own_synthetic:
             return self.beta_first_iteration
         return self.beta
+
+    def selects_prompts(self, iteration: int) -> bool:
+        """Whether prompts may be skipped in `iteration`: with prompt selection on, from iteration 1 on (iteration 0
+        has no earlier pair to judge a prompt by)."""
+        return self.prompt_selection_threshold is not None and iteration > 0
 
     def roles_for(self, iteration: int) -> tuple[str, ...]:
         """The responses a training example of `iteration` holds: the proto one only when its term is on."""

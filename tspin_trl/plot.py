@@ -28,6 +28,11 @@ from .run_folder import ITERATION_KEY, RunFolder
 # Columns of the per-iteration table (`summary.md`, and the `results.md` of the training script), from the
 # per-iteration records: (record key, column name).
 TABLE_COLUMNS = (
+    ("learning_rate", "learning_rate"),
+    ("alpha", "alpha"),
+    ("beta", "beta"),
+    ("prompts_kept", "prompts_kept"),
+    ("prompts_skipped", "prompts_skipped"),
     ("means.loss/per_example", "loss"),
     ("means.logps/real", "logps/real"),
     ("means.logps/synthetic", "logps/synthetic"),
@@ -43,6 +48,8 @@ TABLE_COLUMNS = (
     ("advantage_vanished", "advantage_vanished"),
     ("advantage_saturated", "advantage_saturated"),
 )
+# Per-iteration settings: shown only when they change from one iteration to another (a schedule)
+SETTING_COLUMNS = ("learning_rate", "alpha", "beta")
 _ROLES = ("real", "synthetic", "proto")
 _ROLE_STYLE = {"real": ("C0", "-"), "synthetic": ("C1", "-"), "proto": ("C2", "--")}
 
@@ -287,7 +294,10 @@ def _iteration_rows(output_dir: str) -> tuple[list[str], list[list[str]], list[b
     records = folder.iteration_records()
     scores = {record.get("label"): record.get("score") for record in folder.scores()}
     columns = [
-        (key, name) for key, name in TABLE_COLUMNS if any(_lookup(r, key) is not None for r in records.values())
+        (key, name)
+        for key, name in TABLE_COLUMNS
+        if any(_lookup(r, key) is not None for r in records.values())
+        and (key not in SETTING_COLUMNS or len({_format(r.get(key)) for r in records.values()}) > 1)
     ]
     has_scores = any(f"iteration_{t}" in scores for t in records)
     header = ["iteration", "steps", *(name for _, name in columns)] + (["score"] if has_scores else [])
@@ -304,9 +314,11 @@ def _iteration_rows(output_dir: str) -> tuple[list[str], list[list[str]], list[b
 
 def iteration_table(output_dir: str) -> str:
     """
-    Markdown table of a run's iterations: the means over every training step of each iteration, the likelihood
-    inversion on the evaluation data after it, its alarms and its score, from `self_play/iterations.jsonl` and
-    `self_play/scores.jsonl`. `summary.md` and the training script's `results.md` both show this table.
+    Markdown table of a run's iterations: its settings where they change between iterations (peak learning rate,
+    alpha, beta), the prompts kept and skipped by prompt selection, the means over every training step of each
+    iteration, the likelihood inversion on the evaluation data after it, its alarms and its score, from
+    `self_play/iterations.jsonl` and `self_play/scores.jsonl`. `summary.md` and the training script's `results.md`
+    both show this table.
 
     Args:
         output_dir (`str`):

@@ -402,6 +402,7 @@ class TSPINTrainer(_BaseTrainer):
         self.precompute_ref_logps = self.policy.uses_reference
         self._steps_settings = (args.max_steps, args.num_iterations)
         self.beta = self.policy.beta_for(0)
+        self.alpha = self.policy.alpha_for(0)
         self.run_folder = RunFolder(args.output_dir)
         self._run_lock = RunLock(self.run_folder.lock_path)
         self.node_layout = NodeLayout(1, True)  # found out at the start of `train()`
@@ -478,14 +479,15 @@ class TSPINTrainer(_BaseTrainer):
         return self.clock.current or 0
 
     def start_iteration(self, iteration: int) -> None:
-        """Make `iteration` the current one: its beta for the loss, and, when every iteration is its own run
+        """Make `iteration` the current one: its alpha and beta for the loss, and, when every iteration is its own run
         (`restart_each_iteration`) and the previous iteration's optimizer steps are behind, a fresh optimizer state.
 
-        The learning-rate schedule needs no action: it is a function of the step within the iteration. Resuming in the
-        middle of an iteration keeps the checkpoint's optimizer state.
+        The learning-rate schedule needs no action: it is a function of the step (see [`create_scheduler`]). Resuming
+        in the middle of an iteration keeps the checkpoint's optimizer state.
         """
         self.clock.current = iteration
         self.beta = self.policy.beta_for(iteration)
+        self.alpha = self.policy.alpha_for(iteration)
         at_start = self.clock.at_start(iteration, self.state.global_step)
         if self.args.restart_each_iteration and iteration > 0 and at_start and self.optimizer is not None:
             cleared = _reset_optimizer_state(self.optimizer)
@@ -558,6 +560,7 @@ class TSPINTrainer(_BaseTrainer):
         args.num_train_epochs = self.clock.num_train_epochs
         self.policy = self.context.policy = ObjectivePolicy.from_config(args, own_synthetic=self.policy.own_synthetic)
         self.beta = self.policy.beta_for(0)
+        self.alpha = self.policy.alpha_for(0)
         self.context.sampler.batch_size = args.generation_batch_size
 
     def _probe_checkpointing(self) -> None:
@@ -593,29 +596,35 @@ class TSPINTrainer(_BaseTrainer):
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         """With `restart_each_iteration`, the schedule (warm-up included) of one iteration, repeated every iteration:
-        a function of the step within the iteration, so that a resume anywhere continues it exactly."""
-        if not self.args.restart_each_iteration or self.lr_scheduler is not None:
+        a function of the step within the iteration, so that a resume anywhere continues it exactly. With a
+        `learning_rate_schedule`, each iteration's rate is also multiplied by its value (with one schedule over all
+        iterations too)."""
+        scaled = self.policy.learning_rate_schedule is not None
+        restart = self.args.restart_each_iteration
+        if (not restart and not scaled) or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
         optimizer = self.optimizer if optimizer is None else optimizer
-        steps = self.clock.steps_per_iteration or num_training_steps
+        steps = (self.clock.steps_per_iteration or num_training_steps) if restart else num_training_steps
         probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-        one_iteration = get_scheduler(
+        base = get_scheduler(
             self.args.lr_scheduler_type,
             optimizer=probe,
             num_warmup_steps=self.args.get_warmup_steps(steps),
             num_training_steps=steps,
             scheduler_specific_kwargs=self.args.lr_scheduler_kwargs,
         )
-        if not isinstance(one_iteration, torch.optim.lr_scheduler.LambdaLR):
+        if not isinstance(base, torch.optim.lr_scheduler.LambdaLR):
+            why = "restart at every iteration" if restart else "be scaled per iteration (`learning_rate_schedule`)"
             raise ValueError(
-                f"lr_scheduler_type={self.args.lr_scheduler_type!r} cannot restart at every iteration. Use a "
-                "step-based schedule (e.g. 'linear', 'cosine', 'constant_with_warmup') or restart_each_iteration=False."
+                f"lr_scheduler_type={self.args.lr_scheduler_type!r} cannot {why}. Use a step-based schedule (e.g. "
+                "'linear', 'cosine', 'constant_with_warmup')"
+                + (" or restart_each_iteration=False." if restart else " or no learning_rate_schedule.")
             )
-        factor = one_iteration.lr_lambdas[0]
+        factor = base.lr_lambdas[0]
 
         def per_iteration(step: int) -> float:
-            _, step_in_iteration, _ = self.clock.schedule_position(step, num_training_steps)
-            return factor(step_in_iteration)
+            iteration, step_in_iteration, _ = self.clock.schedule_position(step, num_training_steps)
+            return factor(step_in_iteration if restart else step) * self.policy.learning_rate_scale(iteration)
 
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, per_iteration)
         self._created_lr_scheduler = True
@@ -698,7 +707,7 @@ class TSPINTrainer(_BaseTrainer):
             real_logps,
             synthetic_logps,
             proto_logps,
-            alpha=self.args.alpha,
+            alpha=self.alpha,
             beta=beta,
             loss_type=self.args.loss_type,
             **refs,
@@ -732,7 +741,7 @@ class TSPINTrainer(_BaseTrainer):
             historical_losses,
             inputs["response_lengths"],
             inputs["synthetic_equals_real"],
-            alpha=self.args.alpha,
+            alpha=self.alpha,
             loss_type=self.args.loss_type,
             saturation_threshold=self.args.saturation_threshold,
         )
@@ -747,7 +756,7 @@ class TSPINTrainer(_BaseTrainer):
         if mode == "eval":  # `eval_`, or `eval_<name>_` for one of several evaluation sets, as the loss is named
             metrics = {f"{self._metric_key_prefix}_{key}": value for key, value in metrics.items()}
         elif "loss" in logs:  # a training line: a logging window never spans two iterations (see IterationMonitor)
-            metrics.update({"self_play/iteration": self.iteration, "beta": self.beta})
+            metrics.update({"self_play/iteration": self.iteration, "alpha": self.alpha, "beta": self.beta})
         logs.update(metrics)
         super().log(logs, start_time)
 

@@ -376,10 +376,12 @@ def run_one(setting: Setting, method: Method, lr: float, seed: int, warm_start: 
             timing["eval_s"].append(time.perf_counter() - evaluated)
         steps = trainer.state.global_step * setting.iterations
     else:
+        per_iteration = schedules(method, setting)
         args = TSPINConfig(
             **common,
             objective=method.objective,
-            alpha=method.alpha,
+            # an alpha_schedule replaces alpha (TSPINConfig refuses both): the row's alpha is its first value
+            **({} if "alpha_schedule" in per_iteration else {"alpha": method.alpha}),
             beta=method.beta,
             mix_previous_iteration=method.mix,
             num_iterations=setting.iterations,
@@ -388,7 +390,7 @@ def run_one(setting: Setting, method: Method, lr: float, seed: int, warm_start: 
             temperature=setting.temperature,
             generation_batch_size=setting.generation_batch_size,
             proto_cache_dir=proto_cache_dir,
-            **schedules(method, setting),
+            **per_iteration,
         )
         current: dict[str, list[float]] = {"scaled": [], "likelihood": []}
 

@@ -1,17 +1,19 @@
 """Self-play, split by job: the schedule ([`SelfPlayCallback`]), the responses ([`ResponseMaker`]: proto, synthetic,
 reference log-probs), the iteration files ([`IterationFiles`]), the run's identity and the binding of its folder
-([`RunBinding`]), and the likelihood inversion."""
+([`RunBinding`]), prompt selection ([`PromptSelection`]) and the likelihood inversion."""
 
 from .callback import SelfPlayCallback
 from .identity import IDENTITY_FIELDS, RunBinding, SelfPlayError, dataset_digest, run_identity
 from .iteration_files import ITERATION_COLUMNS, IterationFiles
 from .responses import ResponseMaker
+from .selection import PromptSelection
 
 
 __all__ = [
     "IDENTITY_FIELDS",
     "ITERATION_COLUMNS",
     "IterationFiles",
+    "PromptSelection",
     "ResponseMaker",
     "RunBinding",
     "SelfPlayCallback",

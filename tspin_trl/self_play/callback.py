@@ -7,7 +7,8 @@ it makes the triplets of that iteration and writes them into the datasets the da
   or sampled once from the initial policy (then cached);
 - synthetic responses `y'`: in iteration 0 the dataset's `synthetic` column or the proto responses (same policy);
   later, sampled from the current policy;
-- for `objective="spin"`/`"tspin_ref"`, the log-probs of the current policy, computed once per iteration.
+- for `objective="spin"`/`"tspin_ref"`, the log-probs of the current policy, computed once per iteration;
+- with prompt selection (opt-in), which prompts the iteration regenerates and trains on (see `selection.py`).
 
 What an iteration needs is decided by the run's [`ObjectivePolicy`]. Everything is written to
 `output_dir/self_play/iteration_<t>/` before training on it, bound to the run's identity: a resumed run trains on
@@ -16,6 +17,7 @@ files of another run are never used.
 """
 
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
@@ -26,6 +28,7 @@ from .identity import RunBinding, SelfPlayError, dataset_digest, run_identity
 from .inversion import measure_inversion
 from .iteration_files import IterationFiles
 from .responses import ResponseMaker
+from .selection import PromptSelection, score_last_pairs
 
 
 if TYPE_CHECKING:
@@ -64,6 +67,8 @@ class SelfPlayCallback(TrainerCallback):
         self.identity: dict[str, Any] = {}
         self.loaded_iteration: int | None = None
         self.final_measured = False
+        #: The prompt selection of each iteration prepared in this `train()` (training data, prompt selection on).
+        self.selections: dict[int, PromptSelection] = {}
 
     @property
     def identity_digest(self) -> str:
@@ -92,6 +97,7 @@ class SelfPlayCallback(TrainerCallback):
             dataset.restore_given()
         self.loaded_iteration = None
         self.final_measured = False
+        self.selections = {}
         context.clock.current = None
         self._compute_identity()
         main_decides(
@@ -131,14 +137,24 @@ class SelfPlayCallback(TrainerCallback):
 
     def prepare_iteration(self, iteration: int, global_step: int) -> None:
         """Fill every managed dataset with the triplets of `iteration` and make it the trainer's iteration."""
-        policy = self.context.policy
+        context = self.context
+        policy = context.policy
         for name, dataset in self.datasets.items():
             if not self._load_iteration_file(iteration, global_step, name, dataset):
                 self._build_iteration(iteration, global_step, name, dataset)
             dataset.include_proto = "proto" in policy.roles_for(iteration)
-        self.context.start_iteration(iteration)
+            selection = self.selections.get(iteration) if name == "train" else None
+            dataset.serve(selection.served_rows() if selection is not None else None)
+        context.start_iteration(iteration)
         self.loaded_iteration = iteration
-        logger.info("Self-play iteration %d: beta=%s", iteration, policy.beta_for(iteration))
+        settings = {
+            "alpha": policy.alpha_for(iteration),
+            "beta": policy.beta_for(iteration),
+            "learning_rate": context.args.learning_rate * policy.learning_rate_scale(iteration),
+        }
+        logger.info("Self-play iteration %d: %s", iteration, settings)
+        if context.args.should_save and not context.clock.has_begun(iteration, global_step):
+            context.folder.append_iteration_record({"iteration": iteration, "step": global_step, **settings})
         if iteration > 0:
             self._measure_inversion(iteration - 1, global_step)
 
@@ -155,16 +171,64 @@ class SelfPlayCallback(TrainerCallback):
         source = policy.synthetic_source(iteration, self.own_synthetic[name])
         if source == "proto":
             dataset.set_column("synthetic_ids", dataset.column("proto_ids"))
+        elif source == "policy" and name == "train" and policy.selects_prompts(iteration):
+            selection, synthetic = self._select_prompts(iteration, global_step, dataset)
+            sampled = responses.synthetic(iteration, global_step, name, dataset, selection.kept_indices)
+            for index, response in zip(selection.kept_indices, sampled, strict=True):
+                synthetic[index] = response  # a skipped prompt keeps its last synthetic response
+            dataset.set_column("synthetic_ids", synthetic)
         elif source == "policy":
             dataset.set_column("synthetic_ids", responses.synthetic(iteration, global_step, name, dataset))
         responses.reference_logps(iteration, dataset)
         self._write_iteration_file(iteration, global_step, name, dataset)
 
+    def _select_prompts(
+        self, iteration: int, global_step: int, dataset: "TripletDataset"
+    ) -> tuple[PromptSelection, list[list[int]]]:
+        """Decide which prompts `iteration` keeps, from every prompt's last pair (in the previous iteration's file)
+        scored by the current policy; log and record the counts. Returns the selection and the last synthetic
+        responses."""
+        context, files = self.context, self.files
+        args, policy = context.args, context.policy
+        rows = main_decides(context.accelerator, files.read, iteration - 1, "train", len(dataset.examples))
+        if rows is None:
+            raise SelfPlayError(
+                f"Prompt selection judges each prompt by its last pair, kept in iteration {iteration - 1}'s file "
+                f"({files.path(iteration - 1, 'train')}), which is missing or invalid. Restore it, or resume from a "
+                f"checkpoint taken before iteration {iteration - 1} began."
+            )
+        synthetic = [row["synthetic_ids"] for row in rows]
+        start = time.perf_counter()
+        margins = score_last_pairs(context, dataset, synthetic, policy.alpha_for(iteration))
+        selection = PromptSelection.decide(margins, policy.prompt_selection_threshold, args.prompt_selection_min_share)
+        self.selections[iteration] = selection
+        seconds = time.perf_counter() - start
+        counts = {"prompts_kept": selection.num_kept, "prompts_skipped": selection.num_skipped}
+        logger.info(
+            "Self-play iteration %d: %d prompts kept, %d skipped (scaled current advantage above %s), scored in %.1f s.",
+            iteration,
+            selection.num_kept,
+            selection.num_skipped,
+            policy.prompt_selection_threshold,
+            seconds,
+        )
+        line = {f"self_play/{key}": float(value) for key, value in counts.items()}
+        context.metrics.log_now(line | {"self_play/prompt_selection_seconds": seconds}, iteration)
+        if args.should_save:
+            context.folder.append_iteration_record(
+                {"iteration": iteration, "step": global_step, **counts, "prompt_selection_seconds": seconds}
+            )
+        return selection, synthetic
+
     def _load_iteration_file(self, iteration: int, global_step: int, name: str, dataset: "TripletDataset") -> bool:
         files, clock = self.files, self.context.clock
+        selecting = name == "train" and self.context.policy.selects_prompts(iteration)
 
         def decide():
             rows = files.read(iteration, name, len(dataset.examples))
+            if rows is not None and selecting and PromptSelection.from_rows(rows) is None:
+                logger.warning("Ignoring %s: it holds no prompt selection.", files.path(iteration, name))
+                rows = None
             if rows is None and clock.has_begun(iteration, global_step):
                 raise SelfPlayError(
                     f"Training of iteration {iteration} has begun, but its responses ({files.path(iteration, name)}) "
@@ -178,6 +242,8 @@ class SelfPlayCallback(TrainerCallback):
         if rows is None:
             return False
         files.load_into(rows, dataset)
+        if selecting:
+            self.selections[iteration] = PromptSelection.from_rows(rows)
         logger.info("Self-play iteration %d (%s) loaded from %s.", iteration, name, files.path(iteration, name))
         return True
 
@@ -189,10 +255,23 @@ class SelfPlayCallback(TrainerCallback):
                 "sampling": self.responses.sampling.to_dict(),
                 "seed": context.args.seed,
                 "objective": context.args.objective,
+                "alpha": context.policy.alpha_for(iteration),
                 "beta": context.policy.beta_for(iteration),
                 "generation": {k: v.to_dict() for k, v in self.generation_stats.items() if name in k},
             }
-            self.files.write(iteration, name, self.files.rows_of(dataset, context.tokenizer), meta)
+            rows = self.files.rows_of(dataset, context.tokenizer)
+            selection = self.selections.get(iteration) if name == "train" else None
+            if selection is not None:
+                for index, row in enumerate(rows):
+                    row.update(selection.row_fields(index))
+                meta["prompt_selection"] = {
+                    "threshold": context.policy.prompt_selection_threshold,
+                    "min_share": context.args.prompt_selection_min_share,
+                    "alpha": context.policy.alpha_for(iteration),
+                    "kept": selection.num_kept,
+                    "skipped": selection.num_skipped,
+                }
+            self.files.write(iteration, name, rows, meta)
         context.accelerator.wait_for_everyone()
 
     # ---- a dataset passed to `evaluate()` ----------------------------------------------------------------------------

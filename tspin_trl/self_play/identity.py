@@ -55,6 +55,11 @@ IDENTITY_FIELDS = (
     "gradient_accumulation_steps",
     "generation_batch_size",  # the per-chunk sampling seeds depend on the chunking
     "use_vllm",
+    "learning_rate_schedule",
+    "alpha_schedule",
+    "beta_schedule",
+    "prompt_selection_threshold",
+    "prompt_selection_min_share",
 )
 # Identity entries whose values are digests of content: an error names them without their values.
 CONTENT_FIELDS = ("data", "initial_model", "tokenizer")

@@ -76,10 +76,16 @@ class ResponseMaker:
             logger.info("Generated %s: %s", label, stats.to_dict())
         return responses
 
-    def synthetic(self, iteration: int, global_step: int, name: str, dataset: "TripletDataset") -> list[list[int]]:
-        """`iteration`'s synthetic responses, sampled from the current policy (resumable chunk by chunk)."""
+    def synthetic(
+        self, iteration: int, global_step: int, name: str, dataset: "TripletDataset", indices: list[int] | None = None
+    ) -> list[list[int]]:
+        """`iteration`'s synthetic responses, sampled from the current policy (resumable chunk by chunk): for every
+        prompt, or, with `indices` (prompt selection), for those prompts only, in that order."""
         context = self.context
         seed = self.iteration_seed(iteration)
+        prompts = dataset.column("prompt_ids")
+        if indices is not None:
+            prompts = [prompts[i] for i in indices]
         chunk_key = json_digest(
             [
                 self.files.identity_digest,
@@ -89,10 +95,11 @@ class ResponseMaker:
                 context.args.generation_batch_size,
                 seed,
                 name,
+                *([json_digest(indices)] if indices is not None else []),
             ]
         )
         store = ChunkStore(context.folder.generation_chunks_dir(iteration, name), chunk_key, context.vocab_size)
-        return self.sample(dataset.column("prompt_ids"), seed, store, f"iteration_{iteration}/{name}")
+        return self.sample(prompts, seed, store, f"iteration_{iteration}/{name}")
 
     def previous_synthetic(self, iteration: int, name: str, dataset: "TripletDataset") -> list[list[int]]:
         """SPIN's data mixing: the previous iteration's synthetic responses (the current ones in iteration 0, which
