@@ -148,7 +148,6 @@ def test_dpo_loss_types(tmp_path, loss_type, message):
         ("ref_model_mixup_alpha", 0.9, "sync_ref_model"),
         ("ref_model_sync_steps", 64, "once per iteration"),
         ("pad_token", "<pad>", "tokenizer.pad_token"),
-        ("router_aux_loss_coef", 0.01, "router auxiliary loss"),
     ],
 )
 def test_dpo_fields_without_counterpart_name_the_field_and_the_alternative(tmp_path, field, value, counterpart):
