@@ -313,3 +313,19 @@ def test_the_scorer_scores_greedy_responses_once_per_label(tmp_path, tokenizer, 
     state.global_step = 2
     again.on_epoch_end(context.args, state, control)
     assert again.scores == [] and calls == [3, 3]
+
+
+def test_deepspeed_cpu_notice_is_dropped_and_other_messages_pass():
+    """Importing tspin_trl drops DeepSpeed's 'Setting accelerator to CPU' warning that every CPU run printed."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("deepspeed")
+    code = (
+        "import logging, tspin_trl, deepspeed\n"
+        "logging.getLogger('DeepSpeed').warning('another DeepSpeed warning')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Setting accelerator to CPU" not in output and "another DeepSpeed warning" in output

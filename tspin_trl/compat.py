@@ -1,6 +1,7 @@
 """Quirks of the pinned TRL/transformers versions, handled in one place."""
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator
 
@@ -37,3 +38,16 @@ def score_response_positions_only() -> Iterator[None]:
         yield
     finally:
         trl_utils._use_triton = original
+
+
+class _DropDeepSpeedCpuNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Setting accelerator to CPU.")
+
+
+def quiet_deepspeed_cpu_notice() -> None:
+    """Drop the warning DeepSpeed logs when it finds no GPU ("Setting accelerator to CPU. If you have GPU or other
+    accelerator, we were unable to detect it."): accelerate imports DeepSpeed whenever it is installed, so every CPU
+    run printed it at start, though it runs no DeepSpeed engine. Set on DeepSpeed's logger by name, before it is
+    imported; every other DeepSpeed message passes."""
+    logging.getLogger("DeepSpeed").addFilter(_DropDeepSpeedCpuNotice())
