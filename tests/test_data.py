@@ -36,10 +36,10 @@ def test_every_format_normalises_to_the_same_triplet():
     }
     for data_format, row in rows.items():
         out = normalize_row(row, data_format, 0)
-        assert out["prompt"] == USER and out["real"] == "1 2 3", data_format
-    assert normalize_row(rows["spin"], "spin", 0)["synthetic"] == "3 2 1"
+        assert out["prompt"] == USER and out["real"] == ANSWER[0], data_format
+    assert normalize_row(rows["spin"], "spin", 0)["synthetic"] == {"role": "assistant", "content": "3 2 1"}
     out = normalize_row({"messages": multi_turn}, "messages", 0)
-    assert out["prompt"] == multi_turn[:-1] and out["real"] == "1 2 3"
+    assert out["prompt"] == multi_turn[:-1] and out["real"] == ANSWER[0]
     out = normalize_row(
         {"prompt": "sort: 3 1 2\n", "completion": "1 2 3", "synthetic": "2 1 3"}, "prompt_completion", 0
     )
@@ -136,7 +136,6 @@ def build(tmp_path, rows_or_dataset, tokenizer=None, **config):
             ],
             "Column 'synthetic' of the train dataset is empty in 1 of 2 rows",
         ),
-        ([{"prompt": "x" * 80, "completion": "1"}], "the prompt is 80 tokens, which leaves no room"),
     ],
 )
 def test_bad_rows_raise_early(tmp_path, rows, message):

@@ -1,5 +1,5 @@
-"""Smoke test of the fault campaign (`bench/faults.py --quick`): every case classified, and no defect beyond the
-ones known and listed in docs/reliability.md."""
+"""Smoke test of the fault campaign (`python -m bench.faults --quick`): every case classified, and no defect beyond
+the ones known and listed in docs/reliability.md."""
 
 import json
 import os
@@ -20,7 +20,7 @@ def test_quick_fault_campaign_finds_no_new_defect(tmp_path):
     out = tmp_path / "faults.json"
     env = os.environ | {"TSPIN_TRL_CACHE": str(tmp_path / "cache")}
     subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "faults.py"), "--quick", "--out", str(out)],
+        [sys.executable, "-m", "bench.faults", "--quick", "--out", str(out)],
         check=True,
         cwd=ROOT,
         env=env,
@@ -34,3 +34,15 @@ def test_quick_fault_campaign_finds_no_new_defect(tmp_path):
     assert report["totals"]["tried"] == len(cases) == sum(report["totals"][o] for o in outcomes)
     defects = {case["name"] for case in cases if case["outcome"] == "DEFECT"}
     assert defects == KNOWN_DEFECTS, [case for case in cases if case["outcome"] == "DEFECT"]
+
+
+def test_every_category_has_quick_cases_and_its_own_module():
+    """The quick subset samples every category, and each category's cases live in one module of `bench/faults/`."""
+    from bench.faults.campaign import load_cases
+
+    cases = load_cases()
+    categories = {case.category for case in cases}
+    assert {case.category for case in cases if case.quick} == categories
+    modules = {case.category: {c.run.__module__ for c in cases if c.category == case.category} for case in cases}
+    assert all(len(owners) == 1 for owners in modules.values()), modules
+    assert len({case.name for case in cases}) == len(cases)

@@ -17,18 +17,11 @@ from helpers import StopAfter, make_config, self_play_trainer, sorting_rows
 
 from tspin_trl import TSPINConfig, TSPINTrainer
 from tspin_trl.cache import ProtoCache, model_fingerprint
+from tspin_trl.checked_io import atomic_write, json_digest, read_checked_jsonl, read_jsonl, sha256_hex
+from tspin_trl.checkpoints import last_complete_checkpoint
 from tspin_trl.demo.presets import build_tiny_model
 from tspin_trl.generation import ChunkStore
-from tspin_trl.run_folder import (
-    OutputDirLockedError,
-    RunLock,
-    atomic_write,
-    json_digest,
-    last_complete_checkpoint,
-    read_checked_jsonl,
-    read_jsonl,
-    sha256_hex,
-)
+from tspin_trl.locks import OutputDirLockedError, RunLock
 from tspin_trl.self_play import SelfPlayError
 
 
@@ -340,7 +333,7 @@ def test_run_lock_is_reentrant_within_a_process(tmp_path):
     lock.release()
 
 
-# ---- defects the fault campaign found (bench/faults.py), each fixed --------------------------------------------------
+# ---- defects the fault campaign found (bench/faults/), each fixed ---------------------------------------------------
 
 
 def test_tspin_ref_with_data_mixing_trains(tmp_path, tokenizer):

@@ -128,7 +128,7 @@ def test_resume_in_iteration_1_matches_an_uninterrupted_run(tmp_path, tokenizer)
     resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-6"))
     # iteration 1 is reloaded from disk (not regenerated with mid-epoch weights); only iteration 2 is generated
     assert sorted(resumed.self_play.generation_stats) == ["iteration_2/train"]
-    assert counter.calls == 2  # 8 prompts / batch 4
+    assert counter.calls == 2 + 1  # 8 prompts / batch 4, and the preflight's one prompt
     assert iteration_rows(tmp_path / "resumed", 1) == iteration_rows(tmp_path / "uninterrupted", 1)
     assert iteration_rows(tmp_path / "resumed", 2) == iteration_rows(tmp_path / "uninterrupted", 2)
     for (name, a), b in zip(reference.model.named_parameters(), resumed.model.parameters()):

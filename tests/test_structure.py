@@ -1,4 +1,5 @@
-"""The package's shape: no import cycle, and the self-play callbacks use the trainer's public surface only."""
+"""The package's shape: no import cycle (type-only imports included), the self-play callbacks never see the trainer,
+and iteration arithmetic lives in one module."""
 
 import ast
 from pathlib import Path
@@ -7,24 +8,19 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "tspin_trl"
 
 
-def runtime_imports(path: Path) -> set[str]:
-    """Package modules imported by `path` when it runs (imports under `if TYPE_CHECKING:` only serve type hints)."""
+def package_imports(path: Path) -> set[str]:
+    """Package modules imported by `path`, imports under `if TYPE_CHECKING:` included (a type-only import still ties
+    the two modules together for a reader)."""
     tree = ast.parse(path.read_text())
-    skipped = {
-        id(node)
-        for block in ast.walk(tree)
-        if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING"
-        for node in ast.walk(block)
-    }
     package_dir = path.parent.relative_to(PACKAGE.parent).as_posix().replace("/", ".")
+    if path.name == "__init__.py":
+        package_dir = module_name(path)
     found = set()
     for node in ast.walk(tree):
-        if id(node) in skipped or not isinstance(node, ast.ImportFrom):
+        if not isinstance(node, ast.ImportFrom):
             continue
-        if node.level == 1:
-            base = package_dir
-        elif node.level == 2:
-            base = package_dir.rsplit(".", 1)[0]
+        if node.level:
+            base = package_dir.rsplit(".", node.level - 1)[0] if node.level > 1 else package_dir
         elif node.module and node.module.startswith("tspin_trl"):
             base = ""
         else:
@@ -50,7 +46,7 @@ def module_name(path: Path) -> str:
 
 
 def test_the_package_has_no_import_cycle():
-    graph = {module_name(path): runtime_imports(path) for path in PACKAGE.rglob("*.py")}
+    graph = {module_name(path): package_imports(path) for path in PACKAGE.rglob("*.py")}
     graph = {name: {d for d in deps if not name.startswith(d + ".") and d != name} for name, deps in graph.items()}
     # packages import their own modules in __init__; a module importing its package's __init__ would be a cycle
     visiting, done, cycles = set(), set(), []
@@ -76,18 +72,58 @@ def test_the_package_has_no_import_cycle():
     assert not [n for n in importers_of_top if n.count(".") == 1], importers_of_top
 
 
-def test_callbacks_touch_no_private_trainer_member():
-    for name in ("self_play.py", "monitor.py", "scoring.py", "vllm_backend.py"):
-        tree = ast.parse((PACKAGE / name).read_text())
-        private = [
-            f"{name}:{node.lineno} trainer.{node.attr}"
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Attribute)
-            and node.attr.startswith("_")
-            and not node.attr.startswith("__")
-            and (
-                (isinstance(node.value, ast.Name) and node.value.id == "trainer")
-                or (isinstance(node.value, ast.Attribute) and node.value.attr == "trainer")
-            )
-        ]
-        assert not private, private
+CALLBACK_MODULES = ("self_play", "monitor.py", "scoring.py")
+
+
+def callback_files() -> list[Path]:
+    return [path for name in CALLBACK_MODULES for path in sorted((PACKAGE / name).glob("*.py")) or [PACKAGE / name]]
+
+
+def test_callbacks_never_see_the_trainer():
+    """The callbacks get the run's narrow surface (`RunContext`), not the trainer: no module of theirs imports the
+    trainer, takes a `trainer` argument or reads a `trainer` attribute."""
+    for path in callback_files():
+        tree = ast.parse(path.read_text())
+        names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+        names |= {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+        names |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
+        assert "trainer" not in names, f"{path.name} uses `trainer`"
+        assert "tspin_trl.trainer" not in package_imports(path), path.name
+
+
+# Names whose arithmetic is iteration time: only `clock.py` may compute with them.
+TIME_NAMES = {
+    "epochs_per_iteration",
+    "steps_per_iteration",
+    "steps_per_epoch",
+    "num_iterations",
+    "global_step",
+    "epoch",
+}
+
+
+def _time_operands(node: ast.BinOp) -> set[str]:
+    found = set()
+    for operand in (node.left, node.right):
+        for sub in ast.walk(operand):
+            name = sub.attr if isinstance(sub, ast.Attribute) else sub.id if isinstance(sub, ast.Name) else None
+            if name in TIME_NAMES:
+                found.add(name)
+    return found
+
+
+def test_iteration_arithmetic_lives_in_the_clock():
+    """No module but `clock.py` computes which iteration a step or epoch belongs to, or where an iteration starts or
+    ends: arithmetic (`*`, `//`, `%`, `+`, `-`) on the names of iteration time is found anywhere else."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "clock.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.BinOp) and isinstance(
+                node.op, (ast.Mult, ast.FloorDiv, ast.Mod, ast.Add, ast.Sub)
+            ):
+                names = _time_operands(node)
+                if names:
+                    offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {sorted(names)}")
+    assert not offenders, offenders

@@ -7,6 +7,7 @@ every sampling setting. A file whose checksum or length does not match is report
 """
 
 import contextlib
+import glob
 import hashlib
 import logging
 import os
@@ -17,7 +18,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .run_folder import RunLock, json_digest, read_checked_jsonl, valid_token_ids, write_checked_jsonl
+from .checked_io import json_digest, read_checked_jsonl, remove_stale_temporaries, valid_token_ids, write_checked_jsonl
+from .locks import RunLock
 
 
 logger = logging.getLogger(__name__)
@@ -138,6 +140,13 @@ class ProtoCache:
                 times.append(os.path.getmtime(path))
         return max(times, default=time.time())
 
+    def _remove_temporaries(self, key: str) -> None:
+        """The temporary files of a writer of `key` killed before its renames (its lock is held now: none runs)."""
+        for path in glob.glob(os.path.join(glob.escape(self.directory), f"{key}.*.tmp")):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        remove_stale_temporaries(self.chunks_dir(key))
+
     def chunks_dir(self, key: str) -> str:
         return os.path.join(self.directory, f"{key}.chunks")
 
@@ -156,6 +165,7 @@ class ProtoCache:
             os.path.join(self.directory, f"{key}.lock"),
             guards=f"generating the proto cache entry {key}",
             foreign_is_stale=True,
+            conflict="Runs that share a proto cache wait for each other's entries instead of generating them twice.",
         )
         waited = False
         while True:
@@ -169,6 +179,7 @@ class ProtoCache:
                 if cached is not None:
                     lock.release()
                     return cached
+                self._remove_temporaries(key)
                 return lock
             except RuntimeError as error:  # held by a live process
                 if time.time() - self._last_progress(key, lock.path) > stale_after:

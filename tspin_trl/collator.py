@@ -47,6 +47,9 @@ class DataCollatorForTriplet(DataCollatorMixin):
             Whether to use the packed layout that computes each prompt once.
         return_tensors (`str`, *optional*, defaults to `"pt"`):
             Only `"pt"` is supported.
+        require_synthetic (`bool`, *optional*, defaults to `True`):
+            Refuse examples without `"synthetic_ids"`: a training batch needs the policy's responses, which self-play
+            samples inside `trainer.train()`. Internal log-prob passes over other roles turn it off.
 
     Example:
 
@@ -76,6 +79,7 @@ class DataCollatorForTriplet(DataCollatorMixin):
     pad_to_multiple_of: int | None = None
     share_prompt: bool = False
     return_tensors: str = "pt"
+    require_synthetic: bool = True
 
     def _responses(self, example: dict[str, Any], roles: list[str]) -> list[list[int]]:
         budget = None if self.max_length is None else max(self.max_length - len(example["prompt_ids"]), 0)
@@ -87,6 +91,19 @@ class DataCollatorForTriplet(DataCollatorMixin):
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         roles = [role for role in ROLES if f"{role}_ids" in examples[0]]
+        if self.require_synthetic and "synthetic" not in roles:
+            raise ValueError(
+                "The batch has no synthetic responses: self-play has not sampled them yet. They are generated inside "
+                "`trainer.train()` (at the start of each iteration), so the prepared dataset can be read before "
+                "training but not collated into training or evaluation batches. Call `trainer.train()`, or give the "
+                "dataset a 'synthetic' column."
+            )
+        for example in examples:
+            if [role for role in ROLES if f"{role}_ids" in example] != roles:
+                raise ValueError(
+                    f"The examples of one batch carry different responses ({roles} and "
+                    f"{[role for role in ROLES if f'{role}_ids' in example]}): every example needs the same roles."
+                )
         responses = [self._responses(example, roles) for example in examples]
         output = self._packed(examples, responses) if self.share_prompt else self._stacked(examples, responses)
         output["response_lengths"] = torch.tensor([[len(r) for r in rs] for rs in responses], dtype=torch.long)

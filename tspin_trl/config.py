@@ -1,14 +1,19 @@
 """`TSPINConfig`: every knob of T-SPIN training and self-play, its default and its validation."""
 
 import dataclasses
+import functools
 import math
+import numbers
 import os
+import typing
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from trl.trainer.base_config import _BaseConfig
+
+from .clock import IterationClock
 
 
 OBJECTIVES = ("tspin", "tspin_ref", "spin")
@@ -23,6 +28,7 @@ _INTEGER_FIELDS = (
     "generation_batch_size",
     "logps_batch_size",
     "pad_to_multiple_of",
+    "precompute_ref_batch_size",
     "per_device_train_batch_size",
     "per_device_eval_batch_size",
     "gradient_accumulation_steps",
@@ -37,6 +43,57 @@ _UPPER_BOUNDS = {
     "temperature": 100.0,
 }
 LOSS_TYPES = ("sigmoid", "exponential")
+# DPOConfig (TRL 1.16) fields T-SPIN has no counterpart for: DPO's default value, and what to use instead. At that
+# default a field is accepted (a DPO config carries over); any other value is refused with this text.
+_DPO_FIELDS_WITHOUT_COUNTERPART: dict[str, tuple[Any, str]] = {
+    "loss_weights": (
+        None,
+        "T-SPIN's loss is one per-term loss (`loss_type`) whose two terms are weighted by `beta`; there is no "
+        "mixture of losses",
+    ),
+    "ld_alpha": (None, "T-SPIN scores responses by their summed log-probs; there is no length-desensitised variant"),
+    "f_divergence_type": (
+        "reverse_kl",
+        "T-SPIN's rewards are `alpha * logp` (minus the reference log-prob for `objective='spin'`/'tspin_ref', the "
+        "reverse-KL form); there are no other f-divergences",
+    ),
+    "f_alpha_divergence_coef": (0.5, "T-SPIN has no f-divergence regulariser (see `f_divergence_type`)"),
+    "label_smoothing": (0.0, "T-SPIN has no robust/EXO label smoothing"),
+    "use_weighting": (False, "T-SPIN has no WPO weighting"),
+    "discopop_tau": (0.05, "T-SPIN has no DiscoPOP loss (its losses: `loss_type='sigmoid'` or 'exponential')"),
+    "activation_offloading": (
+        False,
+        "TSPINTrainer does not offload activations; use `gradient_checkpointing=True` to save activation memory",
+    ),
+    "sync_ref_model": (
+        False,
+        "T-SPIN keeps no reference model; with `objective='spin'`/'tspin_ref' the reference is the policy at the "
+        "start of each self-play iteration, refreshed every iteration (set `num_iterations`)",
+    ),
+    "ref_model_mixup_alpha": (0.6, "T-SPIN keeps no reference model to mix (see `sync_ref_model`)"),
+    "ref_model_sync_steps": (512, "T-SPIN refreshes its reference once per iteration (see `sync_ref_model`)"),
+    "pad_token": (
+        None,
+        "set `tokenizer.pad_token` on the `processing_class` you pass (DPO deprecated this field too)",
+    ),
+}
+# DPO loss types and what T-SPIN offers instead (DPO's "sigmoid" is T-SPIN's logistic loss, the default).
+_DPO_ONLY_LOSS_TYPES = (
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
 TRUNCATION_MODES = ("keep_end", "keep_start")
 VLLM_MODES = ("colocate", "server")
 VLLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -98,16 +155,22 @@ class TSPINConfig(_BaseConfig):
         dataset_num_proc (`int`, *optional*):
             Number of processes to use for processing the dataset.
         max_length (`int` or `None`, *optional*, defaults to `2048`):
-            Maximum length of a tokenized prompt + response (the paper's value; SPIN uses 1024). Responses are cut at the end to fit; a prompt that alone
-            reaches `max_length` is an error (set `max_prompt_length` to truncate prompts instead).
+            Maximum length of a tokenized prompt + response (the paper's value; SPIN uses 1024). Responses are cut at
+            the end to fit. A prompt that leaves no room for a response is handled per `truncation_mode`.
         max_prompt_length (`int` or `None`, *optional*, defaults to `None`):
             If set, prompts longer than this are truncated at tokenization time (see `truncation_mode`), so that
             training and generation see the same prompt tokens.
         truncation_mode (`str`, *optional*, defaults to `"keep_end"`):
-            Which end of an over-long prompt to keep: `"keep_end"` keeps the last `max_prompt_length` tokens (the
-            question and the chat template's generation prompt survive), `"keep_start"` keeps the first ones.
+            Which end of an over-long prompt to keep: `"keep_end"` keeps the last tokens (the question and the chat
+            template's generation prompt survive), `"keep_start"` the first ones. It applies to prompts longer than
+            `max_prompt_length`, and to prompts that leave no room for a response within `max_length`: `"keep_end"`
+            cuts those from the left to `max_length - max_completion_length` tokens, `"keep_start"` drops their rows
+            as `DPOTrainer` does (one warning gives the count; a dataset with no row left is an error). DPO applies
+            its `truncation_mode` to the whole prompt + response; T-SPIN's prompt is fixed before generation, so here
+            it applies to the prompt.
         pad_to_multiple_of (`int`, *optional*):
-            If set, the collated sequences are padded to a multiple of this value.
+            If set, the collated sequences are padded to a multiple of this value. DPO's default `"auto"` is accepted
+            and means no padding to a multiple.
         share_prompt (`bool`, *optional*):
             Compute each prompt once per example: the prompt and its two or three responses are packed into one row
             with a block attention mask (each response sees the prompt and itself) instead of three padded copies.
@@ -194,6 +257,12 @@ class TSPINConfig(_BaseConfig):
             tokenizer and chat template, the prompt token ids and every sampling setting.
         use_proto_cache (`bool`, *optional*, defaults to `True`):
             Whether to read and write the proto-synthetic cache.
+        preflight (`bool`, *optional*, defaults to `True`):
+            Before the first training step, exercise at small cost what the run needs later: the generation backend
+            generates a few tokens for one prompt after a weight sync (if the run generates after step 0), reference
+            log-probs of one example (SPIN, T-SPIN_ref), and a save and load of the model as a checkpoint does (if
+            saving is on). A setting that would fail at the first iteration boundary, hours in, then fails at step 0
+            with the same error. The time it took is logged as `self_play/preflight_seconds`.
         logps_batch_size (`int`, *optional*):
             Examples per forward pass when computing reference log-probs at an iteration boundary (`"spin"` and
             `"tspin_ref"`). Defaults to `per_device_eval_batch_size`.
@@ -246,6 +315,53 @@ class TSPINConfig(_BaseConfig):
             `float16` under `fp16=True`, else the model's parameter dtype), so vLLM samples from the policy being
             trained; vLLM's own `"auto"` would run float32 models in bfloat16 on CPUs. Or one of `"float32"`,
             `"bfloat16"`, `"float16"`.
+
+        > Parameters of TRL's `DPOConfig`, accepted so that a DPO configuration carries over
+
+        padding_free (`bool`, *optional*, defaults to `False`):
+            DPO compatibility: `True` turns on `share_prompt`, T-SPIN's packed layout (each prompt computed once with
+            its responses packed behind it; DPO's padding-free batches are likewise a memory-saving layout). Refused
+            together with `share_prompt=False`.
+        precompute_ref_log_probs (`bool`, *optional*, defaults to `False`):
+            DPO compatibility: accepted with either value. T-SPIN never keeps a reference model: `objective="spin"`
+            and `"tspin_ref"` always precompute the reference log-probs, once per iteration, from the policy at its
+            start; `"tspin"` uses none.
+        precompute_ref_batch_size (`int`, *optional*):
+            DPO compatibility: the same as `logps_batch_size` (batch size of the reference log-prob passes), which it
+            sets; refused when both are set to different values.
+        router_aux_loss_coef (`float`, *optional*):
+            Mixture-of-Experts models (Mixtral, Qwen-MoE, ...): weight of the router load-balancing loss added to the
+            T-SPIN loss and logged as `aux_loss`, as in `DPOTrainer`. `None` takes the model's own coefficient
+            (`config.router_aux_loss_coef`), `0.0` turns it off; a value for a model without router logits is refused.
+        loss_weights (`list[float]`, *optional*):
+            DPO compatibility: accepted only at DPO's default (`None`); T-SPIN weights its two terms with `beta`.
+        ld_alpha (`float`, *optional*):
+            DPO compatibility: accepted only at DPO's default (`None`); T-SPIN has no length-desensitised variant.
+        f_divergence_type (`str`, *optional*, defaults to `"reverse_kl"`):
+            DPO compatibility: accepted only at DPO's default; T-SPIN has no other f-divergence.
+        f_alpha_divergence_coef (`float`, *optional*, defaults to `0.5`):
+            DPO compatibility: accepted only at DPO's default.
+        label_smoothing (`float`, *optional*, defaults to `0.0`):
+            DPO compatibility: accepted only at DPO's default; T-SPIN has no label smoothing.
+        use_weighting (`bool`, *optional*, defaults to `False`):
+            DPO compatibility: accepted only at DPO's default; T-SPIN has no WPO weighting.
+        discopop_tau (`float`, *optional*, defaults to `0.05`):
+            DPO compatibility: accepted only at DPO's default; T-SPIN has no DiscoPOP loss.
+        activation_offloading (`bool`, *optional*, defaults to `False`):
+            DPO compatibility: accepted only at DPO's default; use `gradient_checkpointing` to save activation memory.
+        sync_ref_model (`bool`, *optional*, defaults to `False`):
+            DPO compatibility: accepted only at DPO's default. T-SPIN keeps no reference model; with
+            `objective="spin"`/`"tspin_ref"` the reference is refreshed at every self-play iteration.
+        ref_model_mixup_alpha (`float`, *optional*, defaults to `0.6`):
+            DPO compatibility: accepted only at DPO's default (see `sync_ref_model`).
+        ref_model_sync_steps (`int`, *optional*, defaults to `512`):
+            DPO compatibility: accepted only at DPO's default (see `sync_ref_model`).
+        pad_token (`str`, *optional*):
+            DPO compatibility: accepted only at DPO's default (`None`); set `tokenizer.pad_token` instead.
+
+    `loss_type` also takes DPO's list form: `["sigmoid"]` (DPO's default, T-SPIN's logistic loss) is `"sigmoid"`; DPO's
+    other loss types have no T-SPIN counterpart and are refused. `pad_to_multiple_of="auto"` (DPO's default) means no
+    padding to a multiple.
     """
 
     _VALID_DICT_FIELDS = _BaseConfig._VALID_DICT_FIELDS + ["model_init_kwargs", "generation_kwargs"]
@@ -286,10 +402,15 @@ class TSPINConfig(_BaseConfig):
     )
     truncation_mode: str = field(
         default="keep_end",
-        metadata={"help": "Which end of an over-long prompt to keep.", "choices": list(TRUNCATION_MODES)},
+        metadata={
+            "help": "Which end of an over-long prompt to keep; a prompt with no room for a response is cut from the "
+            "left ('keep_end') or its row dropped ('keep_start', as DPO).",
+            "choices": list(TRUNCATION_MODES),
+        },
     )
-    pad_to_multiple_of: int | None = field(
-        default=None, metadata={"help": "If set, sequences are padded to a multiple of this value."}
+    pad_to_multiple_of: int | str | None = field(
+        default=None,
+        metadata={"help": "If set, sequences are padded to a multiple of this value ('auto', DPO's default: none)."},
     )
     share_prompt: bool | None = field(
         default=None,
@@ -352,6 +473,13 @@ class TSPINConfig(_BaseConfig):
         default=None, metadata={"help": "Proto-synthetic cache folder (default: ~/.cache/tspin_trl/proto)."}
     )
     use_proto_cache: bool = field(default=True, metadata={"help": "Whether to use the proto-synthetic cache."})
+    preflight: bool = field(
+        default=True,
+        metadata={
+            "help": "Before step 0, exercise generation (one prompt), reference log-probs and a checkpoint save/load, "
+            "so a setting that would fail at the first iteration boundary fails at once."
+        },
+    )
     logps_batch_size: int | None = field(
         default=None, metadata={"help": "Batch size for reference log-probs at iteration boundaries."}
     )
@@ -386,7 +514,50 @@ class TSPINConfig(_BaseConfig):
         metadata={"help": "vLLM precision; `auto` = the trainer's compute dtype.", "choices": list(VLLM_DTYPES)},
     )
 
+    # DPOConfig fields (TRL 1.16), accepted so that a DPO configuration carries over (see `_map_dpo_fields`)
+    padding_free: bool = field(
+        default=False, metadata={"help": "DPO compatibility: True turns on `share_prompt` (the packed layout)."}
+    )
+    precompute_ref_log_probs: bool = field(
+        default=False,
+        metadata={
+            "help": "DPO compatibility: T-SPIN always precomputes reference log-probs; either value is accepted."
+        },
+    )
+    precompute_ref_batch_size: int | None = field(
+        default=None, metadata={"help": "DPO compatibility: the same as `logps_batch_size`, which it sets."}
+    )
+    router_aux_loss_coef: float | None = field(
+        default=None,
+        metadata={"help": "MoE models: weight of the router load-balancing loss (None: the model's own; 0: off)."},
+    )
+    loss_weights: list[float] | None = field(
+        default=None, metadata={"help": "DPO compatibility: only DPO's default (None); T-SPIN has no loss mixtures."}
+    )
+    ld_alpha: float | None = field(default=None, metadata={"help": "DPO compatibility: only DPO's default (None)."})
+    f_divergence_type: str = field(
+        default="reverse_kl", metadata={"help": "DPO compatibility: only DPO's default ('reverse_kl')."}
+    )
+    f_alpha_divergence_coef: float = field(
+        default=0.5, metadata={"help": "DPO compatibility: only DPO's default (0.5)."}
+    )
+    label_smoothing: float = field(default=0.0, metadata={"help": "DPO compatibility: only DPO's default (0.0)."})
+    use_weighting: bool = field(default=False, metadata={"help": "DPO compatibility: only DPO's default (False)."})
+    discopop_tau: float = field(default=0.05, metadata={"help": "DPO compatibility: only DPO's default (0.05)."})
+    activation_offloading: bool = field(
+        default=False, metadata={"help": "DPO compatibility: only DPO's default (False)."}
+    )
+    sync_ref_model: bool = field(default=False, metadata={"help": "DPO compatibility: only DPO's default (False)."})
+    ref_model_mixup_alpha: float = field(
+        default=0.6, metadata={"help": "DPO compatibility: only DPO's default (0.6)."}
+    )
+    ref_model_sync_steps: int = field(default=512, metadata={"help": "DPO compatibility: only DPO's default (512)."})
+    pad_token: str | None = field(
+        default=None, metadata={"help": "DPO compatibility: only DPO's default (None); set `tokenizer.pad_token`."}
+    )
+
     def __post_init__(self):
+        self._map_dpo_fields()  # first: it may set `share_prompt`
         # TRL defaults to bf16; on a machine without a bf16-capable accelerator that is slower or fails.
         if self.bf16 is None and not self.fp16:
             self.bf16 = _accelerator_supports_bf16()
@@ -396,10 +567,15 @@ class TSPINConfig(_BaseConfig):
         # new name so a default config does not warn (an explicit `gradient_checkpointing=False` still does).
         if self.activation_checkpointing is None and self.gradient_checkpointing is True:
             self.activation_checkpointing = True
-        self._validate_tspin_fields()
-        self._validate_vllm_fields()
+        self.validate()
+        if self.max_steps > 0 and self.num_iterations > 1:
+            warnings.warn(
+                "`max_steps` is set: training stops after that many steps, which may end before all "
+                f"{self.num_iterations} self-play iterations have run.",
+                stacklevel=2,
+            )
         requested_epochs = self.num_train_epochs
-        self.num_train_epochs = self.num_iterations * self.epochs_per_iteration
+        self.num_train_epochs = IterationClock.from_config(self).num_train_epochs
         if requested_epochs not in (3.0, self.num_train_epochs):
             warnings.warn(
                 f"`num_train_epochs={requested_epochs}` is ignored: T-SPIN runs `num_iterations * "
@@ -409,10 +585,89 @@ class TSPINConfig(_BaseConfig):
             )
         super().__post_init__()
 
-    def _validate_tspin_fields(self) -> None:
-        def fail(name: str, value: Any, fix: str) -> None:
-            raise ValueError(f"TSPINConfig.{name}={value!r} is invalid: {fix}")
+    def validate(self) -> None:
+        """Check every T-SPIN setting and the numeric training settings; raise a `ValueError` naming the field and
+        the fix. Run at construction, and again by [`TSPINTrainer.train`], so a field changed on `trainer.args` after
+        the trainer was built is checked too."""
+        self._validate_number_types()
+        self._validate_tspin_fields()
+        self._validate_vllm_fields()
 
+    def _map_dpo_fields(self) -> None:
+        """Accept the fields of TRL's `DPOConfig` that a migrating configuration carries: map those that mean
+        something here, accept the others at DPO's default, refuse any other value naming T-SPIN's counterpart."""
+        fail = _fail
+
+        for name, (default, instead) in _DPO_FIELDS_WITHOUT_COUNTERPART.items():
+            value = getattr(self, name)
+            if value != default:
+                fail(name, value, f"it is a DPOConfig field T-SPIN has no counterpart for: {instead}. Remove it.")
+        if isinstance(self.loss_type, (list, tuple)):  # DPO's form: a list of loss types
+            if len(self.loss_type) != 1:
+                fail(
+                    "loss_type",
+                    self.loss_type,
+                    "T-SPIN uses one per-term loss ('sigmoid' or 'exponential'); DPO's loss mixtures have no "
+                    "counterpart.",
+                )
+            self.loss_type = self.loss_type[0]
+        if self.loss_type in _DPO_ONLY_LOSS_TYPES:
+            fail(
+                "loss_type",
+                self.loss_type,
+                f"it is a DPO loss T-SPIN does not have. T-SPIN's per-term losses are {list(LOSS_TYPES)}: 'sigmoid' "
+                "is DPO's default logistic loss (and the paper's).",
+            )
+        if self.padding_free:
+            if self.share_prompt is False:
+                fail(
+                    "padding_free",
+                    True,
+                    "it maps to `share_prompt=True` (T-SPIN's packed layout), but `share_prompt=False` is set too. "
+                    "Keep one of them.",
+                )
+            self.share_prompt = True
+        if self.precompute_ref_batch_size is not None:
+            if self.logps_batch_size not in (None, self.precompute_ref_batch_size):
+                fail(
+                    "precompute_ref_batch_size",
+                    self.precompute_ref_batch_size,
+                    f"it is DPO's name for `logps_batch_size`, which is set to {self.logps_batch_size} too. Keep one.",
+                )
+            self.logps_batch_size = self.precompute_ref_batch_size
+        if self.router_aux_loss_coef is not None and not self.router_aux_loss_coef >= 0:
+            fail("router_aux_loss_coef", self.router_aux_loss_coef, "it must be >= 0 (0 turns the router loss off).")
+        if isinstance(self.pad_to_multiple_of, str):  # DPO's default "auto", or a value from the command line
+            text = self.pad_to_multiple_of.strip().lower()
+            if text in ("auto", "none", "null"):
+                self.pad_to_multiple_of = None  # DPO's "auto" pads only on Neuron, where T-SPIN does not run
+            elif text.isdigit():
+                self.pad_to_multiple_of = int(text)
+            else:
+                fail("pad_to_multiple_of", self.pad_to_multiple_of, "it must be an integer, 'auto' or None.")
+
+    def _validate_number_types(self) -> None:
+        """Float fields hold numbers (a string such as "1e-4" or `None` would fail deep in training, naming nothing);
+        integer fields are checked in `_validate_tspin_fields`."""
+        # the annotations, not `fields()[i].type`: HfArgumentParser rewrites the latter in place (`float | None` -> float)
+        hints = _type_hints(type(self))
+        for spec in dataclasses.fields(self):
+            annotation = hints.get(spec.name)
+            arguments = typing.get_args(annotation)
+            optional = float in arguments and type(None) in arguments
+            if annotation is not float and not optional:
+                continue
+            value = getattr(self, spec.name, None)
+            if value is None and optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                expected = "a number or None" if optional else "a number"
+                _fail(spec.name, value, f"it must be {expected}, got {type(value).__name__}.")
+            if not isinstance(value, (int, float)):  # a numpy or torch scalar: kept as the Python number it is
+                setattr(self, spec.name, float(value))
+
+    def _validate_tspin_fields(self) -> None:
+        fail = _fail
         # NaN passes every comparison's negation and inf passes `> 0`: check finiteness first, for every float field
         # (TrainingArguments' ones included).
         for spec in dataclasses.fields(self):
@@ -421,11 +676,15 @@ class TSPINConfig(_BaseConfig):
                 fail(spec.name, value, "it must be a finite number.")
         for name in _INTEGER_FIELDS:
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
                 fail(name, value, f"it must be an integer, got {type(value).__name__}.")
+            if value is not None and not isinstance(value, int):  # a numpy integer
+                setattr(self, name, int(value))
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 fail(name, getattr(self, name), "it must be >= 1.")
+        if self.max_grad_norm < 0:
+            fail("max_grad_norm", self.max_grad_norm, "it must be >= 0 (0 turns gradient clipping off).")
         if not 0 <= self.weight_decay <= 1:
             fail("weight_decay", self.weight_decay, "it must be in [0, 1] (the paper and SPIN use 0).")
         if not 0 <= self.warmup_steps <= _MAX_WARMUP_STEPS:
@@ -500,17 +759,9 @@ class TSPINConfig(_BaseConfig):
                 "self-play replaces the synthetic responses in the training data between iterations, and persistent "
                 "workers would keep training on stale copies. Set it to False.",
             )
-        if self.max_steps > 0 and self.num_iterations > 1:
-            warnings.warn(
-                "`max_steps` is set: training stops after that many steps, which may end before all "
-                f"{self.num_iterations} self-play iterations have run.",
-                stacklevel=3,
-            )
 
     def _validate_vllm_fields(self) -> None:
-        def fail(name: str, value: Any, fix: str) -> None:
-            raise ValueError(f"TSPINConfig.{name}={value!r} is invalid: {fix}")
-
+        fail = _fail
         if self.vllm_mode not in VLLM_MODES:
             fail("vllm_mode", self.vllm_mode, f"use one of {list(VLLM_MODES)}.")
         if self.vllm_dtype not in VLLM_DTYPES:
@@ -528,3 +779,12 @@ class TSPINConfig(_BaseConfig):
             fail("vllm_max_model_length", self.vllm_max_model_length, "it must be >= 1, or None.")
         if self.use_vllm and self.vllm_mode == "server" and self.vllm_enable_sleep_mode:
             fail("vllm_enable_sleep_mode", True, "sleep mode applies to `vllm_mode='colocate'` only.")
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _fail(name: str, value: Any, fix: str) -> None:
+    raise ValueError(f"TSPINConfig.{name}={value!r} is invalid: {fix}")

@@ -1,17 +1,26 @@
 """Recognising dataset formats, templating, tokenizing and validating rows into response triplets.
 
-Every supported row is first normalised to `prompt`, `real` and the optional `synthetic` / `proto` responses, then
-tokenized once. The prompt is tokenized with the generation prompt, exactly as generation will see it, and each
-response is tokenized as the continuation of those prompt tokens, ending at the first end-of-sequence token.
+Every supported row is first normalised to `prompt`, `real` and the optional `synthetic` / `proto` responses (plus the
+row's `tools` and `chat_template_kwargs`), then tokenized once. Conversational rows are templated with TRL's own
+`apply_chat_template` (tools, per-row template kwargs, the common-prefix rule for templates whose generation prompt is
+not a prefix of the conversation), and preference rows without a `prompt` have it extracted with TRL's
+`maybe_extract_prompt`. The prompt is tokenized exactly as generation will see it, and each response is tokenized as
+the continuation of that prompt, ending at the first end-of-sequence token.
 """
 
+import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
+from trl.data_utils import apply_chat_template, maybe_extract_prompt
 
+
+logger = logging.getLogger(__name__)
 
 # Column names of each recognised format, checked in this order.
 FORMATS: dict[str, tuple[str, ...]] = {
@@ -19,9 +28,22 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "messages": ("messages",),
     "prompt_completion": ("prompt", "completion"),
     "preference": ("prompt", "chosen"),
+    "implicit_preference": ("chosen", "rejected"),
 }
 OPTIONAL_RESPONSE_COLUMNS = ("synthetic", "proto")
 RESPONSE_ROLES = ("real", "synthetic", "proto")
+# Columns TRL's vision-language trainers read; T-SPIN generates and scores text only.
+IMAGE_COLUMNS = ("image", "images")
+SUPPORTED_FORMATS_TEXT = (
+    "'prompt' + 'completion' (standard or conversational), 'messages' (the last assistant turn is the real "
+    "response), SPIN's 'real' + 'generated' message lists, DPO's 'prompt' + 'chosen' (chosen is the real response), "
+    "or DPO's implicit-prompt 'chosen' + 'rejected' (the prompt is their shared first turns). Optional columns: "
+    "'synthetic' and 'proto' (already generated responses), 'tools' (function schemas for the chat template) and "
+    "'chat_template_kwargs' (a dict per row)"
+)
+# Where the prompt and the real response of each format come from, for error messages.
+_PROMPT_COLUMN = {"messages": "messages", "spin": "real", "implicit_preference": "chosen"}
+_REAL_COLUMN = {"messages": "messages", "spin": "real", "prompt_completion": "completion"}
 
 
 class DataFormatError(ValueError):
@@ -31,15 +53,27 @@ class DataFormatError(ValueError):
 def detect_format(column_names: Sequence[str]) -> str:
     """Return the name of the dataset format from its columns, or raise a [`DataFormatError`] naming the fix."""
     columns = set(column_names)
-    for name, required in FORMATS.items():
-        if set(required) <= columns:
-            return name
+    for column in IMAGE_COLUMNS:
+        if column in columns:
+            raise DataFormatError(
+                f"The dataset has an '{column}' column: vision-language (image) data is not supported. T-SPIN trains "
+                "text-only causal language models (it samples and scores text responses). Supported: "
+                f"{SUPPORTED_FORMATS_TEXT}. Drop the '{column}' column to train on the text alone."
+            )
+    matches = [name for name, required in FORMATS.items() if set(required) <= columns]
+    real_columns = {_REAL_COLUMN.get(name, "chosen") for name in matches}
+    if len(real_columns) > 1:  # e.g. 'messages' and 'prompt' + 'completion': which is the real response?
+        described = " and ".join(" + ".join(f"'{c}'" for c in FORMATS[name]) for name in matches)
+        raise DataFormatError(
+            f"The dataset has the columns of several formats ({described}), so the real response could be in "
+            f"{sorted(real_columns)}. Keep the columns of one format: drop the others with "
+            "`dataset.remove_columns([...])`."
+        )
+    if matches:
+        return matches[0]  # DPO's prompt + chosen + rejected: the explicit prompt
     raise DataFormatError(
         f"Cannot recognise the dataset format from its columns {sorted(columns)}. T-SPIN accepts: "
-        "'prompt' + 'completion' (standard or conversational), 'messages' (the last assistant turn is the real "
-        "response), SPIN's 'real' + 'generated' message lists, or DPO's 'prompt' + 'chosen' (chosen is the real "
-        "response). Optional columns 'synthetic' and 'proto' hold already generated responses. Rename your columns "
-        "to one of these."
+        f"{SUPPORTED_FORMATS_TEXT}. Rename your columns to one of these."
     )
 
 
@@ -48,54 +82,151 @@ def _is_message_list(value: Any) -> bool:
 
 
 def _check_messages(messages: list, column: str, index: int) -> None:
+    """Each message needs a role and text content; an assistant message may carry `tool_calls` instead of content."""
     for message in messages:
-        if "role" not in message or "content" not in message:
+        if "role" not in message:
             raise DataFormatError(
-                f"Row {index}, column '{column}': every message needs 'role' and 'content' keys, got {message!r}."
+                f"Row {index}, column '{column}': every message needs a 'role' key, got {message!r}."
             )
-        if not isinstance(message["content"], str):
+        content = message.get("content")
+        if message["role"] == "assistant" and message.get("tool_calls") and content is None:
+            continue  # a tool call: the chat template renders `tool_calls`
+        if "content" not in message:
+            raise DataFormatError(
+                f"Row {index}, column '{column}': every message needs 'role' and 'content' keys (or, for an "
+                f"assistant tool call, 'tool_calls'), got {message!r}."
+            )
+        if isinstance(content, list):
+            kinds = sorted(
+                {str(part.get("type")) for part in content if isinstance(part, dict) and part.get("type") != "text"}
+            )
+            if kinds:
+                raise DataFormatError(
+                    f"Row {index}, column '{column}': a {message['role']} message has multimodal content (parts of "
+                    f"type {kinds}). T-SPIN trains text-only causal language models: images, audio and video are not "
+                    "supported. Use text-only messages whose 'content' is a string."
+                )
+        if not isinstance(content, str):
             raise DataFormatError(
                 f"Row {index}, column '{column}': message content must be a string, got "
-                f"{type(message['content']).__name__} ({message['content']!r}). Multimodal or structured content is "
-                "not supported: flatten it to text."
+                f"{type(content).__name__} ({content!r}). Structured content is not supported: flatten it to text."
             )
 
 
-def _response_text(value: Any, column: str, index: int, conversational: bool) -> str:
-    """A response given as text or as a list holding one assistant message, returned as its text."""
-    if conversational:
-        if isinstance(value, str):
-            text = value
-        elif _is_message_list(value):
-            _check_messages(value, column, index)
-            if len(value) != 1 or value[0]["role"] != "assistant":
-                raise DataFormatError(
-                    f"Row {index}, column '{column}': a conversational response must be a list with exactly one "
-                    f"assistant message, got roles {[m['role'] for m in value]}."
-                )
-            text = value[0]["content"]
-        else:
-            raise DataFormatError(
-                f"Row {index}, column '{column}': expected a list with one assistant message or a string, got "
-                f"{type(value).__name__}."
-            )
-    else:
+def _response(value: Any, column: str, index: int, conversational: bool) -> str | dict[str, Any]:
+    """A response as its text (standard data) or as one assistant message (conversational data; a string becomes one).
+
+    An assistant message may be a tool call (`tool_calls` and no content)."""
+    if not conversational:
         if not isinstance(value, str):
             raise DataFormatError(
                 f"Row {index}, column '{column}': the prompt is plain text, so the response must be a string too, "
                 f"got {type(value).__name__}."
             )
-        text = value
-    if not text.strip():
+        if not value.strip():
+            raise DataFormatError(f"Row {index}, column '{column}': the response is empty.")
+        return value
+    if isinstance(value, str):
+        value = [{"role": "assistant", "content": value}]
+    if not _is_message_list(value):
+        raise DataFormatError(
+            f"Row {index}, column '{column}': expected a list with one assistant message or a string, got "
+            f"{type(value).__name__}."
+        )
+    _check_messages(value, column, index)
+    if len(value) != 1 or value[0]["role"] != "assistant":
+        raise DataFormatError(
+            f"Row {index}, column '{column}': a conversational response must be a list with exactly one assistant "
+            f"message (text or a tool call), got roles {[m['role'] for m in value]}. T-SPIN compares one generated "
+            "assistant turn with the real one; put earlier turns (tool results included) in the prompt."
+        )
+    message = value[0]
+    if not (message.get("content") or "").strip() and not message.get("tool_calls"):
         raise DataFormatError(f"Row {index}, column '{column}': the response is empty.")
-    return text
+    return message
+
+
+def _row_options(row: dict[str, Any], index: int) -> dict[str, Any]:
+    """The row's `tools` (a JSON string is decoded, as TRL does) and `chat_template_kwargs`, where given."""
+    options = {}
+    tools = row.get("tools")
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError as error:
+            raise DataFormatError(
+                f"Row {index}, column 'tools': a string must be a JSON list of function schemas ({error})."
+            ) from None
+    if tools:
+        if not isinstance(tools, list):
+            raise DataFormatError(
+                f"Row {index}, column 'tools': expected a list of function schemas (or its JSON string), got "
+                f"{type(tools).__name__}."
+            )
+        options["tools"] = tools
+    kwargs = row.get("chat_template_kwargs")
+    if kwargs is not None:
+        if not isinstance(kwargs, dict):
+            raise DataFormatError(
+                f"Row {index}, column 'chat_template_kwargs': expected a dict of keyword arguments for the chat "
+                f"template, got {type(kwargs).__name__}."
+            )
+        if kwargs:
+            options["chat_template_kwargs"] = kwargs
+    return options
+
+
+def _extract_prompt(row: dict[str, Any], data_format: str, index: int) -> dict[str, Any]:
+    """DPO's preference rows as `prompt`/`chosen`, the prompt extracted by TRL's `maybe_extract_prompt` when it is
+    implicit: no `prompt` column, or a prompt of the other kind (text / messages) than `chosen`."""
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    example = {"chosen": chosen} | ({"prompt": row["prompt"]} if data_format == "preference" else {})
+    implicit = data_format == "implicit_preference" or (
+        row.get("prompt") is not None and _is_message_list(row["prompt"]) != _is_message_list(chosen)
+    )
+    if not implicit:
+        return example  # `rejected` is not used: it is not a sample of the policy
+    both_text = isinstance(chosen, str) and isinstance(rejected, str) and chosen and rejected
+    if not (both_text or (_is_message_list(chosen) and _is_message_list(rejected))):
+        raise DataFormatError(
+            f"Row {index}, columns 'chosen'/'rejected': to extract the implicit prompt (as TRL does), both must be "
+            "non-empty strings or both lists of messages that share their first turns. Otherwise add a 'prompt' "
+            "column of the same kind as 'chosen'."
+        )
+    example = maybe_extract_prompt(example | {"rejected": rejected})
+    if not example["prompt"]:
+        raise DataFormatError(
+            f"Row {index}, columns 'chosen'/'rejected': they share no first turns, so there is no implicit prompt to "
+            "extract. Add a 'prompt' column."
+        )
+    return example
+
+
+def _check_prompt_turns(prompt: list[dict[str, Any]], column: str, index: int) -> None:
+    """A conversational prompt asks something: it has a user turn, and no empty one."""
+    roles = [message["role"] for message in prompt]
+    if "user" not in roles:
+        raise DataFormatError(
+            f"Row {index}, column '{column}': the prompt has no user message (roles {roles}): the model would answer "
+            "nothing. Put the question in a user turn before the response, or drop the row."
+        )
+    for position, message in enumerate(prompt):
+        content = message.get("content")
+        if message["role"] == "user" and isinstance(content, str) and not content.strip():
+            raise DataFormatError(
+                f"Row {index}, column '{column}': user message {position} of the prompt is empty. Fill it or drop the "
+                "row."
+            )
 
 
 def normalize_row(row: dict[str, Any], data_format: str, index: int) -> dict[str, Any]:
-    """Map a row of any supported format to `{"prompt", "real", "synthetic"?, "proto"?}`.
+    """Map a row of any supported format to `{"prompt", "real", "synthetic"?, "proto"?, "tools"?,
+    "chat_template_kwargs"?}`.
 
-    `prompt` is a string or a list of messages; responses are strings.
+    `prompt` is a string or a list of messages; responses are strings (standard data) or one assistant message each
+    (conversational data).
     """
+    synthetic = None
     if data_format == "messages":
         messages = row["messages"]
         if not _is_message_list(messages):
@@ -107,7 +238,6 @@ def normalize_row(row: dict[str, Any], data_format: str, index: int) -> dict[str
                 f"role {messages[-1]['role']!r}."
             )
         prompt, real = messages[:-1], messages[-1:]
-        synthetic = None
     elif data_format == "spin":
         for column in ("real", "generated"):
             if not _is_message_list(row[column]):
@@ -118,13 +248,14 @@ def normalize_row(row: dict[str, Any], data_format: str, index: int) -> dict[str
             raise DataFormatError(
                 f"Row {index}: in SPIN format, 'real' and 'generated' must end with an assistant turn."
             )
-    else:  # prompt_completion, preference
-        prompt = row["prompt"]
-        real = row["completion" if data_format == "prompt_completion" else "chosen"]
-        synthetic = None
+    elif data_format == "prompt_completion":
+        prompt, real = row["prompt"], row["completion"]
+    else:  # preference, implicit_preference
+        example = _extract_prompt(row, data_format, index)
+        prompt, real = example["prompt"], example["chosen"]
 
     conversational = not isinstance(prompt, str)
-    prompt_column = "messages" if data_format == "messages" else "real" if data_format == "spin" else "prompt"
+    prompt_column = _PROMPT_COLUMN.get(data_format, "prompt")
     if conversational:
         if not _is_message_list(prompt):
             raise DataFormatError(
@@ -132,21 +263,26 @@ def normalize_row(row: dict[str, Any], data_format: str, index: int) -> dict[str
                 f"got {prompt!r}."
             )
         _check_messages(prompt, prompt_column, index)
+        _check_prompt_turns(prompt, prompt_column, index)
     elif not prompt.strip():
         raise DataFormatError(f"Row {index}, column '{prompt_column}': the prompt is empty.")
 
-    real_column = {"messages": "messages", "spin": "real", "prompt_completion": "completion"}.get(
-        data_format, "chosen"
-    )
+    real_column = _REAL_COLUMN.get(data_format, "chosen")
     if real is None:
         raise DataFormatError(f"Row {index}, column '{real_column}': the real response is missing.")
-    out = {"prompt": prompt, "real": _response_text(real, real_column, index, conversational)}
+    out = {"prompt": prompt, "real": _response(real, real_column, index, conversational)}
     if synthetic is not None:
-        out["synthetic"] = _response_text(synthetic, "generated", index, conversational)
+        out["synthetic"] = _response(synthetic, "generated", index, conversational)
     for column in OPTIONAL_RESPONSE_COLUMNS:
         if row.get(column) is not None:
-            out[column] = _response_text(row[column], column, index, conversational)
-    return out
+            out[column] = _response(row[column], column, index, conversational)
+    options = _row_options(row, index)
+    if options and not conversational:
+        raise DataFormatError(
+            f"Row {index}: {sorted(options)} apply to conversational rows (they go to the chat template), but this "
+            "row's prompt is plain text. Use lists of messages, or drop the column."
+        )
+    return out | options
 
 
 def eos_token_ids(tokenizer: PreTrainedTokenizerBase, generation_config: Any = None) -> list[int]:
@@ -169,17 +305,31 @@ def cut_at_eos(ids: list[int], eos_ids: Sequence[int]) -> list[int]:
 class TripletTokenizer:
     """Tokenizes normalised rows: the prompt as generation sees it, responses as its continuation.
 
+    Conversational rows go through TRL's [`~trl.apply_chat_template`] with the row's `tools` and
+    `chat_template_kwargs`: the prompt gets the generation prompt (or continues a final assistant message), and where a
+    template renders the prompt alone differently from the start of the whole conversation, the prompt is their common
+    prefix (as TRL does; generation then continues from that prefix too).
+
+    Over-long prompts: a prompt longer than `max_prompt_length` keeps its last (`truncation_mode="keep_end"`) or first
+    (`"keep_start"`) tokens. A prompt that then leaves no room for a response within `max_length` is, with
+    `"keep_start"`, dropped (as `DPOTrainer` drops it); with `"keep_end"`, cut from the left to
+    `max_length - max_completion_length` tokens so that a full-length generated response fits (dropped when
+    `max_completion_length` is not below `max_length`).
+
     Args:
         tokenizer ([`~transformers.PreTrainedTokenizerBase`]):
             Tokenizer with a chat template for conversational data.
         max_length (`int` or `None`):
-            Maximum prompt + response length; a prompt that alone reaches it is an error.
+            Maximum prompt + response length.
         max_prompt_length (`int` or `None`):
             Prompts longer than this are truncated per `truncation_mode`.
         truncation_mode (`str`):
             `"keep_end"` or `"keep_start"`.
         eos_ids (`list[int]`):
             Token ids that end a response.
+        max_completion_length (`int`, *optional*):
+            Room a `"keep_end"` cut leaves for a generated response; without it, `"keep_end"` drops prompts with no
+            room too.
     """
 
     def __init__(
@@ -189,64 +339,115 @@ class TripletTokenizer:
         max_prompt_length: int | None,
         truncation_mode: str,
         eos_ids: list[int],
+        max_completion_length: int | None = None,
     ):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.max_prompt_length = max_prompt_length
         self.truncation_mode = truncation_mode
         self.eos_ids = eos_ids
+        self.max_completion_length = max_completion_length
+        self._warned_prefix = False
 
-    def prompt_text(self, prompt: str | list[dict[str, str]]) -> str:
+    def _template(self, example: dict[str, Any], options: dict[str, Any], index: int) -> dict[str, str]:
+        if "chat_template_kwargs" in options:
+            example = example | {"chat_template_kwargs": options["chat_template_kwargs"]}
+        try:
+            return apply_chat_template(example, self.tokenizer, tools=options.get("tools"))
+        except Exception as error:  # the user's template and data: name the row
+            raise DataFormatError(
+                f"Row {index}: the chat template failed on this row ({type(error).__name__}: {error})."
+            ) from error
+
+    def prompt_text(self, prompt: str | list[dict[str, Any]], index: int = 0, **options: Any) -> str:
+        """The prompt alone, with the generation prompt (`options`: the row's `tools` / `chat_template_kwargs`)."""
         if isinstance(prompt, str):
             return prompt
-        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        return self._template({"prompt": prompt}, options, index)["prompt"]
 
-    def response_text(self, prompt: str | list[dict[str, str]], prompt_text: str, response: str) -> str:
-        """The text that follows the prompt when the response is appended (through the chat template if any)."""
+    def render(self, row: dict[str, Any], index: int) -> tuple[str, dict[str, str]]:
+        """The prompt text and the text of each response that follows it (through the chat template if any)."""
+        prompt = row["prompt"]
+        responses = {role: row[role] for role in RESPONSE_ROLES if role in row}
         if isinstance(prompt, str):
-            return response
-        full = self.tokenizer.apply_chat_template(
-            prompt + [{"role": "assistant", "content": response}], tokenize=False
-        )
-        if not full.startswith(prompt_text):
-            raise DataFormatError(
-                "The chat template renders the prompt with the generation prompt differently from the start of the "
-                "prompt + assistant response, so the response cannot be tokenized as the continuation the model "
-                "generates. Use a chat template whose `add_generation_prompt=True` output is a prefix of the "
-                "rendered conversation."
-            )
-        return full[len(prompt_text) :]
+            return prompt, responses
+        options = {key: row[key] for key in ("tools", "chat_template_kwargs") if key in row}
+        full = {}
+        prompts = []
+        for role, message in responses.items():
+            message = message if isinstance(message, dict) else {"role": "assistant", "content": message}
+            rendered = self._template({"prompt": prompt, "completion": [message]}, options, index)
+            prompts.append(rendered["prompt"])
+            full[role] = rendered["prompt"] + rendered["completion"]
+        # Each is the common prefix of the generation prompt and one conversation: the shortest is common to all
+        text = min(prompts, key=len)
+        if not self._warned_prefix:
+            generation_prompt = self.prompt_text(prompt, index, **options)
+            if generation_prompt != text:
+                self._warned_prefix = True
+                logger.warning(
+                    "The chat template renders the prompt with its generation prompt differently from the start of "
+                    "the prompt + response (first seen in row %d): prompts are cut to their common prefix, as TRL's "
+                    "`apply_chat_template` does, so training and generation continue from %r instead of %r. This "
+                    "warning is shown once; it likely applies to every row.",
+                    index,
+                    text[-40:],
+                    generation_prompt[-40:],
+                )
+        return text, {role: conversation[len(text) :] for role, conversation in full.items()}
 
-    def encode_prompt(self, prompt: str | list[dict[str, str]], index: int) -> tuple[str, list[int]]:
-        text = self.prompt_text(prompt)
-        # Chat templates already contain any special tokens; plain-text prompts get the tokenizer's usual ones.
-        ids = self.tokenizer(text, add_special_tokens=isinstance(prompt, str))["input_ids"]
+    def fit_prompt(self, ids: list[int]) -> tuple[list[int] | None, int]:
+        """The prompt ids truncated per `max_prompt_length` / `truncation_mode` (`None` when the row has no room for
+        a response and is dropped), and the number of tokens cut."""
+        length = len(ids)
+        keep_end = self.truncation_mode == "keep_end"
         if self.max_prompt_length is not None and len(ids) > self.max_prompt_length:
-            ids = (
-                ids[-self.max_prompt_length :] if self.truncation_mode == "keep_end" else ids[: self.max_prompt_length]
-            )
+            ids = ids[-self.max_prompt_length :] if keep_end else ids[: self.max_prompt_length]
         if self.max_length is not None and len(ids) >= self.max_length:
+            room = self.max_completion_length
+            if not keep_end or room is None or room >= self.max_length:
+                return None, length - len(ids)
+            ids = ids[-(self.max_length - room) :]
+        return ids, length - len(ids)
+
+    def encode_prompt(self, prompt: str | list[dict[str, Any]], index: int, **options: Any) -> tuple[str, list[int]]:
+        """A prompt alone (e.g. a scorer's), templated with the generation prompt and fitted; one with no room for a
+        response is an error here."""
+        text = self.prompt_text(prompt, index, **options)
+        ids, _ = self.fit_prompt(self._encode_prompt_text(text, isinstance(prompt, str)))
+        if ids is None:
             raise DataFormatError(
-                f"Row {index}: the prompt is {len(ids)} tokens, which leaves no room for a response within "
-                f"max_length={self.max_length}. Raise `max_length`, set `max_prompt_length` to truncate prompts, or "
-                "filter out long prompts."
+                f"Row {index}: the prompt leaves no room for a response within max_length={self.max_length}. Raise "
+                "`max_length`, set `max_prompt_length` to truncate prompts, or filter out long prompts."
             )
         return text, ids
 
-    def encode_response(self, prompt: str | list[dict[str, str]], prompt_text: str, response: str) -> list[int]:
-        text = self.response_text(prompt, prompt_text, response)
+    def _encode_prompt_text(self, text: str, standard: bool) -> list[int]:
+        # Chat templates already contain any special tokens; plain-text prompts get the tokenizer's usual ones.
+        return self.tokenizer(text, add_special_tokens=standard)["input_ids"]
+
+    def encode_response(self, text: str, standard: bool) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if isinstance(prompt, str) and self.tokenizer.eos_token_id is not None:
+        if standard and self.tokenizer.eos_token_id is not None:
             ids = ids + [self.tokenizer.eos_token_id]
         return cut_at_eos(ids, self.eos_ids)
 
-    def __call__(self, row: dict[str, Any], index: int) -> dict[str, Any]:
-        prompt_text, prompt_ids = self.encode_prompt(row["prompt"], index)
-        out = {"prompt_text": prompt_text, "prompt_ids": prompt_ids, "real_text": row["real"]}
-        for role in RESPONSE_ROLES:
-            if role in row:
-                out[f"{role}_ids"] = self.encode_response(row["prompt"], prompt_text, row[role])
-        return out
+    def encode(self, row: dict[str, Any], index: int) -> tuple[dict[str, Any] | None, int]:
+        """The tokenized example (`None` when it has no room for a response) and the number of prompt tokens cut."""
+        standard = isinstance(row["prompt"], str)
+        prompt_text, response_texts = self.render(row, index)
+        prompt_ids, cut = self.fit_prompt(self._encode_prompt_text(prompt_text, standard))
+        if prompt_ids is None:
+            return None, cut
+        real = row["real"]
+        real_text = real if isinstance(real, str) else real.get("content") or response_texts["real"]
+        out = {"prompt_text": prompt_text, "prompt_ids": prompt_ids, "real_text": real_text}
+        for role, text in response_texts.items():
+            out[f"{role}_ids"] = self.encode_response(text, standard)
+        return out, cut
+
+    def __call__(self, row: dict[str, Any], index: int) -> dict[str, Any] | None:
+        return self.encode(row, index)[0]
 
 
 def check_columns(dataset: Dataset | IterableDataset, name: str) -> str:
@@ -274,13 +475,29 @@ def check_tokenizer(tokenizer: PreTrainedTokenizerBase, conversational: bool) ->
         )
 
 
+def _on_main_process() -> bool:
+    """Whether this process should log dataset-wide warnings (every process tokenizes the same data)."""
+    return not PartialState._shared_state or PartialState().is_main_process
+
+
+def _rows_text(indices: list[int], limit: int = 10) -> str:
+    shown = ", ".join(map(str, indices[:limit]))
+    return shown + (f", ... ({len(indices) - limit} more)" if len(indices) > limit else "")
+
+
 def tokenize_dataset(
     dataset: Dataset | IterableDataset,
     data_format: str,
     triplet_tokenizer: TripletTokenizer,
     name: str,
-) -> list[dict[str, Any]]:
-    """Validate, normalise and tokenize every row of a dataset of `data_format` (from [`check_columns`])."""
+    mix_previous: bool = False,
+) -> "TripletDataset":
+    """Validate, normalise and tokenize every row of a dataset of `data_format` (from [`check_columns`]).
+
+    Rows whose prompt leaves no room for a response (see [`TripletTokenizer`]) are dropped with one warning giving
+    their count; the result records which source rows it kept (`row_indices`) and dropped (`dropped_row_indices`).
+    A dataset where no row is left is an error.
+    """
     rows = [normalize_row(row, data_format, index) for index, row in enumerate(dataset)]
     if not rows:
         raise DataFormatError(f"The {name} dataset is empty.")
@@ -295,7 +512,49 @@ def tokenize_dataset(
                 f"Column '{role}' of the {name} dataset is empty in {len(rows) - present} of {len(rows)} rows: give "
                 "every row a response or drop the column (it is then generated)."
             )
-    return [triplet_tokenizer(row, index) for index, row in enumerate(rows)]
+    examples, dropped, cut = [], [], []
+    for index, row in enumerate(rows):
+        example, tokens_cut = triplet_tokenizer.encode(row, index)
+        if example is None:
+            dropped.append(index)
+            continue
+        if tokens_cut:
+            cut.append(index)
+        examples.append(example | {"row_index": index})
+    tt = triplet_tokenizer
+    if not examples:
+        raise DataFormatError(
+            f"No row of the {name} dataset is left: all {len(rows)} prompts leave no room for a response within "
+            f"max_length={tt.max_length} (truncation_mode={tt.truncation_mode!r}). Raise `max_length`, set "
+            "`max_prompt_length` to truncate prompts, or use truncation_mode='keep_end' to cut prompts from the left."
+        )
+    if _on_main_process():
+        if dropped:
+            logger.warning(
+                "Dropped %d of %d rows of the %s dataset (rows %s): their prompt leaves no room for a response within "
+                "max_length=%s (truncation_mode=%r drops such rows, as DPOTrainer does). To keep them, raise "
+                "`max_length`, set `max_prompt_length`, or use truncation_mode='keep_end' to cut long prompts from "
+                "the left.",
+                len(dropped),
+                len(rows),
+                name,
+                _rows_text(dropped),
+                tt.max_length,
+                tt.truncation_mode,
+            )
+        if cut:
+            logger.warning(
+                "Truncated the prompts of %d of %d rows of the %s dataset (rows %s) to fit max_prompt_length=%s / "
+                "max_length=%s (truncation_mode=%r).",
+                len(cut),
+                len(rows),
+                name,
+                _rows_text(cut),
+                tt.max_prompt_length,
+                tt.max_length,
+                tt.truncation_mode,
+            )
+    return TripletDataset(examples, mix_previous=mix_previous, num_source_rows=len(rows))
 
 
 class TripletDataset(torch.utils.data.Dataset):
@@ -303,38 +562,65 @@ class TripletDataset(torch.utils.data.Dataset):
 
     The trainer's dataloader holds this object, so what [`SelfPlayCallback`] writes at an epoch start is what that
     epoch trains on. `include_proto` drops the proto response from the examples when the historical term is off.
+    Items are readable before training: a response self-play has not sampled yet (synthetic, proto) is absent from
+    the item (the collator refuses a training batch without synthetic responses).
 
     With `mix_previous=True` (SPIN's data mixing) the dataset has two rows per prompt: row `i < N` is the current
     iteration's triplet, row `N + i` the same prompt with the previous iteration's synthetic response
     (`previous_synthetic_ids`, and its reference log-prob `ref_previous_synthetic_logps`), or the current one again
     where there is no previous iteration. The length never changes, so the trainer's step count holds for every
     iteration.
+
+    `row_indices` gives, for each example, the index of its row in the source dataset; `dropped_row_indices` the rows
+    dropped for lack of room (see [`tokenize_dataset`]).
     """
 
-    def __init__(self, examples: list[dict[str, Any]], mix_previous: bool = False):
+    def __init__(self, examples: list[dict[str, Any]], mix_previous: bool = False, num_source_rows: int | None = None):
         self.examples = examples
         self.include_proto = True
         self.mix_previous = mix_previous
+        self.num_source_rows = len(examples) if num_source_rows is None else num_source_rows
+        self._given = [dict(example) for example in examples]  # shallow: self-play never changes a value in place
+
+    def restore_given(self) -> None:
+        """Put back the examples as the dataset brought them, dropping or undoing every column self-play filled in
+        (a new `train()` on the same trainer starts from them)."""
+        for example, given in zip(self.examples, self._given, strict=True):
+            example.clear()
+            example.update(given)
 
     def __len__(self) -> int:
         return len(self.examples) * (2 if self.mix_previous else 1)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"Index {index} is out of range for a dataset of {len(self)} examples.")
+        index %= len(self)
         previous = index >= len(self.examples)
         example = self.examples[index - len(self.examples) if previous else index]
-        if "synthetic_ids" not in example:
-            raise RuntimeError(f"Example {index} has no synthetic response yet: self-play has not generated it.")
         item = {"prompt_ids": example["prompt_ids"], "real_ids": example["real_ids"]}
         synthetic = "previous_synthetic" if previous and "previous_synthetic_ids" in example else "synthetic"
-        item["synthetic_ids"] = example[f"{synthetic}_ids"]
-        if self.include_proto:
-            item["proto_ids"] = example["proto_ids"]
+        roles = ("real", "synthetic", "proto") if self.include_proto else ("real", "synthetic")
         sources = {"real": "real", "synthetic": synthetic, "proto": "proto"}
-        for role in ("real", "synthetic", "proto") if self.include_proto else ("real", "synthetic"):
+        for role in roles[1:]:
+            if f"{sources[role]}_ids" in example:
+                item[f"{role}_ids"] = example[f"{sources[role]}_ids"]
+        for role in roles:
             key = f"ref_{sources[role]}_logps"
             if key in example:
                 item[f"ref_{role}_logps"] = example[key]
         return item
+
+    @property
+    def row_indices(self) -> list[int]:
+        """Index of each example's row in the source dataset."""
+        return [example.get("row_index", i) for i, example in enumerate(self.examples)]
+
+    @property
+    def dropped_row_indices(self) -> list[int]:
+        """Source rows dropped because their prompt left no room for a response."""
+        kept = set(self.row_indices)
+        return [i for i in range(self.num_source_rows) if i not in kept]
 
     def has(self, role: str) -> bool:
         return all(f"{role}_ids" in example for example in self.examples)

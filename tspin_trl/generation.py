@@ -12,12 +12,14 @@ from typing import Any, Protocol
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, gather_object
+from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 from trl.models import unwrap_model_for_generation
 
+from .checked_io import atomic_write, json_digest, sha256_hex, valid_token_ids
+from .compat import quiet_checkpointing_renames
 from .data import cut_at_eos
-from .run_folder import atomic_write, json_digest, sha256_hex, valid_token_ids
+from .distributed import main_decides
 
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,21 @@ class SamplingSettings:
     top_p: float = 1.0
     top_k: int = 0
     generation_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, args: Any) -> "SamplingSettings":
+        """The sampling of self-play's passes, from a [`TSPINConfig`]."""
+        return cls(
+            max_new_tokens=args.max_completion_length,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            generation_kwargs=dict(args.generation_kwargs or {}),
+        )
+
+    @classmethod
+    def greedy(cls, max_new_tokens: int) -> "SamplingSettings":
+        return cls(max_new_tokens=max_new_tokens, generation_kwargs={"do_sample": False})
 
     def generate_kwargs(self) -> dict[str, Any]:
         kwargs = {
@@ -213,6 +230,10 @@ class GenerationBackend(Protocol):
         """Completion ids of `prompts` (this process's share of one chunk); may run past an eos token."""
         ...
 
+    def close(self) -> None:
+        """Free what the backend holds (an engine, a connection); called when `train()` ends."""
+        ...
+
 
 class HFGenerationBackend:
     """`model.generate` on the trainer's model: unwrapped for the pass (ZeRO-3 parameters gathered), in eval mode."""
@@ -224,7 +245,7 @@ class HFGenerationBackend:
 
     @contextmanager
     def session(self, model: torch.nn.Module, accelerator: Accelerator) -> Iterator[None]:
-        with unwrap_model_for_generation(model, accelerator) as unwrapped:
+        with quiet_checkpointing_renames(), unwrap_model_for_generation(model, accelerator) as unwrapped:
             was_training = unwrapped.training
             unwrapped.eval()
             self._model = unwrapped
@@ -328,8 +349,7 @@ def generate_responses(
                 chunk_store = ChunkStore(
                     chunk_store.directory, json.dumps([chunk_store.key, backend.chunk_key]), chunk_store.vocab_size
                 )
-            loaded = [chunk_store.load(chunks) if accelerator.is_main_process else None]
-            done = broadcast_object_list(loaded)[0] if world > 1 else loaded[0]
+            done = main_decides(accelerator, chunk_store.load, chunks)
         stats.reused_chunks = len(done)
 
         results: list[list[int] | None] = [None] * len(prompts)
@@ -339,8 +359,14 @@ def generate_responses(
 
         rng_state = torch.get_rng_state()
         cuda_rng_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        # `leave=False`: the bar goes when the pass ends, instead of breaking up the training bar it runs under
         progress = tqdm(
-            total=len(chunks), desc=description, disable=not accelerator.is_main_process, initial=len(done)
+            total=len(chunks),
+            desc=description,
+            disable=not accelerator.is_main_process,
+            initial=len(done),
+            leave=False,
+            dynamic_ncols=True,
         )
         try:
             for chunk_index, chunk in enumerate(chunks):
@@ -385,3 +411,88 @@ def generate_responses(
         stats.generated_tokens = int(accelerator.reduce(totals, reduction="sum").item())
     stats.seconds = time.perf_counter() - start if stats.generate_calls else 0.0
     return responses, stats
+
+
+class PolicySampler:
+    """
+    Samples responses from the policy as it is at the time of the call: the one door through which self-play and
+    scoring generate. It owns the generation backend of the running `train()` (started by [`open`], freed by
+    [`close`]) and the settings every pass shares (padding, end-of-sequence ids, batch size).
+
+    Args:
+        accelerator ([`~accelerate.Accelerator`]):
+            The trainer's accelerator.
+        policy (`Callable[[], torch.nn.Module]`):
+            Returns the model as the trainer holds it now (wrapped by DDP/DeepSpeed or not).
+        backend_factory (`Callable[[], GenerationBackend]`):
+            Builds the run's backend (`model.generate`, or a vLLM engine/connection), once per `train()`.
+        pad_token_id (`int`), eos_ids (`list[int]`):
+            Padding and end-of-sequence tokens.
+        batch_size (`int`, *optional*):
+            Prompts per `generate` call and process (automatic if unset).
+        guard (`Callable[[str], None]`, *optional*):
+            Called before every pass with its description; raises when the policy must not be sampled (its weights are
+            not finite). Collective: every process calls it.
+    """
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        policy: Any,
+        backend_factory: Any,
+        pad_token_id: int,
+        eos_ids: Sequence[int],
+        batch_size: int | None = None,
+        guard: Any = None,
+    ):
+        self.guard = guard
+        self.accelerator = accelerator
+        self.policy = policy
+        self.backend_factory = backend_factory
+        self.pad_token_id = pad_token_id
+        self.eos_ids = list(eos_ids)
+        self.batch_size = batch_size
+        self.backend: GenerationBackend | None = None
+
+    def open(self) -> None:
+        """Start the backend (a vLLM engine starts here), unless it runs already."""
+        if self.backend is None:
+            self.backend = self.backend_factory()
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+    @property
+    def backend_chunk_key(self) -> str | None:
+        """What tells this run's backend apart in chunk and cache keys (`None` for `model.generate`)."""
+        self.open()
+        return self.backend.chunk_key
+
+    def generate(
+        self,
+        prompts: Sequence[list[int]],
+        sampling: SamplingSettings,
+        *,
+        seed: int = 0,
+        chunk_store: ChunkStore | None = None,
+        description: str = "Generating",
+    ) -> tuple[list[list[int]], GenerationStats]:
+        """One response per prompt (see [`generate_responses`]); every process gets all responses."""
+        if self.guard is not None:
+            self.guard(description)
+        self.open()
+        return generate_responses(
+            self.policy(),
+            self.accelerator,
+            prompts,
+            sampling=sampling,
+            pad_token_id=self.pad_token_id,
+            eos_ids=self.eos_ids,
+            batch_size=self.batch_size,
+            seed=seed,
+            chunk_store=chunk_store,
+            description=description,
+            backend=self.backend,
+        )

@@ -1,7 +1,7 @@
 """`IterationMonitor`: per-iteration summaries computed from every training step, and the alarms on them.
 
-The trainer hands every training step's per-example metrics to the monitor (see
-[`~TSPINTrainer.add_metrics_listener`]); the monitor keeps their sums for the current iteration on the device (no
+The run's metrics log hands every training step's per-example metrics to the monitor (see
+[`~tspin_trl.metrics.MetricsLog.add_listener`]); the monitor keeps their sums for the current iteration on the device (no
 host sync per step). At the end of each iteration it logs one summary line tagged with the iteration, appends the
 same numbers to `self_play/iterations.jsonl`, and checks two alarms:
 
@@ -25,7 +25,7 @@ from transformers import TrainerCallback
 
 
 if TYPE_CHECKING:
-    from .trainer import TSPINTrainer
+    from .context import RunContext
 
 
 logger = logging.getLogger(__name__)
@@ -40,8 +40,8 @@ class IterationMonitor(TrainerCallback):
     Summarises every self-play iteration from all of its training steps. [`TSPINTrainer`] installs it.
 
     Args:
-        trainer ([`TSPINTrainer`]):
-            The trainer (public attributes only).
+        context ([`~tspin_trl.context.RunContext`]):
+            The run (clock, metrics, folder, settings).
 
     Attributes:
         summaries (`dict[int, dict[str, float]]`):
@@ -50,12 +50,12 @@ class IterationMonitor(TrainerCallback):
             Iterations that raised the `"vanishing"` and `"saturated"` alarms.
     """
 
-    def __init__(self, trainer: "TSPINTrainer"):
-        self.trainer = trainer
+    def __init__(self, context: "RunContext"):
+        self.context = context
         self.summaries: dict[int, dict[str, float]] = {}
         self.alarms: dict[str, list[int]] = {"vanishing": [], "saturated": []}
         self._reset(None)
-        trainer.add_metrics_listener(self._add_step)
+        context.metrics.add_listener(self._add_step)
 
     def _reset(self, iteration: int | None) -> None:
         self.iteration = iteration
@@ -67,8 +67,8 @@ class IterationMonitor(TrainerCallback):
     def _add_step(self, mode: str, columns: dict[str, torch.Tensor]) -> None:
         if mode != "train":
             return
-        if self.iteration != self.trainer.iteration:
-            self._reset(self.trainer.iteration)
+        if self.iteration != self.context.clock.current:
+            self._reset(self.context.clock.current)
         for name, values in columns.items():
             valid = ~values.isnan()
             total, count = values.nan_to_num(0.0).sum().double(), valid.sum()
@@ -107,7 +107,7 @@ class IterationMonitor(TrainerCallback):
         except (OSError, ValueError):
             logger.warning("No readable %s: the resumed iteration's summary covers only the steps after it.", path)
             return
-        device = self.trainer.accelerator.device
+        device = self.context.accelerator.device
         self._reset(attributes.get("iteration"))
         for name, total in attributes.get("sums", {}).items():
             self.sums[name] = torch.tensor(total, dtype=torch.float64, device=device)
@@ -118,7 +118,11 @@ class IterationMonitor(TrainerCallback):
     # ---- callbacks ------------------------------------------------------------------------------------------------
 
     def on_train_begin(self, args, state, control, **kwargs):
-        checkpoint = self.trainer.resumed_from_checkpoint
+        # each `train()` starts afresh (a second call on the same trainer too), then restores what a resume continues
+        self.summaries = {}
+        self.alarms = {"vanishing": [], "saturated": []}
+        self._reset(None)
+        checkpoint = self.context.resumed_from_checkpoint
         if state.global_step > 0 and checkpoint is not None:
             self._restore(checkpoint)
             # killed after the iteration's last step was saved but before its summary was written
@@ -128,7 +132,7 @@ class IterationMonitor(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if args.should_save:  # the global main process, or each node's local main one with `save_on_each_node`
-            self.trainer.run_folder.append_log({**(logs or {}), "step": state.global_step})
+            self.context.folder.append_log({**(logs or {}), "step": state.global_step})
         return control
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -140,24 +144,22 @@ class IterationMonitor(TrainerCallback):
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if self._iteration_complete(state.global_step) and self.iteration not in self.summaries:
+        if self.iteration is None or self.iteration in self.summaries:
+            return control
+        if self._iteration_complete(state.global_step):
             self.summarize(state.global_step)
-        return control
-
-    def on_train_end(self, args, state, control, **kwargs):
-        if self.iteration is not None and self.sums and self.iteration not in self.summaries:
+        elif control.should_training_stop and self.sums:
             self.summarize(state.global_step, complete=False)  # stopped early (e.g. `max_steps`)
         return control
 
     def _iteration_complete(self, global_step: int) -> bool:
-        steps = self.trainer.steps_per_iteration
-        return bool(steps) and global_step > 0 and global_step % steps == 0 and self.iteration is not None
+        return self.iteration is not None and self.context.clock.is_iteration_end(global_step)
 
     # ---- the summary ---------------------------------------------------------------------------------------------
 
     def summarize(self, global_step: int, complete: bool = True) -> dict[str, float]:
         """Log the current iteration's means over all its steps, write them to `iterations.jsonl`, check the alarms."""
-        trainer, args, iteration = self.trainer, self.trainer.args, self.iteration
+        context, args, iteration = self.context, self.context.args, self.iteration
         names = list(self.sums)
         totals = torch.stack([self.sums[n] for n in names]).tolist() if names else []
         counts = torch.stack([self.counts[n] for n in names]).tolist() if names else []
@@ -179,10 +181,10 @@ class IterationMonitor(TrainerCallback):
         )
         if "advantage/historical" in means:
             line["self_play/iteration_mean_advantage_historical"] = means["advantage/historical"]
-        trainer.log_now(line, iteration)
+        context.metrics.log_now(line, iteration)
         self.summaries[iteration] = means
         if args.should_save:
-            trainer.run_folder.append_iteration_record(
+            context.folder.append_iteration_record(
                 {
                     "iteration": iteration,
                     "step": global_step,

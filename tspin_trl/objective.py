@@ -86,6 +86,11 @@ class ObjectivePolicy:
             return True
         return self.synthetic_source(iteration, own_synthetic) == "proto"
 
+    def proto_needed_in_run(self, num_iterations: int, own_synthetic: bool | None = None) -> bool:
+        """Whether any iteration of a run of `num_iterations` needs proto-synthetic responses: they must then be
+        sampled before training (from the initial policy), even when iteration 0 itself does not use them."""
+        return any(self.needs_proto(t, own_synthetic) for t in range(num_iterations))
+
     def synthetic_source(self, iteration: int, own_synthetic: bool | None = None) -> str:
         """Where `iteration`'s synthetic responses come from: `"dataset"`, `"proto"` or `"policy"` (sampled);
         `own_synthetic` overrides the training dataset's for another dataset."""

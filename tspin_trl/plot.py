@@ -21,7 +21,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .run_folder import ITERATION_KEY, RunFolder, read_jsonl
+from .checked_io import read_jsonl
+from .run_folder import ITERATION_KEY, RunFolder
 
 
 # Columns of the per-iteration table (`summary.md`, and the `results.md` of the training script), from the

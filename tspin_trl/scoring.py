@@ -6,17 +6,16 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from accelerate.utils import broadcast_object_list
 from datasets import Dataset
 from transformers import TrainerCallback
 
 from .data import TripletTokenizer
-from .generation import SamplingSettings, generate_responses
-from .run_folder import append_jsonl
+from .distributed import main_decides
+from .generation import SamplingSettings
 
 
 if TYPE_CHECKING:
-    from .trainer import TSPINTrainer
+    from .context import RunContext
 
 
 logger = logging.getLogger(__name__)
@@ -33,8 +32,8 @@ class ScoringCallback(TrainerCallback):
     with a warning.
 
     Args:
-        trainer ([`TSPINTrainer`]):
-            The trainer (public attributes only).
+        context ([`~tspin_trl.context.RunContext`]):
+            The run (sampler, clock, folder, metrics).
         scorer (`Callable[[list[str], list[dict]], float]`):
             Called with the decoded responses and the dataset's rows; returns a score.
         scorer_dataset ([`~datasets.Dataset`]):
@@ -45,7 +44,7 @@ class ScoringCallback(TrainerCallback):
 
     def __init__(
         self,
-        trainer: "TSPINTrainer",
+        context: "RunContext",
         scorer: Callable[[list[str], list[dict[str, Any]]], float] | None,
         scorer_dataset: Dataset | None,
         triplet_tokenizer: TripletTokenizer,
@@ -56,7 +55,7 @@ class ScoringCallback(TrainerCallback):
             raise ValueError(
                 f"`scorer_dataset` needs a 'prompt' column (text or messages); it has {scorer_dataset.column_names}."
             )
-        self.trainer = trainer
+        self.context = context
         self.scorer = scorer
         self.rows = list(scorer_dataset)
         self.prompts = [
@@ -67,13 +66,8 @@ class ScoringCallback(TrainerCallback):
     def _recorded(self, label: str) -> bool:
         """Whether `label` was scored before (a resumed run); decided by the main process, whose file is the reference
         (every process must agree: scoring generates on all of them)."""
-        accelerator = self.trainer.accelerator
-        found = [None]
-        if accelerator.is_main_process:
-            found = [any(record.get("label") == label for record in self.trainer.run_folder.scores())]
-        if accelerator.num_processes > 1:
-            found = broadcast_object_list(found)
-        return bool(found[0])
+        folder = self.context.folder
+        return main_decides(self.context.accelerator, lambda: any(r.get("label") == label for r in folder.scores()))
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not self._recorded("start"):
@@ -81,30 +75,22 @@ class ScoringCallback(TrainerCallback):
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        steps = self.trainer.steps_per_iteration
-        if steps and state.global_step > 0 and state.global_step % steps == 0:
-            label = f"iteration_{self.trainer.iteration_of_step(state.global_step)}"
+        clock = self.context.clock
+        if clock.is_iteration_end(state.global_step):
+            label = f"iteration_{clock.iteration_of_step(state.global_step)}"
             if not self._recorded(label):
                 self.score(label, state.global_step)
         return control
 
     def score(self, label: str, global_step: int) -> float:
         """Score the greedy responses of the current policy; `nan` when the scorer fails (the error is logged)."""
-        trainer, args = self.trainer, self.trainer.args
-        responses, _ = generate_responses(
-            trainer.model_wrapped,
-            trainer.accelerator,
+        context, args = self.context, self.context.args
+        responses, _ = context.sampler.generate(
             self.prompts,
-            sampling=SamplingSettings(
-                max_new_tokens=args.max_completion_length, generation_kwargs={"do_sample": False}
-            ),
-            pad_token_id=trainer.processing_class.pad_token_id,
-            eos_ids=trainer.eos_token_ids,
-            batch_size=args.generation_batch_size,
+            SamplingSettings.greedy(args.max_completion_length),
             description=f"Scoring ({label})",
-            backend=trainer.self_play.backend,
         )
-        texts = [trainer.processing_class.decode(ids, skip_special_tokens=True) for ids in responses]
+        texts = [context.tokenizer.decode(ids, skip_special_tokens=True) for ids in responses]
         record: dict[str, Any] = {"label": label, "step": global_step}
         name = getattr(self.scorer, "__qualname__", type(self.scorer).__name__)
         try:
@@ -123,9 +109,9 @@ class ScoringCallback(TrainerCallback):
             logger.warning("The scorer %s returned %r at %s (not a finite number).", name, value, label)
         record["score"] = value
         self.scores.append(record)
-        iteration = None if label == "start" else trainer.iteration
-        trainer.log_now({"self_play/score": value}, iteration)
+        iteration = None if label == "start" else context.clock.current
+        context.metrics.log_now({"self_play/score": value}, iteration)
         if args.should_save:
-            append_jsonl(trainer.run_folder.scores_path, record | {"responses": texts})
+            context.folder.append_score(record | {"responses": texts})
             logger.info("Score %s: %.4f", label, value)
         return value

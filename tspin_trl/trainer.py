@@ -1,18 +1,18 @@
 """`TSPINTrainer`: model/tokenizer/PEFT set-up, the triplet forward pass, metrics and checkpoints."""
 
-import contextlib
+import functools
 import glob
 import logging
 import os
+import shutil
 import textwrap
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate.utils import gather_object, is_peft_model
-from datasets import Dataset, IterableDataset
+from datasets import Dataset, DatasetDict, IterableDataset
 from transformers import (
     AutoTokenizer,
     DataCollator,
@@ -31,25 +31,35 @@ from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable
 
 from .attention import dense_block_mask, flex_block_mask, packed_attention_backend
 from .cache import model_fingerprint, tokenizer_fingerprint
+from .checked_io import atomic_write, follow_umask
+from .checkpoints import (
+    CheckpointLoadError,
+    NodeLayout,
+    check_complete_on_every_node,
+    checkpoint_dir,
+    checkpoint_load_error,
+    detect_node_layout,
+    last_checkpoint_on_every_node,
+    last_complete_checkpoint,
+)
+from .clock import IterationClock
 from .collator import ROLES as COLLATED_ROLES
 from .collator import DataCollatorForTriplet
+from .compat import quiet_checkpointing_renames, score_response_positions_only
 from .config import TSPINConfig
+from .context import RunContext
 from .data import TripletDataset, TripletTokenizer, check_columns, eos_token_ids, tokenize_dataset
-from .loss import clamped, rewards, tspin_loss
+from .generation import PolicySampler
+from .locks import RunLock
+from .loss import tspin_loss
+from .metrics import MetricsLog, per_example_metrics
 from .monitor import IterationMonitor
 from .objective import ObjectivePolicy
-from .run_folder import (
-    NodeLayout,
-    RunFolder,
-    RunLock,
-    atomic_write,
-    check_dataset_name,
-    checkpoint_is_complete,
-    complete_checkpoint_steps,
-    detect_node_layout,
-)
+from .preflight import PreflightCallback
+from .run_folder import RunFolder, check_dataset_name
 from .scoring import ScoringCallback
 from .self_play import SelfPlayCallback
+from .vllm_backend import make_generation_backend
 
 
 if is_peft_available():
@@ -59,9 +69,43 @@ if is_peft_available():
 
 logger = logging.getLogger(__name__)
 
-# Log-likelihood (and reward) differences within this many nats are ties: neither an accuracy win nor a disagreement.
-# Identical real and synthetic responses differ by about 2e-6 nats through floating-point noise alone.
-TIE_TOLERANCE = 1e-3
+__all__ = ["CheckpointLoadError", "NonFinitePolicyError", "TSPINTrainer"]
+
+
+class NonFinitePolicyError(RuntimeError):
+    """The policy's weights are not finite: training diverged."""
+
+
+# What `compute_metrics` receives: `EvalPrediction.predictions` has one row per evaluation example and these columns
+# (NaN where an example has no such response); `label_ids` holds the index of the preferred response, 0 (real).
+PREDICTION_COLUMNS = (
+    "logps/real",
+    "logps/synthetic",
+    "logps/proto",
+    "rewards/real",
+    "rewards/synthetic",
+    "rewards/proto",
+)
+
+# Settings the trainer's construction consumed (tokenised data, collator, model set-up, and what transformers fixes in
+# `Trainer.__init__`: the seed, the train batch size, the reporters; the run folder): changing them on `trainer.args`
+# afterwards cannot take effect, so `train()` refuses it. Every other setting is read when used.
+PREPARED_WITH = (
+    "output_dir",
+    "seed",
+    "per_device_train_batch_size",
+    "report_to",
+    "max_length",
+    "max_prompt_length",
+    "truncation_mode",
+    "max_completion_length",  # over-long prompts are dropped or cut to leave it room
+    "mix_previous_iteration",
+    "pad_to_multiple_of",
+    "share_prompt",
+    "packed_attention",
+    "disable_dropout",
+    "model_init_kwargs",
+)
 
 
 class TSPINTrainer(_BaseTrainer):
@@ -101,7 +145,9 @@ class TSPINTrainer(_BaseTrainer):
             Defaults to [`DataCollatorForTriplet`].
         train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
             Prompts with real responses, in any format listed in the docs (prompt/completion, messages, SPIN's
-            real/generated, DPO's prompt/chosen), optionally with `synthetic` and `proto` responses.
+            real/generated, DPO's prompt/chosen or implicit-prompt chosen/rejected; tool calls with a `tools` column
+            and per-row `chat_template_kwargs`), optionally with `synthetic` and `proto` responses. Rows whose prompt
+            leaves no room for a response are dropped or cut per `truncation_mode`.
         eval_dataset ([`~datasets.Dataset`] or `dict[str, Dataset]`, *optional*):
             Evaluation data in the same formats; self-play generates its responses too.
         processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
@@ -266,14 +312,18 @@ class TSPINTrainer(_BaseTrainer):
         # Data
         self.eos_token_ids = eos_token_ids(processing_class, getattr(model, "generation_config", None))
         triplet_tokenizer = TripletTokenizer(
-            processing_class, args.max_length, args.max_prompt_length, args.truncation_mode, self.eos_token_ids
+            processing_class,
+            args.max_length,
+            args.max_prompt_length,
+            args.truncation_mode,
+            self.eos_token_ids,
+            max_completion_length=args.max_completion_length,
         )
-        train_dataset = TripletDataset(
-            tokenize_dataset(train_dataset, data_formats["train"], triplet_tokenizer, "train"),
-            mix_previous=args.mix_previous_iteration,
+        train_dataset = tokenize_dataset(
+            train_dataset, data_formats["train"], triplet_tokenizer, "train", mix_previous=args.mix_previous_iteration
         )
         prepared_eval = {
-            name: TripletDataset(tokenize_dataset(dataset, data_formats[name], triplet_tokenizer, name))
+            name: tokenize_dataset(dataset, data_formats[name], triplet_tokenizer, name)
             for name, dataset in eval_datasets.items()
         }
         _warn_unusable_generation_length(args, model, train_dataset)
@@ -288,6 +338,24 @@ class TSPINTrainer(_BaseTrainer):
             if args.share_prompt
             else None
         )
+        # Mixture-of-Experts: the router load-balancing loss, as DPOTrainer adds it (`output_router_logits` in the
+        # config means the model returns its router logits; the coefficient is the architecture's own unless set)
+        text_config = model.config.get_text_config()
+        coefficient = args.router_aux_loss_coef
+        self.router_aux_loss_coef = (
+            getattr(text_config, "router_aux_loss_coef", 0.0) if coefficient is None else coefficient
+        )
+        if coefficient and not hasattr(text_config, "output_router_logits"):
+            raise ValueError(
+                f"`router_aux_loss_coef` is set to {coefficient} but {type(model).__name__} is not a Mixture-of-Experts "
+                "model that returns its router logits, so there is no auxiliary loss to weight. Leave it unset."
+            )
+        self._has_router = hasattr(text_config, "output_router_logits")
+        self.aux_loss_enabled = self._has_router and self.router_aux_loss_coef != 0.0
+        if self.aux_loss_enabled and self.packed_attention is not None:
+            # the load-balancing loss reads a (batch, length) attention mask; the packed layout's is a block mask
+            logger.info("Mixture-of-Experts router loss on: the responses are stacked, not packed behind the prompt.")
+            self.packed_attention = None
         self.share_prompt = self.packed_attention is not None
         if data_collator is None:
             data_collator = DataCollatorForTriplet(
@@ -320,33 +388,66 @@ class TSPINTrainer(_BaseTrainer):
         add_fused_lm_head(self.model.get_base_model() if is_peft_model(self.model) else self.model)
         self.model.add_model_tags(self._tag_names)
 
-        self._metrics: dict[str, dict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
-        self._per_example: dict[str, dict[str, list[torch.Tensor]]] = {
-            "train": defaultdict(list),
-            "eval": defaultdict(list),
-        }
-        self._metrics_listeners: list[Callable[[str, dict[str, torch.Tensor]], None]] = []
-        self._steps_per_epoch: int | None = None
-        self.resumed_from_checkpoint: str | None = None
+        # What the prepared data, collator and model were built with: `train()` refuses a later change to these
+        self._prepared_with = {name: getattr(args, name) for name in PREPARED_WITH}
+        self.metrics = MetricsLog(emit=super().log)
+        self._metric_key_prefix = "eval"
+        self._triplet_tokenizer = triplet_tokenizer
+        self.clock = IterationClock.from_config(args)
         self.policy = ObjectivePolicy.from_config(args, own_synthetic=train_dataset.has("synthetic"))
-        self.iteration = 0
         self.beta = self.policy.beta_for(0)
-        # Identity of the initial policy, taken before any sharding or training; it keys the proto cache.
-        self.initial_model_fingerprint = model_fingerprint(self.model)
-        self.tokenizer_fingerprint = tokenizer_fingerprint(processing_class)
-        self.vocab_size = max(len(processing_class), self.model.config.get_text_config().vocab_size)
         self.run_folder = RunFolder(args.output_dir)
         self._run_lock = RunLock(self.run_folder.lock_path)
         self.node_layout = NodeLayout(1, True)  # found out at the start of `train()`
+        self.context = RunContext(
+            args=args,
+            accelerator=self.accelerator,
+            clock=self.clock,
+            policy=self.policy,
+            folder=self.run_folder,
+            metrics=self.metrics,
+            sampler=PolicySampler(
+                self.accelerator,
+                policy=lambda: self.model_wrapped,
+                backend_factory=functools.partial(
+                    make_generation_backend, args, self.model, self.accelerator, processing_class
+                ),
+                pad_token_id=processing_class.pad_token_id,
+                eos_ids=self.eos_token_ids,
+                batch_size=args.generation_batch_size,
+                guard=lambda what: self._check_policy_is_finite(f"before {what[:1].lower()}{what[1:]}"),
+            ),
+            tokenizer=processing_class,
+            vocab_size=max(len(processing_class), self.model.config.get_text_config().vocab_size),
+            compute_logps=self.compute_dataset_logps,
+            start_iteration=self.start_iteration,
+            # Identity of the initial policy, taken before any sharding or training; it keys the proto cache.
+            initial_identity={
+                "initial_model": model_fingerprint(self.model),
+                "tokenizer": tokenizer_fingerprint(processing_class),
+            },
+        )
 
-        self.self_play = SelfPlayCallback(self)
-        self.monitor = IterationMonitor(self)
+        datasets = {"train": train_dataset}
+        if isinstance(eval_dataset, dict):
+            datasets.update({f"eval_{name}": dataset for name, dataset in eval_dataset.items()})
+        elif eval_dataset is not None:
+            datasets["eval"] = eval_dataset
+        self.self_play = SelfPlayCallback(self.context, datasets)
+        self.monitor = IterationMonitor(self.context)
         self.add_callback(self.self_play)
+        if args.preflight:
+            will_generate = args.num_iterations > 1 or len(datasets) > 1 or scorer is not None
+            saves = args.save_strategy != "no"
+            self.add_callback(
+                PreflightCallback(
+                    self.context, train_dataset, will_generate, self._probe_checkpointing if saves else None
+                )
+            )
         self.add_callback(self.monitor)
         self.scoring = None
         if scorer is not None or scorer_dataset is not None:
-            self.scoring = ScoringCallback(self, scorer, scorer_dataset, triplet_tokenizer)
-        if self.scoring is not None:
+            self.scoring = ScoringCallback(self.context, scorer, scorer_dataset, triplet_tokenizer)
             self.add_callback(self.scoring)
 
     # ---- data plumbing -------------------------------------------------------------------------------------------
@@ -363,18 +464,12 @@ class TSPINTrainer(_BaseTrainer):
                 "ref_proto_logps",
             ]
 
-    # ---- the public surface the self-play callbacks use ----------------------------------------------------------
+    # ---- self-play state ------------------------------------------------------------------------------------------
 
     @property
-    def steps_per_iteration(self) -> int | None:
-        """Optimizer steps of one self-play iteration (known once `train()` has sized its dataloader)."""
-        if self._steps_per_epoch is None:
-            return None
-        return self._steps_per_epoch * self.args.epochs_per_iteration
-
-    def iteration_of_step(self, step: int) -> int:
-        """The iteration that optimizer step `step` (1-based, as `state.global_step` counts) belongs to."""
-        return min(max(step - 1, 0) // self.steps_per_iteration, self.args.num_iterations - 1)
+    def iteration(self) -> int:
+        """The self-play iteration whose triplets are loaded (0 before training)."""
+        return self.clock.current or 0
 
     def start_iteration(self, iteration: int) -> None:
         """Make `iteration` the current one: its beta for the loss, and, when every iteration is its own run
@@ -383,41 +478,37 @@ class TSPINTrainer(_BaseTrainer):
         The learning-rate schedule needs no action: it is a function of the step within the iteration. Resuming in the
         middle of an iteration keeps the checkpoint's optimizer state.
         """
-        self.iteration = iteration
+        self.clock.current = iteration
         self.beta = self.policy.beta_for(iteration)
-        at_boundary = self.steps_per_iteration is not None and self.state.global_step == (
-            iteration * self.steps_per_iteration
-        )
-        if self.args.restart_each_iteration and iteration > 0 and at_boundary and self.optimizer is not None:
+        at_start = self.clock.at_start(iteration, self.state.global_step)
+        if self.args.restart_each_iteration and iteration > 0 and at_start and self.optimizer is not None:
             cleared = _reset_optimizer_state(self.optimizer)
-            self.record_metric("self_play/optimizer_states_reset", float(cleared))
+            self.metrics.record("self_play/optimizer_states_reset", float(cleared))
             logger.info("Iteration %d: optimizer state reset (%d parameter states cleared).", iteration, cleared)
-
-    def record_metric(self, name: str, value: float, mode: str = "train") -> None:
-        """Add a value to the next logged line (values of one name are averaged over the logging window)."""
-        self._metrics[mode][name].append(value)
-
-    def add_metrics_listener(self, listener: Callable[[str, dict[str, torch.Tensor]], None]) -> None:
-        """Call `listener(mode, columns)` at every training or evaluation step with the step's per-example metrics,
-        gathered over processes (`columns` maps a metric name to a `(global_batch,)` tensor, NaN where undefined)."""
-        self._metrics_listeners.append(listener)
 
     # ---- training loop ----------------------------------------------------------------------------------------------
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
-        self.node_layout = detect_node_layout(self.args.output_dir, self.accelerator)
-        self._check_node_layout()
+        if not resume_from_checkpoint and self.state.global_step > 0:
+            raise ValueError(
+                f"This trainer's model has already been trained ({self.state.global_step} steps of an earlier `train()` "
+                "call): a fresh `train()` would start from those weights while the run's identity, proto cache and "
+                "iteration-0 responses belong to the initial model. Continue the interrupted run with "
+                "`trainer.train(resume_from_checkpoint=True)`, or start a new self-play run from the trained model with "
+                "a new trainer: `TSPINTrainer(model=trainer.model, args=..., ...)` (a new `output_dir`)."
+            )
+        self._apply_settings()
+        self.metrics.clear()  # what an interrupted step of an earlier call recorded
+        output_dir = self.args.output_dir
+        self.node_layout = detect_node_layout(output_dir, self.accelerator)
+        self.node_layout.check_writers(output_dir, self.args.save_on_each_node)
         if resume_from_checkpoint is True:
-            resume_from_checkpoint = self._last_checkpoint_on_every_node()
+            resume_from_checkpoint = last_checkpoint_on_every_node(
+                output_dir, self.accelerator, self.node_layout.num_nodes
+            )
         elif resume_from_checkpoint and self.node_layout.num_nodes > 1:
-            complete = gather_object([checkpoint_is_complete(resume_from_checkpoint)])
-            if not all(complete):
-                raise ValueError(
-                    f"The checkpoint {resume_from_checkpoint!r} is missing or incomplete on "
-                    f"{complete.count(False)} of the {len(complete)} processes' nodes: every node reads it from its "
-                    "own output_dir. Resume from a checkpoint every node has."
-                )
-        self.resumed_from_checkpoint = resume_from_checkpoint or None
+            check_complete_on_every_node(resume_from_checkpoint, self.accelerator)
+        self.context.resumed_from_checkpoint = resume_from_checkpoint or None
         if self.args.should_save:
             self._run_lock.acquire()
         try:
@@ -425,67 +516,70 @@ class TSPINTrainer(_BaseTrainer):
         finally:
             self._run_lock.release()
 
+    def _apply_settings(self) -> None:
+        """Read the settings as `train()` starts, as transformers reads its own: a field changed on `trainer.args`
+        after construction is validated and takes effect (iterations, objective, sampling, ...), or, where the
+        prepared data or model were built with it, is refused naming it."""
+        args = self.args
+        if args is not self.context.args:
+            raise ValueError(
+                "`trainer.args` was replaced by another TSPINConfig after the trainer was built. Its accelerator, run "
+                "folder and prepared data belong to the first one: build a new TSPINTrainer with the new config, or "
+                "change fields of `trainer.args` itself."
+            )
+        args.validate()
+        changed = [
+            f"{name} ({before!r} -> {getattr(args, name)!r})"
+            for name, before in self._prepared_with.items()
+            if getattr(args, name) != before
+        ]
+        if changed:
+            raise ValueError(
+                f"trainer.args changed after the trainer was built: {', '.join(changed)}. The data, collator and model "
+                "were prepared with the old values; build a new TSPINTrainer with the new settings."
+            )
+        epochs = self.clock.num_train_epochs
+        self.clock = self.context.clock = IterationClock.from_config(args)
+        if args.num_train_epochs not in (epochs, self.clock.num_train_epochs):
+            logger.warning(
+                "`num_train_epochs=%s` is ignored: T-SPIN runs `num_iterations * epochs_per_iteration = %d` epochs.",
+                args.num_train_epochs,
+                self.clock.num_train_epochs,
+            )
+        args.num_train_epochs = self.clock.num_train_epochs
+        self.policy = self.context.policy = ObjectivePolicy.from_config(args, own_synthetic=self.policy.own_synthetic)
+        self.beta = self.policy.beta_for(0)
+        self.context.sampler.batch_size = args.generation_batch_size
+
+    def _probe_checkpointing(self) -> None:
+        """The preflight's checkpoint check: save the model as a checkpoint does (every process takes part, as in a
+        save), load it back where a resume loads it this way (not under DeepSpeed or FSDP, whose engines load their
+        own files), then remove the folder."""
+        folder = self.run_folder.preflight_dir
+        self.save_model(folder, _internal_call=True)
+        self.accelerator.wait_for_everyone()
+        quantized = getattr(self.model, "is_loaded_in_4bit", False) or getattr(self.model, "is_loaded_in_8bit", False)
+        if not (self.is_deepspeed_enabled or self.is_fsdp_enabled or quantized):
+            self._load_from_checkpoint(folder)
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            shutil.rmtree(folder, ignore_errors=True)
+
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         try:
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         except Exception as error:
-            raise _checkpoint_error("the model weights", resume_from_checkpoint, error) from error
+            raise checkpoint_load_error("the model weights", resume_from_checkpoint, error) from error
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         try:
             return super()._load_optimizer_and_scheduler(checkpoint)
         except Exception as error:
-            raise _checkpoint_error("the optimizer or scheduler state", checkpoint, error) from error
-
-    def _check_node_layout(self) -> None:
-        """Self-play files and checkpoints are written by the processes with `args.should_save`: the global main
-        process, or with `save_on_each_node` every node's local main process. That must match the disk layout."""
-        layout, output_dir = self.node_layout, self.args.output_dir
-        if layout.num_nodes == 1:
-            return
-        if layout.shared and self.args.save_on_each_node:
-            raise ValueError(
-                f"`save_on_each_node=True`, but the {layout.num_nodes} nodes of this run share output_dir "
-                f"{output_dir!r}: every node would write the same checkpoint and self-play files at once. Set "
-                "`save_on_each_node=False` (the global main process then writes for all nodes)."
-            )
-        if not layout.shared and not self.args.save_on_each_node:
-            raise ValueError(
-                f"The {layout.num_nodes} nodes of this run do not share output_dir {output_dir!r} (each node sees only "
-                "its own files there), and only the global main process would write checkpoints: the other nodes could "
-                "not resume. Set `save_on_each_node=True` (each node then keeps a full copy of the checkpoints and "
-                "self-play files), or put output_dir on a file system all nodes share."
-            )
-
-    def _last_checkpoint_on_every_node(self) -> str:
-        """The highest-numbered checkpoint complete on every node (on separate disks, one node's last save may have
-        been interrupted)."""
-        output_dir = self.args.output_dir
-        steps = complete_checkpoint_steps(output_dir)
-        common = set(steps)
-        if self.accelerator.num_processes > 1:
-            for other in gather_object([steps]):
-                common &= set(other)
-        if not common:
-            raise ValueError(
-                f"No complete checkpoint found in {output_dir!r}"
-                + (" on every node" if self.node_layout.num_nodes > 1 else "")
-                + " to resume from (checkpoint-* folders with trainer_state.json and model weights). Start without "
-                "`resume_from_checkpoint`."
-            )
-        step = max(common)
-        if steps and steps[0] != step:
-            logger.warning(
-                "Resuming from checkpoint-%d, the last one every node has completely (this node also has "
-                "checkpoint-%d).",
-                step,
-                steps[0],
-            )
-        return os.path.join(output_dir, f"checkpoint-{step}")
+            raise checkpoint_load_error("the optimizer or scheduler state", checkpoint, error) from error
 
     def set_initial_training_values(self, args, dataloader):
         values = super().set_initial_training_values(args, dataloader)
-        self._steps_per_epoch = values[1]
+        self.clock.set_steps_per_epoch(values[1])
         return values
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
@@ -494,7 +588,7 @@ class TSPINTrainer(_BaseTrainer):
         if not self.args.restart_each_iteration or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
         optimizer = self.optimizer if optimizer is None else optimizer
-        steps = self.steps_per_iteration or num_training_steps
+        steps = self.clock.steps_per_iteration or num_training_steps
         probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
         one_iteration = get_scheduler(
             self.args.lr_scheduler_type,
@@ -511,7 +605,8 @@ class TSPINTrainer(_BaseTrainer):
         factor = one_iteration.lr_lambdas[0]
 
         def per_iteration(step: int) -> float:
-            return factor(step % steps)
+            _, step_in_iteration, _ = self.clock.schedule_position(step, num_training_steps)
+            return factor(step_in_iteration)
 
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, per_iteration)
         self._created_lr_scheduler = True
@@ -525,11 +620,17 @@ class TSPINTrainer(_BaseTrainer):
         Works with both layouts of [`DataCollatorForTriplet`]: rows stacked role by role, or one packed row per
         example whose segments see the shared prompt prefix and themselves (a block attention mask).
         """
-        batch_size, num_roles = inputs["response_lengths"].shape
-        with _score_response_positions_only():
-            return self._response_logps(model, inputs, batch_size, num_roles)
+        return self._forward(model, inputs)[0]
 
-    def _response_logps(self, model, inputs, batch_size: int, num_roles: int) -> torch.Tensor:
+    def _forward(
+        self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], router_loss: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The response log-probs of a batch and, with `router_loss`, the model's router load-balancing loss."""
+        batch_size, num_roles = inputs["response_lengths"].shape
+        with score_response_positions_only():
+            return self._response_logps(model, inputs, batch_size, num_roles, router_loss)
+
+    def _response_logps(self, model, inputs, batch_size: int, num_roles: int, router_loss: bool = False):
         if "segment_ids" in inputs:
             outputs = model(
                 input_ids=inputs["input_ids"],
@@ -538,12 +639,14 @@ class TSPINTrainer(_BaseTrainer):
                 shift_labels=inputs["shift_labels"],
                 fused_lm_head=True,
                 use_cache=False,
+                # explicit, whatever the config says: the router loss reads a (batch, length) mask, not a block mask
+                **({"output_router_logits": False} if self._has_router else {}),
             )
             valid = inputs["shift_labels"] != -100
             roles = (inputs["segment_ids"] - 1).clamp(min=0)
             per_token = outputs.log_probs.masked_fill(~valid, 0)
             logps = per_token.new_zeros(batch_size, num_roles).scatter_add_(1, roles, per_token)
-            return logps.t()
+            return logps.t(), None
         completion_mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         outputs = model(
@@ -552,10 +655,11 @@ class TSPINTrainer(_BaseTrainer):
             labels=labels,
             fused_lm_head=True,
             use_cache=False,
+            **({"output_router_logits": router_loss} if self._has_router else {}),
         )
         # Prompt-learning PEFT methods prepend virtual tokens: keep the positions of the real tokens
         per_token = outputs.log_probs[:, -(completion_mask.size(1) - 1) :]
-        return per_token.sum(dim=1).view(num_roles, batch_size)
+        return per_token.sum(dim=1).view(num_roles, batch_size), outputs.aux_loss if router_loss else None
 
     def _block_attention_mask(self, segment_ids: torch.Tensor) -> Any:
         """Mask of the packed layout (causal, a segment sees the shared prefix and itself), in the form chosen by
@@ -569,14 +673,13 @@ class TSPINTrainer(_BaseTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        logps = self.response_logps(model, inputs)
+        logps, aux_loss = self._forward(model, inputs, router_loss=self.aux_loss_enabled)
         num_roles = logps.size(0)
         real_logps, synthetic_logps = logps[0], logps[1]
         proto_logps = logps[2] if num_roles == 3 else None
-        if self.beta > 0 and proto_logps is None:
-            raise RuntimeError(
-                f"Iteration {self.iteration} uses beta={self.beta} but the batch has no proto responses."
-            )
+        beta = self.beta
+        if beta > 0 and proto_logps is None:
+            raise RuntimeError(f"Iteration {self.iteration} uses beta={beta} but the batch has no proto responses.")
         refs = {}
         if self.policy.uses_reference:
             for role in ("real", "synthetic", "proto"):
@@ -587,7 +690,7 @@ class TSPINTrainer(_BaseTrainer):
             synthetic_logps,
             proto_logps,
             alpha=self.args.alpha,
-            beta=self.beta,
+            beta=beta,
             loss_type=self.args.loss_type,
             **refs,
         )
@@ -596,88 +699,105 @@ class TSPINTrainer(_BaseTrainer):
             real_tokens = inputs["response_lengths"][:, 0].sum().clamp(min=1)
             real_nll = -real_logps.sum() / real_tokens
             loss = loss + self.args.real_nll_weight * real_nll
-            self._metrics[mode]["loss/real_nll"].append(real_nll.detach())
+            self.metrics.record("loss/real_nll", real_nll.detach(), mode)
+        if aux_loss is not None:
+            loss = loss + self.router_aux_loss_coef * aux_loss
+            self.metrics.record("aux_loss", self.accelerator.gather_for_metrics(aux_loss.detach()).mean(), mode)
 
-        self._record_metrics(mode, inputs, logps.detach(), refs, losses.detach(), current_losses, historical_losses)
+        columns = self._record_metrics(
+            mode, inputs, logps.detach(), refs, losses.detach(), current_losses, historical_losses
+        )
         if return_outputs:
-            return loss, {"logps": logps.detach()}
+            predictions = torch.stack([columns[name].float() for name in PREDICTION_COLUMNS], dim=1)
+            return loss, {"logps": logps.detach(), "predictions": predictions}
         return loss
 
     def _record_metrics(self, mode, inputs, logps, refs, losses, current_losses, historical_losses):
-        """Per-example metrics by name, gathered once per step as one tensor; averaged and converted to floats only in
-        `log` (no host sync in the training step). NaN marks a value an example does not have."""
-        num_roles, batch_size = logps.shape
-        nan = torch.full((batch_size,), float("nan"), device=logps.device)
-        columns: dict[str, torch.Tensor] = {}
-        role_rewards = {}
-        for index, role in enumerate(("real", "synthetic", "proto")):
-            role_logps = logps[index] if index < num_roles else nan
-            role_rewards[role] = rewards(role_logps, refs.get(f"ref_{role}_logps"), self.args.alpha)
-            columns[f"logps/{role}"] = role_logps
-            columns[f"rewards/{role}"] = role_rewards[role]
-            columns[f"length/{role}"] = inputs["response_lengths"][:, index].float() if index < num_roles else nan
-        current = role_rewards["real"] - role_rewards["synthetic"]
-        historical = role_rewards["synthetic"] - role_rewards["proto"]
-        likelihood_margin = logps[0] - logps[1]
-        identical = inputs["synthetic_equals_real"].to(logps.device)
-        reward_tolerance = TIE_TOLERANCE * self.args.alpha
-        # Identical pairs and ties (within the tolerance) are neither wins nor disagreements; shares are over all pairs.
-        decided = ~identical & (current.abs() > reward_tolerance)
-        columns["advantage/current"] = current
-        columns["advantage/historical"] = historical
-        columns["logps/abs_margin"] = likelihood_margin.abs()
-        columns["advantage/current_accuracy"] = (decided & (current > 0)).float()
-        columns["advantage/historical_accuracy"] = torch.where(
-            historical.isnan(), nan, (historical > reward_tolerance).float()
+        """Per-example metrics by name (see [`~tspin_trl.metrics.per_example_metrics`]), gathered once per step as one
+        tensor; averaged and converted to floats only in `log` (no host sync in the training step)."""
+        columns = per_example_metrics(
+            logps,
+            refs,
+            losses,
+            current_losses,
+            historical_losses,
+            inputs["response_lengths"],
+            inputs["synthetic_equals_real"],
+            alpha=self.args.alpha,
+            loss_type=self.args.loss_type,
+            saturation_threshold=self.args.saturation_threshold,
         )
-        columns["rewards/ties"] = (~identical & ~decided).float()
-        columns["rewards/disagreement"] = (
-            decided & (likelihood_margin.abs() > TIE_TOLERANCE) & (current * likelihood_margin < 0)
-        ).float()
-        columns["self_play/synthetic_equals_real"] = identical.float()
-        columns["advantage/saturated"] = (current > self.args.saturation_threshold).float()
-        terms = torch.cat([current, historical]) if num_roles == 3 else current
-        columns["loss/clamped"] = clamped(terms, self.args.loss_type).float().view(-1, batch_size).mean(0)
-        columns["loss/current"] = current_losses.detach()
-        columns["loss/historical"] = historical_losses.detach() if num_roles == 3 else nan
-        columns["loss/per_example"] = losses
-
         names = list(columns)
         stacked = self.accelerator.gather_for_metrics(torch.stack([columns[n].float() for n in names], dim=1))
-        gathered = dict(zip(names, stacked.unbind(1), strict=True))
-        for name, values in gathered.items():
-            self._per_example[mode][name].append(values)
-        for listener in self._metrics_listeners:
-            listener(mode, gathered)
+        self.metrics.add_columns(mode, dict(zip(names, stacked.unbind(1), strict=True)))
+        return columns
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
-        metrics: dict[str, float] = {}
-        per_example = self._per_example[mode]
-        if per_example:
-            names = list(per_example)
-            means = torch.stack([torch.cat(per_example[name]) for name in names], dim=1).nanmean(dim=0).tolist()
-            metrics.update({name: value for name, value in zip(names, means, strict=True) if value == value})
-            per_example.clear()
-        for key, values in self._metrics[mode].items():
-            metrics[key] = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values]).mean().item()
-        self._metrics[mode].clear()
-        if mode == "eval":
-            metrics = {f"eval_{key}": value for key, value in metrics.items()}
+        metrics = self.metrics.flush(mode)
+        if mode == "eval":  # `eval_`, or `eval_<name>_` for one of several evaluation sets, as the loss is named
+            metrics = {f"{self._metric_key_prefix}_{key}": value for key, value in metrics.items()}
         elif "loss" in logs:  # a training line: a logging window never spans two iterations (see IterationMonitor)
             metrics.update({"self_play/iteration": self.iteration, "beta": self.beta})
         logs.update(metrics)
         super().log(logs, start_time)
 
-    def log_now(self, metrics: dict[str, float], iteration: int | None = None) -> None:
-        """Log self-play metrics (of `iteration`, if given) as their own line, not merged into a training-step line."""
-        super().log(metrics if iteration is None else {**metrics, "self_play/iteration": iteration})
-
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys: list[str] | None = None):
+        """The loss and, unless `prediction_loss_only`, the per-example predictions `compute_metrics` receives: one
+        row per example with the columns of `PREDICTION_COLUMNS` (summed log-probs and rewards of the real, synthetic
+        and proto responses; NaN where there is none), and as labels the index of the preferred response, 0 (the real
+        one). `preprocess_logits_for_metrics`, if given, is applied to these predictions, as transformers does."""
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
+            if prediction_loss_only:
+                return self.compute_loss(model, inputs).detach(), None, None
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+        predictions = outputs["predictions"]
+        labels = torch.zeros(predictions.size(0), dtype=torch.long, device=predictions.device)
+        return loss.detach(), predictions, labels
+
+    def evaluate(
+        self,
+        eval_dataset: Dataset | IterableDataset | DatasetDict | dict[str, Dataset | IterableDataset] | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> dict[str, float]:
+        """Evaluate, as [`~transformers.Trainer.evaluate`], on the eval set given at init or on `eval_dataset`.
+
+        A dataset passed here (a `Dataset`, `IterableDataset`, `DatasetDict` or dict of them, in any format the
+        training data accepts) is prepared like the evaluation sets given at init: tokenised, then filled with
+        responses by self-play (see [`SelfPlayCallback.prepare_for_evaluation`]). A dict or `DatasetDict` is evaluated
+        set by set, each under `eval_<name>_` (the loss and T-SPIN's metrics alike).
+        """
+        if isinstance(eval_dataset, (dict, DatasetDict)):
+            metrics = {}
+            for name, dataset in eval_dataset.items():
+                metrics.update(
+                    self.evaluate(
+                        self._prepared_for_evaluation(dataset, name), ignore_keys, f"{metric_key_prefix}_{name}"
+                    )
+                )
+            return metrics
+        if eval_dataset is not None and not isinstance(eval_dataset, (str, TripletDataset)):
+            eval_dataset = self._prepared_for_evaluation(eval_dataset, metric_key_prefix.removeprefix("eval_"))
+        self._metric_key_prefix = metric_key_prefix
+        try:
+            return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        finally:
+            self._metric_key_prefix = "eval"
+
+    def _prepared_for_evaluation(self, dataset: Any, name: str) -> Any:
+        if isinstance(dataset, (str, TripletDataset)):
+            return dataset
+        if not isinstance(dataset, (Dataset, IterableDataset)):
+            raise TypeError(
+                f"`eval_dataset` must be a `datasets.Dataset`, `IterableDataset`, `DatasetDict` or a dict of them, got "
+                f"{type(dataset).__name__}. Wrap a list of rows with `datasets.Dataset.from_list(rows)`."
+            )
+        name = check_dataset_name(name or "eval")
+        prepared = tokenize_dataset(dataset, check_columns(dataset, name), self._triplet_tokenizer, name)
+        self.self_play.prepare_for_evaluation(name, prepared, self.state.global_step)
+        return prepared
 
     # ---- used by self-play at iteration boundaries ---------------------------------------------------------------
 
@@ -704,10 +824,11 @@ class TSPINTrainer(_BaseTrainer):
             pad_token_id=self.processing_class.pad_token_id,
             max_length=self.args.max_length,
             share_prompt=self.share_prompt,
+            require_synthetic=False,
         )
         try:
             checkpointing_kwargs = self.args.activation_checkpointing_kwargs or self.args.gradient_checkpointing_kwargs
-            with disable_gradient_checkpointing(self.model, checkpointing_kwargs):
+            with quiet_checkpointing_renames(), disable_gradient_checkpointing(self.model, checkpointing_kwargs):
                 for start in range(0, num_examples, per_chunk):
                     chunk = list(range(start, min(start + per_chunk, num_examples)))
                     mine = chunk[rank::world]
@@ -740,10 +861,13 @@ class TSPINTrainer(_BaseTrainer):
         if node_writer and hasattr(model, "should_save_on_this_rank"):
             model.should_save_on_this_rank = lambda is_main_process: is_main_process
             try:
-                return super()._save(output_dir, state_dict)
+                super()._save(output_dir, state_dict)
             finally:
                 del model.should_save_on_this_rank
-        return super()._save(output_dir, state_dict)
+        else:
+            super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            follow_umask(output_dir if output_dir is not None else self.args.output_dir)
 
     def create_model_card(
         self,
@@ -784,62 +908,46 @@ class TSPINTrainer(_BaseTrainer):
             text = text.replace(".\nIt has been trained using", f" on {described}.\nIt has been trained using", 1)
         card.write_text(text)
 
+    def _check_policy_is_finite(self, before: str) -> None:
+        """Stop when the policy's weights are not all finite (training diverged, e.g. fp16 at a high learning rate):
+        sampling from it would fail inside torch (`probability tensor contains inf/nan`), and a checkpoint of it would
+        replace the last good one. Collective: every process checks its own shards (ZeRO-3 partitions included)."""
+        first_bad = None
+        for name, param in self.model.named_parameters():
+            values = getattr(param, "ds_tensor", param)  # ZeRO-3 keeps this process's partition there
+            if values.numel() and not torch.isfinite(values).all():
+                first_bad = name
+                break
+        flags = gather_object([first_bad]) if self.accelerator.num_processes > 1 else [first_bad]
+        bad = [name for name in flags if name is not None]
+        if not bad:
+            return
+        step = self.state.global_step
+        iteration = self.clock.iteration_of_step(step) if self.clock.steps_per_iteration and step else self.iteration
+        kept = last_complete_checkpoint(self.args.output_dir)
+        raise NonFinitePolicyError(
+            f"Training diverged: the policy's weights are not finite ({bad[0]} and possibly others) at step {step}, in "
+            f"self-play iteration {iteration}, {before}. Likely fixes: bf16 instead of fp16 (fp16 overflows at high "
+            "learning rates), a lower `learning_rate`, or gradient clipping (`max_grad_norm`). No checkpoint is written "
+            "from non-finite weights: "
+            + (f"the last good one, {kept}, is kept." if kept else "no checkpoint had been saved yet.")
+        )
+
     def _save_checkpoint(self, model, trial):
+        self._check_policy_is_finite(f"before saving checkpoint-{self.state.global_step}")
         model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
         self.create_model_card(model_name=model_name.split("/")[-1])
-        checkpoint_dir = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        folder = checkpoint_dir(self._get_output_dir(trial=trial), self.state.global_step)
         if self.args.should_save:
-            self.monitor.save(checkpoint_dir)
+            self.monitor.save(folder)
         super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            follow_umask(folder)
         if self.is_deepspeed_enabled and self.args.should_save and self.accelerator.process_index != 0:
             # DeepSpeed writes the `latest` tag file on global rank 0 only; a node with its own disk needs it to resume
-            tags = sorted(glob.glob(os.path.join(checkpoint_dir, "global_step*")))
-            if len(tags) == 1 and not os.path.isfile(os.path.join(checkpoint_dir, "latest")):
-                atomic_write(os.path.join(checkpoint_dir, "latest"), os.path.basename(tags[0]))
-
-
-@contextlib.contextmanager
-def _score_response_positions_only():
-    """Make TRL's fused LM head project only the labelled (response) positions on every device.
-
-    TRL projects only labelled positions where Triton runs (CUDA) and every position elsewhere, because on some
-    accelerators (Neuron) a varying number of rows recompiles the kernel. A CPU has no such cost, and the prompt and
-    padding positions are most of the head's work there: the LM head was 68% of a CPU step (docs/benchmarks.md).
-    Scoped to this trainer's forward passes, so other TRL trainers in the process keep TRL's behaviour.
-    """
-    import trl.trainer.utils as trl_utils
-
-    original = trl_utils._use_triton
-    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = original
-
-
-class CheckpointLoadError(RuntimeError):
-    """A checkpoint's files exist but cannot be read (damaged or truncated)."""
-
-
-def _checkpoint_error(what: str, checkpoint: str | None, error: Exception) -> CheckpointLoadError:
-    earlier = None
-    if checkpoint:
-        steps = [
-            s
-            for s in complete_checkpoint_steps(os.path.dirname(os.path.abspath(checkpoint)))
-            if s < _step_of(checkpoint)
-        ]
-        earlier = os.path.join(os.path.dirname(checkpoint), f"checkpoint-{max(steps)}") if steps else None
-    fix = f"resume from an earlier checkpoint (`resume_from_checkpoint={earlier!r}`)" if earlier else "start over"
-    return CheckpointLoadError(
-        f"Could not load {what} from the checkpoint {checkpoint!r} ({type(error).__name__}: {error}); a file there is "
-        f"damaged or truncated. Delete that checkpoint folder and {fix}."
-    )
-
-
-def _step_of(checkpoint: str) -> int:
-    name = os.path.basename(os.path.normpath(checkpoint))
-    return int(name.rsplit("-", 1)[1]) if name.rsplit("-", 1)[-1].isdigit() else 10**18
+            tags = sorted(glob.glob(os.path.join(folder, "global_step*")))
+            if len(tags) == 1 and not os.path.isfile(os.path.join(folder, "latest")):
+                atomic_write(os.path.join(folder, "latest"), os.path.basename(tags[0]))
 
 
 def _reset_optimizer_state(optimizer: torch.optim.Optimizer) -> int:

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from transformers import PreTrainedTokenizerBase
 
+from .distributed import main_decides
 from .generation import GenerationBackend, HFGenerationBackend, SamplingSettings
 from .run_folder import RunFolder
 
@@ -74,6 +76,89 @@ def resolve_vllm_dtype(args: "TSPINConfig", model: torch.nn.Module) -> str:
     if args.fp16:
         return "float16"
     return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
+def check_cpu_head_size(model: torch.nn.Module) -> None:
+    """Refuse, before an engine starts, a model whose attention head size vLLM's CPU kernels do not support (vLLM
+    would fail only at the first `generate` call, with its own words)."""
+    try:
+        from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+        supported = CPUAttentionBackend.get_supported_head_sizes()
+    except (ImportError, AttributeError):  # another vLLM layout: let vLLM decide
+        return
+    config = model.config.get_text_config()
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    if head_dim not in supported:
+        raise ValueError(
+            f"use_vllm=True: vLLM's CPU attention supports head sizes {supported}, and this model's is {head_dim} "
+            "(`head_dim`, or hidden_size / num_attention_heads). Generate with `model.generate` instead "
+            "(`use_vllm=False`), or use a model whose head size vLLM's CPU build supports."
+        )
+
+
+def wait_for_vllm_server(base_url: str, timeout: float, interval: float = 2.0) -> None:
+    """Wait until the vLLM server at `base_url` answers, at most `timeout` seconds in all; raise a `ConnectionError`
+    naming the URL and what answered otherwise.
+
+    TRL's `VLLMClient.check_server` checks its deadline only when a request raises, so a URL where another web server
+    answers (HTTP 404) is polled forever, and a server that sends its answer a byte at a time is never timed out (the
+    `requests` timeout applies to each read). Here every request runs against the one deadline, an answer that says
+    "no such page" fails at once (something runs there, but not a vLLM server), and a healthy answer must come with
+    vLLM's model list (`/v1/models`, which TRL reads next).
+    """
+    deadline = time.monotonic() + timeout
+    answer = "no answer"
+    while True:
+        status, body, answer = _get_before(f"{base_url}/health", deadline)
+        if status in (404, 405):
+            raise ConnectionError(
+                f"{base_url} answered {answer} to vLLM's health check ({base_url}/health): a server runs there, but "
+                "not a vLLM server. Check `vllm_server_base_url` (or `vllm_server_host`/`vllm_server_port`), and start "
+                "the server as docs/generation.md shows."
+            )
+        if status == 200:
+            status, body, answer = _get_before(f"{base_url}/v1/models", deadline)
+            try:
+                models = json.loads(body) if status == 200 else None
+            except ValueError:
+                models = None
+            if isinstance(models, dict) and isinstance(models.get("data"), list):
+                return
+            if status is not None:
+                raise ConnectionError(
+                    f"{base_url} answers its health check but not as a vLLM server does: {base_url}/v1/models gave "
+                    f"{answer} without vLLM's model list. Check `vllm_server_base_url` (or the host and port)."
+                )
+        if time.monotonic() >= deadline:
+            raise ConnectionError(
+                f"No vLLM server answered at {base_url} within vllm_server_timeout={timeout:g} s (last answer: "
+                f"{answer}). Start the server first (docs/generation.md), check `vllm_server_base_url` (or "
+                "`vllm_server_host`/`vllm_server_port`), or raise `vllm_server_timeout` if it is still loading."
+            )
+        time.sleep(max(min(interval, deadline - time.monotonic()), 0.0))
+
+
+def _get_before(url: str, deadline: float) -> tuple[int | None, str, str]:
+    """GET `url`, giving up at `deadline` however slowly the answer comes: `(status, body, description)`, with status
+    `None` when nothing complete arrived in time. The request runs in a daemon thread left behind on a timeout."""
+    import requests
+
+    result: list = []
+
+    def fetch() -> None:
+        try:
+            response = requests.get(url, timeout=max(deadline - time.monotonic(), 0.1))
+            result.append((response.status_code, response.text, f"HTTP {response.status_code} {response.reason}"))
+        except requests.RequestException as error:
+            result.append((None, "", f"{type(error).__name__}: {error}"))
+
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    worker.join(max(deadline - time.monotonic(), 0.0))
+    if not result:
+        return None, "", f"no complete answer from {url} before the deadline"
+    return result[0]
 
 
 def _vllm_generation_class() -> type:
@@ -173,6 +258,11 @@ class VLLMGenerationBackend:
             )
         if args.vllm_enable_sleep_mode and accelerator.device.type == "cpu":
             raise ValueError("`vllm_enable_sleep_mode=True` is not supported by vLLM on CPUs; leave it False.")
+        if args.vllm_mode == "colocate" and accelerator.device.type == "cpu":
+            check_cpu_head_size(model)
+        if args.vllm_mode == "server":
+            base_url = args.vllm_server_base_url or f"http://{args.vllm_server_host}:{args.vllm_server_port}"
+            main_decides(accelerator, wait_for_vllm_server, base_url.rstrip("/"), args.vllm_server_timeout)
         self.accelerator = accelerator
         self.mode = args.vllm_mode
         self.sleep_mode = args.vllm_enable_sleep_mode

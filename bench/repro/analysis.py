@@ -12,8 +12,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+from .plan import KL_FLOOR  # nats: differences below this are never called real (the KL estimate's noise is below it)
 
-KL_FLOOR = 0.02  # nats: differences below this are never called real (the KL estimate's common noise is below it)
+
 SHARE_FLOOR = 0.02  # shares (validity, inversion): the same rule with this floor
 
 
@@ -39,10 +40,16 @@ def index_runs(runs: list[dict]) -> dict[tuple[str, float, int], dict]:
     return {(r["method"], r["lr"], r["seed"]): r for r in runs}
 
 
-def choose_lrs(runs: list[dict], methods: Sequence[str], grid_seed: int) -> tuple[dict[str, float], dict]:
-    """Per method, the rate whose grid run (seed `grid_seed`) ends with the lowest validation forward KL."""
+def choose_lrs(runs: list[dict], methods: Sequence[str], grid_seed: int,
+               grid_rates: dict[str, Sequence[float]] | None = None) -> tuple[dict[str, float], dict]:  # fmt: skip
+    """Per method, the rate whose grid run (seed `grid_seed`, a rate of `grid_rates[method]` when given) ends with
+    the lowest validation forward KL (ties: the lower rate)."""
     grid: dict[str, dict[float, dict[str, float]]] = defaultdict(dict)
     for r in runs:
+        if r["method"] not in methods:
+            continue
+        if grid_rates is not None and r["lr"] not in grid_rates.get(r["method"], ()):
+            continue
         if r["seed"] == grid_seed:
             kls = [p["forward_kl"] for p in r["points"]]
             grid[r["method"]][r["lr"]] = {
@@ -56,7 +63,7 @@ def choose_lrs(runs: list[dict], methods: Sequence[str], grid_seed: int) -> tupl
             lr: v["validation_kl"] for lr, v in grid.get(m, {}).items() if v["validation_kl"] == v["validation_kl"]
         }
         if options:
-            chosen[m] = min(options, key=options.get)
+            chosen[m] = min(options, key=lambda lr: (options[lr], lr))
     return chosen, grid
 
 
@@ -199,14 +206,238 @@ def evaluate_claims(runs_by_key, chosen: dict[str, float], seeds: Sequence[int],
     return claims
 
 
+def worst(run: dict) -> float:
+    """The largest held-out KL after any iteration."""
+    return max(p["forward_kl"] for p in run["points"])
+
+
+def final(run: dict) -> float:
+    return run["points"][-1]["forward_kl"]
+
+
+def paired_groups(by_key, a: str, lr_a: float, b: str, lr_b: float, seeds: Sequence[int]):
+    """Runs of `a` and `b` with the seeds both have, in seed order."""
+    common = [s for s in seeds if (a, lr_a, s) in by_key and (b, lr_b, s) in by_key]
+    return [by_key[(a, lr_a, s)] for s in common], [by_key[(b, lr_b, s)] for s in common]
+
+
+def compare(ga: list[dict], gb: list[dict]) -> dict[str, Any]:
+    """`a - b` paired by seed: final and worst held-out KL, with their noise; `n` seeds."""
+    if not ga:
+        return {"n": 0}
+    d_final, t_final = paired([final(r) for r in ga], [final(r) for r in gb])
+    d_worst, t_worst = paired([worst(r) for r in ga], [worst(r) for r in gb])
+    return {"n": len(ga), "final": d_final, "final_noise": t_final, "worst": d_worst, "worst_noise": t_worst}
+
+
+def group_stats(group: list[dict], warm_kl: float, jump: float = 0.5) -> dict[str, Any]:
+    return {
+        "n": len(group),
+        "final": mean_std([final(r) for r in group]),
+        "worst": mean_std([worst(r) for r in group]),
+        "jumped": sum(worst(r) > warm_kl + jump for r in group),
+    }
+
+
+def equal_rates(by_key, setting: dict, warm_kl: float) -> dict[str, Any]:
+    """The rows of `equal_rows` at each rate of `equal_lrs` with every seed, and each against T-SPIN alpha 1."""
+    out: dict[str, Any] = {}
+    for lr in setting["equal_lrs"]:
+        per = {}
+        for m in setting["equal_rows"]:
+            group = rows_at(by_key, m, lr, setting["seeds"])
+            if group:
+                per[m] = group_stats(group, warm_kl)
+                if m != "tspin":
+                    per[m]["vs_tspin"] = compare(*paired_groups(by_key, m, lr, "tspin", lr, setting["seeds"]))
+        out[f"{lr:g}"] = {"lr": lr, "rows": per}
+    return out
+
+
+def historical_term_verdict(eq: dict[str, Any]) -> dict[str, str]:
+    """Question 5: does the historical term (beta 0.1 vs 0) destabilise T-SPIN at the equal rates?"""
+    parts, worse_with, worse_without, seeds = [], [], [], []
+    for key, block in eq.items():
+        c = block["rows"].get("tspin_no_ha", {}).get("vs_tspin")
+        if not c or not c["n"]:
+            continue
+        seeds.append(c["n"])
+        # c is (w/o H-A) - T-SPIN: positive = T-SPIN (with the term) is lower
+        parts.append(f"lr {key}: worst-point KL T-SPIN - w/o H-A {-c['worst']:+.3f} (noise {c['worst_noise']:.3f}), "
+                     f"final {-c['final']:+.3f} (noise {c['final_noise']:.3f}), {c['n']} seed(s)")  # fmt: skip
+        if -c["worst"] > c["worst_noise"]:
+            worse_with.append(key)
+        elif c["worst"] > c["worst_noise"]:
+            worse_without.append(key)
+    if not parts:
+        return {"verdict": "not run", "why": "the equal-rate runs of T-SPIN and T-SPIN w/o H-A are missing."}
+    if min(seeds) < 2:
+        return {"verdict": "inconclusive (one seed)", "why": "; ".join(parts) + "."}
+    if worse_with:
+        verdict = "shown at lr " + ", ".join(worse_with)
+    elif worse_without:
+        verdict = "the reverse (w/o H-A is worse at lr " + ", ".join(worse_without) + ")"
+    else:
+        verdict = "not shown"
+    return {"verdict": verdict, "why": "; ".join(parts) + "."}
+
+
+def beyond_paper(by_key, setting: dict, methods: dict, rows: Sequence[str], chosen: dict[str, float],
+                 warm_kl: float) -> dict[str, Any]:  # fmt: skip
+    """The annealed and prompt-selection rows, each against its comparison row at the same rate, paired by seed."""
+    out: dict[str, Any] = {}
+    for m in rows:
+        method = methods[m]
+        if method.rate_rule == "anneal":
+            lr = setting["anneal_lr"]
+        elif method.rate_rule == "chosen":
+            lr = chosen.get(method.compare_with)
+        else:
+            continue
+        if lr is None:
+            out[m] = {"lr": None}
+            continue
+        ga, gb = paired_groups(by_key, m, lr, method.compare_with, lr, setting["seeds"])
+        entry = {"lr": lr, "compare_with": method.compare_with, "compare": compare(ga, gb)}
+        if ga:
+            entry["row"] = group_stats(ga, warm_kl)
+            entry["base"] = group_stats(gb, warm_kl)
+            entry["trajectory"] = trajectory(ga, {"forward_kl": warm_kl})
+            entry["base_trajectory"] = trajectory(gb, {"forward_kl": warm_kl})
+            entry["timing"] = {name: timing_of(g) for name, g in (("row", ga), ("base", gb))}
+            entry["kl_curve"] = [mean_std(c) for c in zip(*([warm_kl] + [p["forward_kl"] for p in r["points"]]
+                                                           for r in ga))]  # fmt: skip
+            entry["base_kl_curve"] = [mean_std(c) for c in zip(*([warm_kl] + [p["forward_kl"] for p in r["points"]]
+                                                                for r in gb))]  # fmt: skip
+        out[m] = entry
+    return out
+
+
+def timing_of(group: list[dict]) -> dict[str, Any]:
+    """Mean over seeds, per iteration: preparation (regeneration) and training seconds, and the pairs trained."""
+    out: dict[str, Any] = {}
+    for key in ("prepare_s", "train_s"):
+        columns = [r.get("timing", {}).get(key, []) for r in group]
+        length = min(len(c) for c in columns) if columns else 0
+        out[key] = [statistics.fmean(c[i] for c in columns) for i in range(length)]
+    pairs = [r.get("trained_pairs", []) for r in group]
+    length = min(len(c) for c in pairs) if pairs else 0
+    out["trained_pairs"] = [statistics.fmean(c[i] for c in pairs) for i in range(length)]
+    out["wall_s"] = statistics.fmean(r["wall_s"] for r in group)
+    return out
+
+
+def anneal_verdict(bp: dict[str, Any], labels: dict[str, str]) -> dict[str, str] | None:
+    """Question 6: does NeMo-style annealing change where SPIN / T-SPIN end, or how far they stray, at its rate?"""
+    verdicts, parts = [], []
+    for m, e in bp.items():
+        if not m.endswith("_anneal"):
+            continue
+        c = e.get("compare", {})
+        if not c.get("n"):
+            verdicts.append(f"{labels[m]}: not run")
+            continue
+        if c["n"] < 2:
+            word = "inconclusive (one seed)"
+        elif c["worst"] < -c["worst_noise"] or c["final"] < -c["final_noise"]:
+            word = "helps" if c["final"] <= c["final_noise"] else "mixed"
+        elif c["worst"] > c["worst_noise"] or c["final"] > c["final_noise"]:
+            word = "hurts"
+        else:
+            word = "no difference beyond noise"
+        verdicts.append(f"{labels[m]}: {word}")
+        parts.append(f"{labels[m]} - {labels[e['compare_with']]} at lr {e['lr']:g}: final KL {c['final']:+.3f} "
+                     f"(noise {c['final_noise']:.3f}), worst-point KL {c['worst']:+.3f} (noise {c['worst_noise']:.3f}),"
+                     f" {c['n']} seed(s)")  # fmt: skip
+    if not verdicts:
+        return None
+    return {"verdict": "; ".join(verdicts), "why": ("; ".join(parts) or "no runs") + "."}
+
+
+def selection_verdict(bp: dict[str, Any], labels: dict[str, str], pool_quarter: int) -> dict[str, str] | None:
+    """Question 7: does prompt selection cost quality, and what time does it save (iterations after the first)?"""
+    e = bp.get("tspin_select")
+    if e is None:
+        return None
+    c = e.get("compare", {})
+    if not c.get("n"):
+        return {"verdict": "not run", "why": "no prompt-selection run finished."}
+    t = e["timing"]
+    saved = {}
+    for key in ("prepare_s", "train_s"):
+        row, base = sum(t["row"][key][1:]), sum(t["base"][key][1:])
+        saved[key] = (base - row) / base if base > 0 else float("nan")
+    kept = [p / pool_quarter for p in t["row"]["trained_pairs"]]
+    numbers = (f"at lr {e['lr']:g}, {c['n']} seed(s): final KL {c['final']:+.3f} vs T-SPIN (noise {c['final_noise']:.3f});"
+               f" share of the self-play prompts trained on per iteration "
+               + " / ".join(f"{k:.2f}" for k in kept)
+               + f"; iterations 1 and later: preparation (regeneration) time {100 * saved['prepare_s']:+.0f}% saved, "
+               f"training time {100 * saved['train_s']:+.0f}% saved")  # fmt: skip
+    if c["n"] < 2:
+        verdict = "inconclusive (one seed)"
+    elif c["final"] > c["final_noise"]:
+        verdict = "costs quality"
+    else:
+        verdict = "no quality cost beyond noise"
+    return {"verdict": verdict, "why": numbers + "."}
+
+
+def improvements(by_key, setting: dict, methods: dict, warm_kl: float) -> dict[str, Any]:
+    """Every (self-play row, rate) with its mean final held-out KL over the seeds run there, against the warm start:
+    improved when the mean is below the warm start by more than max(std, KL_FLOOR)."""
+    cells: dict[tuple[str, float], list[float]] = defaultdict(list)
+    for (m, lr, _), r in by_key.items():
+        if methods[m].kind == "selfplay":
+            cells[(m, lr)].append(final(r))
+    best, improved = None, []
+    for (m, lr), values in cells.items():
+        mean, std, n = mean_std(values)
+        if mean < warm_kl - max(std, KL_FLOOR):
+            improved.append({"method": m, "lr": lr, "final": mean, "n": n})
+        if best is None or mean < best["final"]:
+            best = {"method": m, "lr": lr, "final": mean, "n": n}
+    sft = {}
+    for m in ("sft_full", "sft_quarter"):
+        finals = [final(r) for (mm, _, _), r in by_key.items() if mm == m]
+        if finals:
+            sft[m] = min(finals)
+    return {"cells": len(cells), "improved": improved, "best": best, "sft_best": sft}
+
+
+def grid_rates_of(results: dict) -> dict[str, list[float]]:
+    """Each grid row's rates: the planner's record, or (a page from before the planner) its kind's grid."""
+    setting = results["setting"]
+    plan_rows = results.get("plan", {}).get("rows")
+    if plan_rows:
+        return {m: v["rates"] for m, v in plan_rows.items()}
+    from .runs import METHODS
+
+    return {m: setting["sft_lrs"] if METHODS[m].kind == "sft" else setting["selfplay_lrs"]
+            for m in setting["methods"] if METHODS[m].rate_rule == "grid"}  # fmt: skip
+
+
 def summarize(results: dict) -> dict[str, Any]:
     """Everything the page needs for one setting, computed from `results` (the runs and the warm start)."""
+    from .runs import METHODS
+
     setting = results["setting"]
     runs = results["runs"]
     by_key = index_runs(runs)
-    chosen, grid = choose_lrs(runs, setting["methods"], setting["seeds"][0])
+    rates = grid_rates_of(results)
+    grid_rows = [m for m in setting["methods"] if m in rates]
+    chosen, grid = choose_lrs(runs, grid_rows, setting["seeds"][0], rates)
     start = results["warm_start"]["held_out"]
     claims = evaluate_claims(by_key, chosen, setting["seeds"], start)
+    labels = {m: METHODS[m].label for m in METHODS}
+    ran = sorted({r["method"] for r in runs}, key=setting["methods"].index)
+    eq = equal_rates(by_key, setting, start["forward_kl"]) if "equal_lrs" in setting else {}
+    if eq:
+        claims["historical_term"] = historical_term_verdict(eq)
+    bp = beyond_paper(by_key, setting, METHODS, ran, chosen, start["forward_kl"])
+    for key, verdict in (("annealing", anneal_verdict(bp, labels)),
+                         ("selection", selection_verdict(bp, labels, max(1, setting["pool"] // 4)))):  # fmt: skip
+        if verdict is not None:
+            claims[key] = verdict
     per_method = {}
     for m, lr in chosen.items():
         g = rows_at(by_key, m, lr, setting["seeds"])
@@ -228,7 +459,6 @@ def summarize(results: dict) -> dict[str, Any]:
                     "rewards/ties",
                     "logps/real",
                     "logps/synthetic",
-                    "likelihood_inversion",
                     "loss/clamped",
                 )
             },  # fmt: skip
@@ -239,4 +469,13 @@ def summarize(results: dict) -> dict[str, Any]:
             ],
             "trajectory": trajectory(g, start),
         }
-    return {"chosen": chosen, "grid": grid, "claims": claims, "per_method": per_method}
+    return {
+        "chosen": chosen,
+        "grid": grid,
+        "grid_rates": rates,
+        "claims": claims,
+        "per_method": per_method,
+        "equal": eq,
+        "beyond": bp,
+        "improvements": improvements(by_key, setting, METHODS, start["forward_kl"]),
+    }

@@ -1,8 +1,9 @@
-"""The runs of the reproduction: settings, methods, the warm start, and one row (SFT or self-play) from it.
+"""The runs of the reproduction: settings, methods (rows), the warm start, and one row (SFT or self-play) from it.
 
-Every row continues from its seed's warm start and is measured on the held-out split after every iteration (the warm
-start's own measurement is the point before the first iteration), and on the validation split after the last one
-(the learning rate is chosen on that). Nothing here downloads anything.
+Every row continues from the warm start and is measured on the held-out split after every iteration (the warm start's
+own measurement is the point before the first iteration), and on the validation split after the last one (the
+learning rate is chosen on that). The model is a Llama built from a config with a character tokenizer: nothing here
+downloads anything, on a CPU or on a GPU machine without a network.
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ class Method:
     alpha: float = 1.0
     beta: float = 0.1
     mix: bool = False
+    schedule: str | None = None  # "nemo": per-iteration learning-rate multipliers and alpha (see `schedules`)
+    selection: bool = False  # prompt selection before regeneration (`Setting.selection_threshold`, `..._min_share`)
+    rate_rule: str = "grid"  # "grid": its own grid; "anneal": `Setting.anneal_lr`; "chosen": `compare_with`'s rate
+    compare_with: str | None = None  # the row it is compared with, paired by seed at the same rate
+
+
+# The TSPINConfig fields each feature needs; a row whose fields are missing cannot run (the page says so).
+FEATURE_FIELDS = {
+    "schedule": ("learning_rate_schedule", "alpha_schedule"),
+    "selection": ("prompt_selection_threshold", "prompt_selection_min_share"),
+}
 
 
 METHODS: dict[str, Method] = {
@@ -56,13 +68,79 @@ METHODS: dict[str, Method] = {
         Method("spin", "SPIN (lambda 0.1)", "selfplay", "quarter", objective="spin", alpha=0.1, beta=0.0),
         Method(
             "spin_mix", "SPIN + data mixing", "selfplay", "quarter", objective="spin", alpha=0.1, beta=0.0, mix=True
-        ),  # fmt: skip
+        ),
         Method("tspin", "T-SPIN alpha 1", "selfplay", "quarter"),
         Method("tspin_no_ha", "T-SPIN w/o H-A (beta 0)", "selfplay", "quarter", beta=0.0),
         Method("tspin_a01", "T-SPIN alpha 0.1", "selfplay", "quarter", alpha=0.1),
         Method("tspin_ref", "T-SPIN_ref alpha 1", "selfplay", "quarter", objective="tspin_ref"),
+        Method(
+            "spin_anneal",
+            "SPIN, NeMo annealing",
+            "selfplay",
+            "quarter",
+            objective="spin",
+            alpha=0.1,
+            beta=0.0,
+            schedule="nemo",
+            rate_rule="anneal",
+            compare_with="spin",
+        ),
+        Method(
+            "tspin_anneal",
+            "T-SPIN, NeMo annealing",
+            "selfplay",
+            "quarter",
+            alpha=0.1,
+            schedule="nemo",
+            rate_rule="anneal",
+            compare_with="tspin_a01",
+        ),
+        Method(
+            "tspin_select",
+            "T-SPIN alpha 1, prompt selection",
+            "selfplay",
+            "quarter",
+            selection=True,
+            rate_rule="chosen",
+            compare_with="tspin",
+        ),
     )
 }
+
+
+def missing_fields(method: Method) -> list[str]:
+    """The `TSPINConfig` fields `method` needs that this version of tspin_trl does not have."""
+    from dataclasses import fields
+
+    from tspin_trl import TSPINConfig
+
+    have = {f.name for f in fields(TSPINConfig)}
+    needed = [*(FEATURE_FIELDS["schedule"] if method.schedule else ()),
+              *(FEATURE_FIELDS["selection"] if method.selection else ())]  # fmt: skip
+    return [name for name in needed if name not in have]
+
+
+def geometric(start: float, end: float, n: int) -> list[float]:
+    """`n` values from `start` to `end`, a constant ratio apart (4 significant digits)."""
+    if n == 1:
+        return [start]
+    return [float(f"{start * (end / start) ** (t / (n - 1)):.4g}") for t in range(n)]
+
+
+def schedules(method: Method, setting: Setting) -> dict[str, Any]:
+    """The per-iteration `TSPINConfig` fields of `method`: NeMo-Aligner's SPIN annealing (learning rate 5e-7 -> 1e-7,
+    i.e. multipliers 1 -> `anneal_lr_end`, and SPIN's beta, which is this project's `alpha`, 0.1 -> 5.0), spread
+    geometrically over the iterations; prompt selection's threshold and floor."""
+    out: dict[str, Any] = {}
+    if method.schedule == "nemo":
+        out["learning_rate_schedule"] = geometric(1.0, setting.anneal_lr_end, setting.iterations)
+        out["alpha_schedule"] = geometric(*setting.anneal_alpha, setting.iterations)
+    elif method.schedule is not None:
+        raise ValueError(f"unknown schedule {method.schedule!r} of row {method.key!r}")
+    if method.selection:
+        out["prompt_selection_threshold"] = setting.selection_threshold
+        out["prompt_selection_min_share"] = setting.selection_min_share
+    return out
 
 
 @dataclass
@@ -70,15 +148,24 @@ class Setting:
     """One model + data + schedule; every method of a setting gets the same optimiser, schedule, batch and lengths."""
 
     name: str
-    model: str  # "tiny" or "smollm2"
+    model: str  # "llama": a Llama of `tiny_shape` built from a config, with the character tokenizer
     pool: int
     held_out: int
     validation: int
     iterations: int
-    sft_lrs: list[float]
-    selfplay_lrs: list[float]
+    sft_lrs: list[float]  # the starting grid of the SFT rows
+    selfplay_lrs: list[float]  # the starting grid of the self-play rows
     seeds: list[int]  # seeds[0] runs the learning-rate grid; every seed runs the chosen rate
     methods: list[str]
+    extend_down: int = 2  # at most this many rates added below a row's starting grid (the 1-3 ladder)
+    extend_up: int = 1  # ... and above it
+    equal_rows: list[str] = field(default_factory=lambda: ["tspin", "tspin_no_ha", "tspin_ref", "spin"])
+    equal_lrs: list[float] = field(default_factory=lambda: [5e-5, 1e-4])  # every seed, every row of equal_rows
+    anneal_lr: float = 1e-4  # the annealed rows' rate in iteration 0 (and their comparison rows', every seed)
+    anneal_lr_end: float = 0.2  # NeMo: 5e-7 -> 1e-7
+    anneal_alpha: tuple[float, float] = (0.1, 5.0)  # NeMo: SPIN's beta 0.1 -> 5.0 (this project's alpha)
+    selection_threshold: float = 2.0  # scaled current advantage (logistic loss weight sigmoid(-2) = 0.12)
+    selection_min_share: float = 0.5
     batch_size: int = 16
     max_length: int = 64
     max_completion_length: int = 12
@@ -99,9 +186,6 @@ class Setting:
     warm_lr: float = 1e-3
     warm_batch_size: int = 32
 
-    def lrs_for(self, method: str) -> list[float]:
-        return self.sft_lrs if METHODS[method].kind == "sft" else self.selfplay_lrs
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -116,14 +200,6 @@ def load_model(path: str, dtype: str = "float32"):
     if torch.cuda.is_available():
         model = model.cuda()
     return model, tokenizer
-
-
-def smollm2_path() -> str:
-    """SmolLM2-135M-Instruct as a local checkpoint (converted once from the pip-installed GGUF file)."""
-    from tspin_trl.demo.presets import materialize_smollm2
-
-    root = os.environ.get("TSPIN_TRL_MODELS", os.path.join(os.path.expanduser("~"), ".cache", "tspin_trl", "models"))
-    return materialize_smollm2(os.path.join(root, "smollm2-135m-instruct"))
 
 
 def make_data(setting: Setting) -> dict[str, list[dict]]:
@@ -188,13 +264,14 @@ def build_warm_start(setting: Setting, data, seed: int, folder: str) -> dict[str
         with open(record_path) as f:
             return json.load(f)
     start = time.perf_counter()
-    if setting.model == "tiny":
-        from tspin_trl.demo.presets import build_char_tokenizer, build_tiny_model
+    if setting.model != "llama":
+        raise ValueError(f"unknown model {setting.model!r}: the reproduction builds a Llama from a config ('llama')")
+    from tspin_trl.demo.presets import build_char_tokenizer, build_tiny_model
 
-        tokenizer = build_char_tokenizer()
-        model = build_tiny_model(tokenizer, seed=seed, **setting.tiny_shape)
-    else:
-        model, tokenizer = load_model(smollm2_path(), setting.dtype)
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(tokenizer, seed=seed, **setting.tiny_shape)
+    if torch.cuda.is_available():
+        model = model.cuda()
     evaluators = Evaluators(setting, data, tokenizer)
     epochs: list[dict[str, Any]] = []
     from transformers import TrainerCallback
@@ -262,29 +339,41 @@ def _dataset(rows):
 def run_one(setting: Setting, method: Method, lr: float, seed: int, warm_start: str, data, output_dir: str,
             proto_cache_dir: str) -> dict[str, Any]:  # fmt: skip
     """Train one row from the warm start for `setting.iterations` iterations (each its own run: fresh optimizer and
-    schedule) and return its record."""
+    schedule) and return its record: the held-out points, the validation KL, per-iteration training diagnostics and
+    the wall time of each iteration's parts (preparation = regeneration and reference log-probs, training, evaluation).
+    """
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from tspin_trl import TSPINConfig, TSPINTrainer
     from tspin_trl.run_folder import RunFolder
 
+    missing = missing_fields(method)
+    if missing:
+        raise ValueError(f"row {method.key!r} needs TSPINConfig fields this tspin_trl lacks: {', '.join(missing)}")
     train_rows = data["pool"] if method.data == "pool" else data["quarter"]
     model, tokenizer = load_model(warm_start, setting.dtype)
     evaluators = Evaluators(setting, data, tokenizer)
     common = _common_args(setting, output_dir, lr, seed)
     points: list[dict[str, Any]] = []
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     margins: dict[int, dict[str, list[float]]] = {}
     train_logs: dict[str, list] = {}
+    timing: dict[str, list[float]] = {"prepare_s": [], "train_s": [], "eval_s": []}
+    trained_pairs: list[int] = []
     if method.kind == "sft":
         train = _dataset(train_rows)
         for t in range(setting.iterations):
+            began = time.perf_counter()
             args = SFTConfig(**{**common, "seed": seed * 1000 + t, "data_seed": seed * 1000 + t}, num_train_epochs=1)
             trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
             trainer.train()
             model = trainer.model
+            evaluated = time.perf_counter()
             points.append(evaluators.held_out.evaluate(model, trainer.accelerator))
+            timing["prepare_s"].append(0.0)
+            timing["train_s"].append(evaluated - began)
+            timing["eval_s"].append(time.perf_counter() - evaluated)
         steps = trainer.state.global_step * setting.iterations
     else:
         args = TSPINConfig(
@@ -299,6 +388,7 @@ def run_one(setting: Setting, method: Method, lr: float, seed: int, warm_start: 
             temperature=setting.temperature,
             generation_batch_size=setting.generation_batch_size,
             proto_cache_dir=proto_cache_dir,
+            **schedules(method, setting),
         )
         current: dict[str, list[float]] = {"scaled": [], "likelihood": []}
 
@@ -308,15 +398,32 @@ def run_one(setting: Setting, method: Method, lr: float, seed: int, warm_start: 
                 current["likelihood"] += (columns["logps/real"] - columns["logps/synthetic"]).tolist()
 
         class PerIteration(TrainerCallback):
+            """Evaluates after every iteration and times its parts: preparation runs from the end of the previous
+            evaluation (or the start of `train()`) to the iteration's first step, whatever the callbacks' order."""
+
             trainer: Any = None
+            mark: float = 0.0
+            first_step: float | None = None
+
+            def on_step_begin(self, args, state, control, **kwargs):
+                if self.first_step is None:
+                    self.first_step = time.perf_counter()
+                return control
 
             def on_epoch_end(self, args, state, control, **kwargs):
+                ended = time.perf_counter()
                 iteration = round(state.epoch) - 1
                 margins[iteration] = {k: quantiles(v) for k, v in current.items()}
+                trained_pairs.append(len(current["scaled"]))
                 for v in current.values():
                     v.clear()
                 points.append(evaluators.held_out.evaluate(self.trainer.model, self.trainer.accelerator))
                 self.trainer.model.train()
+                first = self.first_step if self.first_step is not None else ended
+                timing["prepare_s"].append(first - self.mark)
+                timing["train_s"].append(ended - first)
+                timing["eval_s"].append(time.perf_counter() - ended)
+                self.mark, self.first_step = time.perf_counter(), None
                 return control
 
         per_iteration = PerIteration()
@@ -324,12 +431,12 @@ def run_one(setting: Setting, method: Method, lr: float, seed: int, warm_start: 
             model=model,
             args=args,
             train_dataset=_dataset(train_rows),
-            eval_dataset=_dataset(data["held_out"]),
             processing_class=tokenizer,
             callbacks=[per_iteration],
         )
         per_iteration.trainer = trainer
-        trainer.add_metrics_listener(listen)
+        trainer.metrics.add_listener(listen)
+        per_iteration.mark = time.perf_counter()
         trainer.train()
         model = trainer.model
         steps = trainer.state.global_step
@@ -338,9 +445,10 @@ def run_one(setting: Setting, method: Method, lr: float, seed: int, warm_start: 
             k: [records.get(t, {}).get("means", {}).get(k) for t in range(setting.iterations)]
             for k in PER_ITERATION_KEYS
         }
-        train_logs["likelihood_inversion"] = [records.get(t, {}).get("likelihood_inversion")
-                                              for t in range(setting.iterations)]  # fmt: skip
         train_logs["margins"] = [margins.get(t) for t in range(setting.iterations)]
+        # What the trainer records about prompt selection, whatever it names it (the feature is newer than this file).
+        train_logs["selection"] = [{k: v for k, v in records.get(t, {}).items() if "select" in k}
+                                   for t in range(setting.iterations)]  # fmt: skip
     validation = evaluators.validation.forward_kl(model)
     record = {
         "setting": setting.name,
@@ -351,7 +459,10 @@ def run_one(setting: Setting, method: Method, lr: float, seed: int, warm_start: 
         "validation_kl": validation["forward_kl"],
         "train_logs": train_logs,
         "train_steps": steps,
+        "trained_pairs": trained_pairs,
+        "timing": timing,
         "wall_s": time.perf_counter() - start,
+        "cpu_s": time.process_time() - cpu_start,  # this process's CPU time: a size that shared cores inflate less
     }
     del trainer, model
     shutil.rmtree(output_dir, ignore_errors=True)

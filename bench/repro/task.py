@@ -124,6 +124,7 @@ class Evaluator:
             batch_size,
         )
         self.replacement = replacement
+        self._masks: dict[tuple[str, str], tuple[torch.Tensor, float]] = {}
         self.eos_ids = eos_token_ids(tokenizer)
         self.digit_ids = {}
         for d in "0123456789":
@@ -193,15 +194,26 @@ class Evaluator:
                 meta.append((digits, path))
         kls, nlls = [], []
         for (digits, path), (chosen, digit_logps) in zip(meta, self._logps(model, prompts, responses)):
-            kl, remaining = 0.0, [int(d) for d in digits]
-            for j, d in enumerate(path):
-                kl += -math.log(len(remaining)) - float(digit_logps[j, remaining].mean())
-                if not self.replacement:
-                    remaining.remove(int(d))
+            mask, entropy = self._path_mask(digits, path)
+            # per step: KL(uniform over the allowed digits || q) = -log m - mean of log q over the allowed digits
+            kl = entropy - float(((digit_logps[: len(path)] * mask).sum(1) / mask.sum(1)).sum())
             kl += -float(chosen[len(path) :].sum())  # the end of the turn: p_data puts all its mass there
             kls.append(kl)
             nlls.append(-float(chosen.sum()))
         return {"forward_kl": sum(kls) / len(kls), "nll_pdata": sum(nlls) / len(nlls)}
+
+    def _path_mask(self, digits: str, path: str) -> tuple[torch.Tensor, float]:
+        """The digits p_data allows at each step of `path` as a `(len, 10)` 0/1 mask, and sum over steps of -log m."""
+        key = (digits, path)
+        if key not in self._masks:
+            mask, entropy, remaining = torch.zeros(len(path), 10), 0.0, [int(d) for d in digits]
+            for j, d in enumerate(path):
+                mask[j, remaining] = 1.0
+                entropy -= math.log(len(remaining))
+                if not self.replacement:
+                    remaining.remove(int(d))
+            self._masks[key] = (mask, entropy)
+        return self._masks[key]
 
     def sample(self, model, accelerator) -> dict[str, Any]:
         """Validity, reverse KL given validity, likelihood inversion and the margin logp(real) - logp(sample)."""

@@ -1,0 +1,226 @@
+"""Checkpoints: their names, completeness, the one to resume from (on every node), load errors, the node layout.
+
+transformers' `resume_from_checkpoint=True` takes the highest-numbered `checkpoint-*` folder, complete or not; a save
+killed midway leaves one without `trainer_state.json`. Here a checkpoint is complete when it has a readable
+`trainer_state.json` and model weights, and a resume takes the last checkpoint complete on every node.
+"""
+
+import dataclasses
+import glob
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from accelerate.utils import gather_object
+
+from .checked_io import atomic_write
+
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+
+logger = logging.getLogger(__name__)
+
+_CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+)
+
+
+def checkpoint_dir(output_dir: str, step: int) -> str:
+    """The folder transformers saves the checkpoint of optimizer step `step` in."""
+    return os.path.join(output_dir, f"checkpoint-{step}")
+
+
+def step_of(checkpoint: str) -> int | None:
+    """The step of a `checkpoint-<step>` folder, or `None` for a folder of another name."""
+    match = _CHECKPOINT_NAME.fullmatch(os.path.basename(os.path.normpath(checkpoint)))
+    return int(match.group(1)) if match else None
+
+
+def checkpoint_is_complete(path: str) -> bool:
+    """Whether a `checkpoint-<step>` folder was saved to the end: a readable `trainer_state.json` and model weights
+    (a weights file, or DeepSpeed's `global_step*` folder)."""
+    try:
+        with open(os.path.join(path, "trainer_state.json")) as f:
+            if not isinstance(json.load(f), dict):
+                return False
+    except (OSError, ValueError):
+        return False
+    if any(os.path.isfile(os.path.join(path, name)) for name in _WEIGHT_FILES):
+        return True
+    return bool(glob.glob(os.path.join(path, "global_step*")))
+
+
+def checkpoint_steps(output_dir: str) -> list[int]:
+    """Steps of every `checkpoint-<step>` folder of `output_dir`, complete or not, highest first."""
+    found = [step_of(path) for path in glob.glob(os.path.join(output_dir, "checkpoint-*")) if os.path.isdir(path)]
+    return sorted((step for step in found if step is not None), reverse=True)
+
+
+def complete_checkpoint_steps(output_dir: str) -> list[int]:
+    """Steps of the complete `checkpoint-<step>` folders of `output_dir`, highest first; incomplete ones (a save killed
+    midway or a full disk) are skipped with a warning naming them."""
+    steps = []
+    for step in checkpoint_steps(output_dir):
+        path = checkpoint_dir(output_dir, step)
+        if checkpoint_is_complete(path):
+            steps.append(step)
+        else:
+            logger.warning(
+                "Skipping the incomplete checkpoint %s (no readable trainer_state.json or no model weights: the save "
+                "was interrupted). Delete it once the run has resumed.",
+                path,
+            )
+    return steps
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The highest-numbered complete `checkpoint-<step>` folder of `output_dir` (see [`complete_checkpoint_steps`])."""
+    steps = complete_checkpoint_steps(output_dir)
+    return checkpoint_dir(output_dir, steps[0]) if steps else None
+
+
+def last_checkpoint_on_every_node(output_dir: str, accelerator: "Accelerator", num_nodes: int) -> str:
+    """The highest-numbered checkpoint complete on every node (on separate disks, one node's last save may have been
+    interrupted). Collective: every process must call it."""
+    steps = complete_checkpoint_steps(output_dir)
+    common = set(steps)
+    if accelerator.num_processes > 1:
+        for other in gather_object([steps]):
+            common &= set(other)
+    if not common:
+        raise ValueError(
+            f"No complete checkpoint found in {output_dir!r}"
+            + (" on every node" if num_nodes > 1 else "")
+            + " to resume from (checkpoint-* folders with trainer_state.json and model weights). Start without "
+            "`resume_from_checkpoint`."
+        )
+    step = max(common)
+    if steps and steps[0] != step:
+        logger.warning(
+            "Resuming from checkpoint-%d, the last one every node has completely (this node also has checkpoint-%d).",
+            step,
+            steps[0],
+        )
+    return checkpoint_dir(output_dir, step)
+
+
+def check_complete_on_every_node(checkpoint: str, accelerator: "Accelerator") -> None:
+    """Raise when a checkpoint given by path is missing or incomplete on some node. Collective."""
+    complete = gather_object([checkpoint_is_complete(checkpoint)])
+    if not all(complete):
+        raise ValueError(
+            f"The checkpoint {checkpoint!r} is missing or incomplete on {complete.count(False)} of the {len(complete)} "
+            "processes' nodes: every node reads it from its own output_dir. Resume from a checkpoint every node has."
+        )
+
+
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint's files exist but cannot be read (damaged or truncated)."""
+
+
+def checkpoint_load_error(what: str, checkpoint: str | None, error: Exception) -> CheckpointLoadError:
+    """The error for a checkpoint whose `what` cannot be loaded, naming the file's folder and an earlier checkpoint."""
+    earlier = None
+    if checkpoint:
+        step = step_of(checkpoint)
+        parent = os.path.dirname(os.path.abspath(checkpoint))
+        steps = [s for s in complete_checkpoint_steps(parent) if step is None or s < step]
+        earlier = checkpoint_dir(os.path.dirname(checkpoint), max(steps)) if steps else None
+    fix = f"resume from an earlier checkpoint (`resume_from_checkpoint={earlier!r}`)" if earlier else "start over"
+    return CheckpointLoadError(
+        f"Could not load {what} from the checkpoint {checkpoint!r} ({type(error).__name__}: {error}); a file there is "
+        f"damaged or truncated. Delete that checkpoint folder and {fix}."
+    )
+
+
+# ---- several nodes -------------------------------------------------------------------------------------------------
+
+NODE_MARKER_PREFIX = ".tspin_node_"
+MARKER_WAIT_SECONDS = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeLayout:
+    """
+    How the nodes of a run see `output_dir`.
+
+    Args:
+        num_nodes (`int`):
+            Number of nodes (of local main processes).
+        shared (`bool`):
+            Whether every node sees the same `output_dir` (a shared file system), rather than each its own disk.
+    """
+
+    num_nodes: int
+    shared: bool
+
+    def check_writers(self, output_dir: str, save_on_each_node: bool) -> None:
+        """Self-play files and checkpoints are written by the processes with `args.should_save`: the global main
+        process, or with `save_on_each_node` every node's local main process. That must match the disk layout."""
+        if self.num_nodes == 1:
+            return
+        if self.shared and save_on_each_node:
+            raise ValueError(
+                f"`save_on_each_node=True`, but the {self.num_nodes} nodes of this run share output_dir "
+                f"{output_dir!r}: every node would write the same checkpoint and self-play files at once. Set "
+                "`save_on_each_node=False` (the global main process then writes for all nodes)."
+            )
+        if not self.shared and not save_on_each_node:
+            raise ValueError(
+                f"The {self.num_nodes} nodes of this run do not share output_dir {output_dir!r} (each node sees only "
+                "its own files there), and only the global main process would write checkpoints: the other nodes could "
+                "not resume. Set `save_on_each_node=True` (each node then keeps a full copy of the checkpoints and "
+                "self-play files), or put output_dir on a file system all nodes share."
+            )
+
+
+def detect_node_layout(output_dir: str, accelerator: "Accelerator") -> NodeLayout:
+    """Whether the nodes of this run share `output_dir`, found out rather than assumed: every node's local main process
+    writes a marker file with a random name into `output_dir`, and each then counts the other nodes' markers it sees.
+    Collective: every process must call it. Raises a `ValueError` when some nodes share the folder and others do not.
+    """
+    if accelerator.num_processes == 1:
+        return NodeLayout(1, True)
+    me = (accelerator.is_local_main_process, secrets.token_hex(8))
+    tokens = [token for local_main, token in gather_object([me]) if local_main]
+    if len(tokens) == 1:
+        return NodeLayout(1, True)
+    marker = os.path.join(output_dir, NODE_MARKER_PREFIX + me[1])
+    if accelerator.is_local_main_process:
+        atomic_write(marker, socket.gethostname())
+    accelerator.wait_for_everyone()
+    seen = None
+    if accelerator.is_local_main_process:
+        # a listing, retried for a few seconds: a network file system may show another node's new file late
+        deadline = time.monotonic() + MARKER_WAIT_SECONDS
+        while True:
+            names = set(os.listdir(output_dir))
+            seen = sum(NODE_MARKER_PREFIX + token in names for token in tokens)
+            if seen == len(tokens) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    counts = [count for count in gather_object([seen]) if count is not None]  # every node has looked
+    if accelerator.is_local_main_process:
+        os.remove(marker)
+    if all(count == len(tokens) for count in counts):
+        return NodeLayout(len(tokens), True)
+    if all(count == 1 for count in counts):
+        return NodeLayout(len(tokens), False)
+    raise ValueError(
+        f"Some of the {len(tokens)} nodes of this run share output_dir {output_dir!r} and others do not (each node "
+        f"sees {counts} of the nodes' marker files). Use one shared output_dir for all nodes, or a local one on each "
+        "node (then with `save_on_each_node=True`)."
+    )

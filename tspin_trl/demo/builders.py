@@ -1,0 +1,200 @@
+"""
+Builders of small self-play runs on the tiny preset, shared by the tests (`tests/helpers.py` re-exports them) and the
+fault campaign (`bench/faults/`), so that both build the same runs: deterministic digit-sorting rows, a fast CPU
+configuration, a 2-iteration self-play trainer on them, a callback that stops training after a given step, and a
+[`~tspin_trl.context.RunContext`] from real parts for testing the callbacks without a trainer.
+"""
+
+from typing import Any
+
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+
+from ..config import TSPINConfig
+from ..trainer import TSPINTrainer
+from .presets import build_tiny_model
+
+
+# What `self_play_trainer` sets on top of `make_config`: 8 rows in batches of 2 are 4 steps per iteration, and
+# generation runs in chunks of 4 prompts (two chunks per pass).
+SELF_PLAY_SETTINGS: dict[str, Any] = {
+    "num_iterations": 2,
+    "per_device_train_batch_size": 2,
+    "generation_batch_size": 4,
+}
+
+
+def sorting_rows(n: int = 8, conversational: bool = True, offset: int = 0) -> list[dict]:
+    """
+    `n` deterministic digit-sorting rows (`prompt`/`completion`), as messages or as plain text.
+
+    Args:
+        n (`int`, *optional*, defaults to `8`):
+            Number of rows.
+        conversational (`bool`, *optional*, defaults to `True`):
+            Prompt and completion as one user and one assistant message; otherwise plain text (the prompt ends with a
+            newline).
+        offset (`int`, *optional*, defaults to `0`):
+            Shifts the digits: another `offset` gives other data of the same size.
+
+    Example:
+
+    ```python
+    >>> sorting_rows(1, conversational=False)
+    [{'prompt': 'sort: 0 3 6 9\\n', 'completion': '0 3 6 9'}]
+    ```
+    """
+    rows = []
+    for i in range(n):
+        digits = [((i + offset) * 7 + k * 3) % 10 for k in range(4)]
+        prompt = "sort: " + " ".join(map(str, digits))
+        answer = " ".join(map(str, sorted(digits)))
+        if conversational:
+            rows.append(
+                {
+                    "prompt": [{"role": "user", "content": prompt}],
+                    "completion": [{"role": "assistant", "content": answer}],
+                }
+            )
+        else:
+            rows.append({"prompt": prompt + "\n", "completion": answer})
+    return rows
+
+
+def make_config(output_dir: Any, **overrides: Any) -> TSPINConfig:
+    """A fast CPU configuration for the tiny preset (one iteration, batches of 4, no checkpoints), with `overrides`."""
+    kwargs = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        num_iterations=1,
+        max_completion_length=10,
+        max_length=64,
+        learning_rate=1e-3,
+        warmup_steps=0,
+        logging_steps=1,
+        report_to=[],
+        gradient_checkpointing=False,
+        save_strategy="no",
+        use_cpu=True,
+        dataloader_pin_memory=False,
+    )
+    kwargs.update(overrides)
+    return TSPINConfig(**kwargs)
+
+
+def self_play_trainer(
+    output_dir: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Any = None,
+    model: PreTrainedModel | None = None,
+    *,
+    eval_dataset: Any = None,
+    callbacks: list[TrainerCallback] | None = None,
+    scorer: Any = None,
+    scorer_dataset: Any = None,
+    **config: Any,
+) -> TSPINTrainer:
+    """
+    A 2-iteration self-play trainer of the tiny preset on 8 sorting rows (batch 2: 4 steps per iteration).
+
+    Args:
+        output_dir (`str` or `Path`):
+            The run's `output_dir`.
+        tokenizer ([`~transformers.PreTrainedTokenizerBase`]):
+            The tokenizer (e.g. [`build_char_tokenizer`]); the model is built for it unless `model` is given.
+        rows (`list[dict]` or dataset, *optional*):
+            The training data: a list of rows becomes a `Dataset`, anything else is passed as it is. Defaults to
+            `sorting_rows(8)`.
+        model ([`~transformers.PreTrainedModel`], *optional*):
+            The initial policy. Defaults to `build_tiny_model(tokenizer)`.
+        eval_dataset, callbacks, scorer, scorer_dataset:
+            Passed to [`~tspin_trl.TSPINTrainer`].
+        **config:
+            Settings over [`make_config`] and `SELF_PLAY_SETTINGS`.
+    """
+    if rows is None:
+        rows = sorting_rows(8)
+    if isinstance(rows, list):
+        rows = Dataset.from_list(rows)
+    return TSPINTrainer(
+        model=model or build_tiny_model(tokenizer),
+        args=make_config(output_dir, **(SELF_PLAY_SETTINGS | config)),
+        train_dataset=rows,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        scorer=scorer,
+        scorer_dataset=scorer_dataset,
+    )
+
+
+class StopAfter(TrainerCallback):
+    """Stops training gracefully after optimizer step `step` (an interrupted run, with the checkpoints it saved)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def make_context(
+    output_dir: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    model: PreTrainedModel | None = None,
+    steps_per_epoch: int | None = None,
+    **config: Any,
+):
+    """
+    A [`~tspin_trl.context.RunContext`] from real parts (config, clock, policy, run folder, metrics log, a sampler over
+    the tiny model), for testing the callbacks without a trainer.
+
+    Returns:
+        `tuple[RunContext, list[dict]]`: the context, and the list the lines it logs are collected in.
+    """
+    from accelerate import Accelerator
+
+    from ..cache import model_fingerprint, tokenizer_fingerprint
+    from ..clock import IterationClock
+    from ..context import RunContext
+    from ..data import eos_token_ids
+    from ..generation import HFGenerationBackend, PolicySampler
+    from ..metrics import MetricsLog
+    from ..objective import ObjectivePolicy
+    from ..run_folder import RunFolder
+
+    args = make_config(output_dir, **config)
+    model = model or build_tiny_model(tokenizer)
+    accelerator = Accelerator(cpu=True)
+    clock = IterationClock.from_config(args)
+    if steps_per_epoch is not None:
+        clock.set_steps_per_epoch(steps_per_epoch)
+    logged: list[dict] = []
+
+    def start_iteration(iteration: int) -> None:
+        clock.current = iteration
+
+    context = RunContext(
+        args=args,
+        accelerator=accelerator,
+        clock=clock,
+        policy=ObjectivePolicy.from_config(args, own_synthetic=False),
+        folder=RunFolder(args.output_dir),
+        metrics=MetricsLog(emit=logged.append),
+        sampler=PolicySampler(
+            accelerator,
+            policy=lambda: model,
+            backend_factory=HFGenerationBackend,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_ids=eos_token_ids(tokenizer, model.generation_config),
+            batch_size=args.generation_batch_size,
+        ),
+        tokenizer=tokenizer,
+        vocab_size=len(tokenizer),
+        compute_logps=None,
+        start_iteration=start_iteration,
+        initial_identity={"initial_model": model_fingerprint(model), "tokenizer": tokenizer_fingerprint(tokenizer)},
+    )
+    return context, logged
