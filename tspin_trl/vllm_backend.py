@@ -205,7 +205,8 @@ def _vllm_generation_class() -> type:
                 super().sync_weights()
             elif self.mode == "colocate":
                 worker = self.llm.llm_engine.model_executor.driver_worker
-                worker.reload_weights(weights_iterator=self._iter_named_params())
+                with _unloaded_weights_refused(type(worker.model_runner).reload_weights.__module__):
+                    worker.reload_weights(weights_iterator=self._iter_named_params())
                 self.llm.reset_prefix_cache()
             else:
                 # Every process takes part in gathering (ZeRO-3), the main one writes and asks the server to reload.
@@ -223,6 +224,46 @@ def _vllm_generation_class() -> type:
                 self.accelerator.wait_for_everyone()
 
     return TSPINVLLMGeneration
+
+
+class _WarningRecorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+# vLLM's model runner logs this when `reload_weights` left an engine parameter that no sent weight maps to
+_UNLOADED_MARKER = "weights were not loaded"
+
+
+@contextmanager
+def _unloaded_weights_refused(runner_module: str) -> Iterator[None]:
+    """Raise if vLLM reports, during a weight reload, engine parameters that none of the trainer's weights replaced.
+
+    vLLM only logs those (below the level it usually shows, from the module `runner_module` that defines the model
+    runner's `reload_weights`), and an engine started with `load_format="dummy"` (a model built in memory) would then
+    generate from its random values for them without any error.
+    """
+    recorder = _WarningRecorder()
+    log = logging.getLogger(runner_module)
+    level = log.level
+    log.setLevel(logging.WARNING)
+    log.addHandler(recorder)
+    try:
+        yield
+    finally:
+        log.removeHandler(recorder)
+        log.setLevel(level)
+    unloaded = [message for message in recorder.messages if _UNLOADED_MARKER in message]
+    if unloaded:
+        raise RuntimeError(
+            f"vLLM's weight sync left engine weights without the trainer's values ({'; '.join(unloaded)}): it would "
+            "generate from weights that are not the policy's. The trainer's parameter names (after TRL's renaming "
+            "for vLLM) do not cover this model's vLLM implementation; report it with the model's architecture."
+        )
 
 
 class VLLMGenerationBackend:
