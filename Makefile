@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast demo reproduce bench lint format clean
+.PHONY: install test test-fast test-matrix demo reproduce bench lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# The configuration matrix (tests/test_matrix.py): 2-process launches x generation backends x PEFT x objectives, a
+# pairwise covering set of cells, each checked against a single-process reference. Its table: .cache/matrix_report.md
+test-matrix: install
+	TSPIN_MATRIX_REPORT=$(CURDIR)/.cache/matrix_report.md $(PY) -m pytest -q -p no:cacheprovider -m matrix -s \
+		--durations=0 tests/test_matrix.py
 
 test-fast: install
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests

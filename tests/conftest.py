@@ -15,6 +15,17 @@ from helpers import sorting_rows  # noqa: E402
 from tspin_trl.demo import build_char_tokenizer, build_tiny_model  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """The configuration matrix's cells (`matrix` marker, ~30 minutes) run only when an `-m` expression names them:
+    `make test-matrix`, not `make test`."""
+    if "matrix" in (config.option.markexpr or ""):
+        return
+    deselected = [item for item in items if item.get_closest_marker("matrix") is not None]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item.get_closest_marker("matrix") is None]
+
+
 @pytest.fixture(autouse=True)
 def _isolated_proto_cache(tmp_path, monkeypatch):
     """Every test gets its own proto cache, so no test sees another's entries."""

@@ -127,6 +127,25 @@ def test_colocate_greedy_iteration_1_equals_hf_generate(tmp_path, hf_greedy):
 
 @vllm_installed
 @pytest.mark.slow
+def test_engine_started_without_weights_computes_with_the_policys_after_each_sync(tmp_path):
+    """A model built in memory (no folder) starts the engine with random weights (`load_format="dummy"`): every
+    pass's weight sync must replace them with the policy's (adapter merged, for LoRA), and a sync that leaves one out
+    must fail. Compared by log-probabilities of every token of fixed sequences (tests/scripts/vllm_weight_sync.py)."""
+    script = ROOT / "tests" / "scripts" / "vllm_weight_sync.py"
+    command = [sys.executable, str(script), "--output_dir", str(tmp_path / "out"), "--result", str(tmp_path / "sync")]
+    completed = subprocess.run(command, env=_env(tmp_path, "sync"), capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+    for name, facts in json.loads((tmp_path / "sync.json").read_text()).items():
+        assert facts["load_format"] == "dummy", name
+        assert facts["before_sync"] > 0.05, (name, facts)  # the engine's own weights give other log-probs...
+        assert facts["after_sync"] < 1e-4, (name, facts)  # ...the synced ones the policy's
+        assert facts["policy_change"] > 0.05, (name, facts)
+        assert facts["after_change_and_sync"] < 1e-4, (name, facts)  # and again after the policy changed
+        assert "model.norm.weight" in facts["incomplete_sync_error"], (name, facts)
+
+
+@vllm_installed
+@pytest.mark.slow
 def test_two_process_ddp_colocate_matches_single_process_hf(tmp_path):
     common = [*MODEL, "--greedy"]
     single = run(tmp_path, "single", *common, "--per_device_train_batch_size", "4")[0]

@@ -169,9 +169,10 @@ def _vllm_generation_class() -> type:
     class TSPINVLLMGeneration(vllm_generation.VLLMGeneration):
         """TRL's `VLLMGeneration` with the CPU fixes listed in the module docstring; unchanged on GPUs."""
 
-        def __init__(self, *args, dtype: str, weights_dir: str, **kwargs):
+        def __init__(self, *args, dtype: str, weights_dir: str, load_format: str, **kwargs):
             self.dtype = dtype
             self.weights_dir = weights_dir
+            self.load_format = load_format
             super().__init__(*args, **kwargs)
 
         @property
@@ -188,10 +189,12 @@ def _vllm_generation_class() -> type:
                     )
                 self.accelerator.wait_for_everyone()
                 return
-            # TRL builds `LLM(...)` without a dtype (see the module docstring). Prompts and completions are token ids
-            # only, so vLLM needs no tokenizer (the model folder may not have one).
+            # TRL builds `LLM(...)` without a dtype (see the module docstring) or a load format. Prompts and
+            # completions are token ids only, so vLLM needs no tokenizer (the model folder may not have one).
             original = vllm_generation.LLM
-            vllm_generation.LLM = functools.partial(original, dtype=self.dtype, skip_tokenizer_init=True)
+            vllm_generation.LLM = functools.partial(
+                original, dtype=self.dtype, skip_tokenizer_init=True, load_format=self.load_format
+            )
             try:
                 super()._init_vllm()
             finally:
@@ -202,7 +205,8 @@ def _vllm_generation_class() -> type:
                 super().sync_weights()
             elif self.mode == "colocate":
                 worker = self.llm.llm_engine.model_executor.driver_worker
-                worker.reload_weights(weights_iterator=self._iter_named_params())
+                with _unloaded_weights_refused(type(worker.model_runner).reload_weights.__module__):
+                    worker.reload_weights(weights_iterator=self._iter_named_params())
                 self.llm.reset_prefix_cache()
             else:
                 # Every process takes part in gathering (ZeRO-3), the main one writes and asks the server to reload.
@@ -220,6 +224,46 @@ def _vllm_generation_class() -> type:
                 self.accelerator.wait_for_everyone()
 
     return TSPINVLLMGeneration
+
+
+class _WarningRecorder(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+# vLLM's model runner logs this when `reload_weights` left an engine parameter that no sent weight maps to
+_UNLOADED_MARKER = "weights were not loaded"
+
+
+@contextmanager
+def _unloaded_weights_refused(runner_module: str) -> Iterator[None]:
+    """Raise if vLLM reports, during a weight reload, engine parameters that none of the trainer's weights replaced.
+
+    vLLM only logs those (below the level it usually shows, from the module `runner_module` that defines the model
+    runner's `reload_weights`), and an engine started with `load_format="dummy"` (a model built in memory) would then
+    generate from its random values for them without any error.
+    """
+    recorder = _WarningRecorder()
+    log = logging.getLogger(runner_module)
+    level = log.level
+    log.setLevel(logging.WARNING)
+    log.addHandler(recorder)
+    try:
+        yield
+    finally:
+        log.removeHandler(recorder)
+        log.setLevel(level)
+    unloaded = [message for message in recorder.messages if _UNLOADED_MARKER in message]
+    if unloaded:
+        raise RuntimeError(
+            f"vLLM's weight sync left engine weights without the trainer's values ({'; '.join(unloaded)}): it would "
+            "generate from weights that are not the policy's. The trainer's parameter names (after TRL's renaming "
+            "for vLLM) do not cover this model's vLLM implementation; report it with the model's architecture."
+        )
 
 
 class VLLMGenerationBackend:
@@ -267,7 +311,7 @@ class VLLMGenerationBackend:
         self.chunk_key = json.dumps(["vllm", self.mode, self.dtype])
         self.sync_seconds: list[float] = []
         folder = RunFolder(args.output_dir)
-        model_path = self._model_path(model, folder.vllm_model_dir)
+        model_path, load_format = self._model_source(model, folder.vllm_model_dir)
         start = time.perf_counter()
         with _name_or_path(model, model_path):
             self.vllm = _vllm_generation_class()(
@@ -289,22 +333,31 @@ class VLLMGenerationBackend:
                 logprobs=None,  # completions only: log-probs are computed by the trainer where needed
                 dtype=self.dtype,
                 weights_dir=folder.vllm_weights_dir,
+                load_format=load_format,
             )
         self.start_seconds = time.perf_counter() - start
         logger.info("vLLM (%s, %s) ready in %.1f s.", self.mode, self.dtype, self.start_seconds)
 
-    def _model_path(self, model: torch.nn.Module, fallback: str) -> str:
-        """Where colocated vLLM reads the architecture (the weights are sent before each pass anyway).
+    def _model_source(self, model: torch.nn.Module, fallback: str) -> tuple[str, str]:
+        """Where colocated vLLM reads the architecture, and its `load_format`.
 
-        The model's own folder or Hub id if it has one; else (a model built from a config) its config and weights
-        are saved once to `fallback`.
+        The model's own folder or Hub id if it has one. Else (a model built in memory) only its config is written to
+        `fallback` and the engine starts with random weights (`load_format="dummy"`): every pass sends the trainer's
+        weights first (`session`), so the engine never generates from what it loaded. Saving the model instead would
+        write the weights of the unwrapped model, which are empty under ZeRO-3 (partitioned) and only the adapter
+        for a PEFT model.
         """
-        if self.mode == "server" or getattr(model, "name_or_path", ""):
-            return getattr(model, "name_or_path", "")
+        name_or_path = getattr(model, "name_or_path", "")
+        if self.mode == "server" or name_or_path:
+            return name_or_path, "auto"
         if self.accelerator.is_main_process:
-            self.accelerator.unwrap_model(model).save_pretrained(fallback)
+            # A PEFT model forwards `config`/`generation_config` to its base model: the architecture vLLM builds
+            unwrapped = self.accelerator.unwrap_model(model)
+            unwrapped.config.save_pretrained(fallback)
+            if getattr(unwrapped, "generation_config", None) is not None:
+                unwrapped.generation_config.save_pretrained(fallback)
         self.accelerator.wait_for_everyone()
-        return fallback
+        return fallback, "dummy"
 
     @contextmanager
     def session(self, model: torch.nn.Module, accelerator: Accelerator) -> Iterator[None]:
