@@ -322,8 +322,7 @@ def test_deepspeed_cpu_notice_is_dropped_and_other_messages_pass():
 
     pytest.importorskip("deepspeed")
     code = (
-        "import logging, tspin_trl, deepspeed\n"
-        "logging.getLogger('DeepSpeed').warning('another DeepSpeed warning')\n"
+        "import logging, tspin_trl, deepspeed\nlogging.getLogger('DeepSpeed').warning('another DeepSpeed warning')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     output = result.stdout + result.stderr

@@ -196,3 +196,22 @@ def test_console_table_keeps_the_telling_columns_within_the_width(tmp_path):
         assert lines[1].split()[:5] == ["iter", "steps", "loss", "logp(y)", "logp(y')"]
         assert lines[2 + 11].split()[1] == "1100001-1200000*" and "not shown for" in console
     assert console_iteration_table(str(tmp_path / "none")) == iteration_table(str(tmp_path / "none"))
+
+
+def test_console_table_shows_schedules_and_selection_counts(tmp_path):
+    """Settings that change between iterations and prompt-selection counts get short console columns."""
+    from tspin_trl.run_folder import RunFolder
+
+    folder = RunFolder(str(tmp_path))
+    os.makedirs(os.path.dirname(folder.iterations_path))
+    records = [
+        {"iteration": t, "first_step": 4 * t + 1, "last_step": 4 * t + 4, "beta": beta, "alpha": 1.0}
+        | {"learning_rate": lr, "prompts_kept": kept, "prompts_skipped": 8 - kept, "means": {"loss/per_example": 0.5}}
+        for t, (beta, lr, kept) in enumerate([(0.0, 1e-4, 8), (0.1, 5e-5, 6), (0.1, 2.5e-5, 2)])
+    ]
+    with open(folder.iterations_path, "w") as f:
+        f.writelines(json.dumps(record) + "\n" for record in records)
+    console = console_iteration_table(str(tmp_path), width=100)
+    header = console.splitlines()[0].split()
+    assert {"beta", "lr", "kept", "skipped"} <= set(header) and "alpha" not in header, console
+    assert console.splitlines()[3].split()[:3] == ["2", "9-12", "2.5e-05"], console

@@ -345,6 +345,11 @@ NO_RECORDS = "No per-iteration records (`self_play/iterations.jsonl`) yet.\n"
 _CONSOLE_NAMES = {
     "iteration": "iter",
     "steps": "steps",
+    "learning_rate": "lr",
+    "alpha": "alpha",
+    "beta": "beta",
+    "prompts_kept": "kept",
+    "prompts_skipped": "skipped",
     "loss": "loss",
     "logps/real": "logp(y)",
     "logps/synthetic": "logp(y')",
@@ -371,6 +376,11 @@ _CONSOLE_PRIORITY = (
     "alarms",
     "likelihood_inversion",
     "score",
+    "beta",
+    "alpha",
+    "learning_rate",
+    "prompts_kept",
+    "prompts_skipped",
     "current_accuracy",
     "logps/proto",
     "identical_pairs",
@@ -385,6 +395,8 @@ _CONSOLE_LEGEND = {
     "inversion": "inversion: share of evaluation prompts whose own sample is likelier than the real response",
     "alarms": "alarms: the current advantage vanished, or the loss saturated (docs/self_play.md)",
     "y'=y": "y'=y: share of synthetic responses equal to the real one",
+    "kept": "kept, skipped: prompts kept and skipped by prompt selection",
+    "beta": "beta, alpha, lr: the iteration's loss weights and peak learning rate (shown when they change)",
 }
 
 
@@ -440,7 +452,7 @@ def console_iteration_table(output_dir: str, width: int = 100) -> str:
     legend = [text for key, text in _CONSOLE_LEGEND.items() if key in names]
     if any(stopped):
         legend.append("*: the iteration stopped early")
-    hidden = [_CONSOLE_NAMES[n] for n in columns if n not in kept]
+    hidden = [_CONSOLE_NAMES.get(n, n) for n in columns if n not in kept]
     if hidden:
         legend.append(f"not shown for width: {', '.join(hidden)}")
     lines += textwrap.wrap("; ".join(legend) + ".", width=width) if legend else []
