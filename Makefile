@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test test-fast test-matrix demo reproduce bench lint format clean
+.PHONY: install test test-slow test-all test-matrix demo reproduce bench lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,17 +29,22 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The suite: every part, and the end-to-end runs that only a run can prove, on one process (about 11 minutes on 2
+# idle cores). The multi-process launches, real vLLM engines, the README's first command run as written, the fault
+# campaign and the docs' code blocks are marked `slow` and run by `make test-slow`; CI runs both, then the matrix.
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
+
+test-slow: install
+	$(PY) -m pytest -q -p no:cacheprovider -m slow tests
+
+test-all: test test-slow test-matrix
 
 # The configuration matrix (tests/test_matrix.py): 2-process launches x generation backends x PEFT x objectives, a
 # pairwise covering set of cells, each checked against a single-process reference. Its table: .cache/matrix_report.md
 test-matrix: install
 	TSPIN_MATRIX_REPORT=$(CURDIR)/.cache/matrix_report.md $(PY) -m pytest -q -p no:cacheprovider -m matrix -s \
 		--durations=0 tests/test_matrix.py
-
-test-fast: install
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests
 
 demo: install
 	$(VENV)/bin/accelerate launch --config_file examples/accelerate_configs/single_process.yaml examples/train.py

@@ -26,6 +26,21 @@ def pytest_collection_modifyitems(config, items):
         items[:] = [item for item in items if item.get_closest_marker("matrix") is None]
 
 
+_TEST_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    """With `TSPIN_TEST_TIMES=<file>`, append each test's seconds (setup + call + teardown) to the file as it ends,
+    so a long run can be read while it goes (`sort -k2 -n -r <file> | head`)."""
+    path = os.environ.get("TSPIN_TEST_TIMES")
+    if not path:
+        return
+    _TEST_SECONDS[report.nodeid] = _TEST_SECONDS.get(report.nodeid, 0.0) + report.duration
+    if report.when == "teardown":
+        with open(path, "a") as f:
+            f.write(f"{report.nodeid} {_TEST_SECONDS.pop(report.nodeid):.1f}\n")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_proto_cache(tmp_path, monkeypatch):
     """Every test gets its own proto cache, so no test sees another's entries."""
