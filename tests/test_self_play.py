@@ -68,7 +68,7 @@ def test_spin_and_tspin_ref_store_reference_logps_per_iteration(tmp_path, tokeni
         logs = [h for h in trainer.state.log_history if "loss" in h]
         # at the first step of an iteration the policy is the reference: rewards are ~0
         assert logs[4]["rewards/real"] == pytest.approx(0.0, abs=1e-4)
-        assert not hasattr(trainer, "ref_model")
+        assert trainer.ref_model is None  # DPOTrainer's attribute, for code written against it: no reference model
 
 
 class CountGenerate:
