@@ -214,4 +214,6 @@ def test_console_table_shows_schedules_and_selection_counts(tmp_path):
     console = console_iteration_table(str(tmp_path), width=100)
     header = console.splitlines()[0].split()
     assert {"beta", "lr", "kept", "skipped"} <= set(header) and "alpha" not in header, console
-    assert console.splitlines()[3].split()[:3] == ["2", "9-12", "2.5e-05"], console
+    assert header[:3] == ["iter", "steps", "loss"], "metrics first, then the settings"
+    last = dict(zip(header, console.splitlines()[3].split()))
+    assert (last["iter"], last["steps"], last["lr"], last["kept"]) == ("2", "9-12", "2.5e-05", "2"), console

@@ -345,11 +345,6 @@ NO_RECORDS = "No per-iteration records (`self_play/iterations.jsonl`) yet.\n"
 _CONSOLE_NAMES = {
     "iteration": "iter",
     "steps": "steps",
-    "learning_rate": "lr",
-    "alpha": "alpha",
-    "beta": "beta",
-    "prompts_kept": "kept",
-    "prompts_skipped": "skipped",
     "loss": "loss",
     "logps/real": "logp(y)",
     "logps/synthetic": "logp(y')",
@@ -362,6 +357,11 @@ _CONSOLE_NAMES = {
     "identical_pairs": "y'=y",
     "saturated_pairs": "saturated",
     "likelihood_inversion": "inversion",
+    "learning_rate": "lr",
+    "alpha": "alpha",
+    "beta": "beta",
+    "prompts_kept": "kept",
+    "prompts_skipped": "skipped",
     "score": "score",
     "alarms": "alarms",
 }
