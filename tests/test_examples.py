@@ -77,7 +77,8 @@ def test_every_launch_config_starts(tmp_path, name):
         ],
         tmp_path,
     )
-    assert "| 0 | 1-" in completed.stdout  # the per-iteration table of results.md
+    assert re.search(r"^\s+0\s+1-\d", completed.stdout, re.M)  # the closing table (results.md has the full one)
+    assert "| 0 | 1-" in (out / "results.md").read_text()
     rows = [json.loads(line) for line in (out / "self_play" / "iteration_0" / "train.jsonl").open()]
     assert [row["index"] for row in rows] == list(range(16))
 
