@@ -391,7 +391,8 @@ def test_the_readmes_first_command_runs_as_written(tmp_path):
     assert [line.split()[0] for line in table[2:4]] == ["0", "1"]
     assert f"The full table: {out.name}/results.md" in closing
     results = (out / "results.md").read_text()
-    assert "| iteration | steps | loss | logps/real |" in results
+    # the full table: the settings that change between iterations (beta here: 0, then 0.1), then the means
+    assert "| iteration | steps | beta | loss | logps/real |" in results
     for path in re.findall(r"^- [^:]+: (\S+)", results, flags=re.MULTILINE):
         assert list(tmp_path.glob(path)), f"results.md links {path}, which does not exist"
     assert (out / "model.safetensors").is_file() and "### T-SPIN settings" in (out / "README.md").read_text()
