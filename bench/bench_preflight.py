@@ -29,27 +29,50 @@ from datasets import Dataset
 from transformers import ProgressCallback
 
 from bench.report import print_table
-from tspin_trl import TSPINTrainer
-from tspin_trl.demo import build_char_tokenizer, build_tiny_model, make_config, sorting_rows
+from tspin_trl import TSPINConfig, TSPINTrainer
+from tspin_trl.demo import build_char_tokenizer, build_tiny_model
 from tspin_trl.preflight import PreflightCallback
 
 
 MODES = {"smoke": dict(sizes=(8,), rounds=1), "full": dict(sizes=(8, 64), rounds=3)}
 
 
+def sorting_rows(n: int) -> list[dict]:
+    """`n` deterministic digit-sorting conversations of 4 digits (those of the tests' builders)."""
+    rows = []
+    for i in range(n):
+        digits = [(i * 7 + k * 3) % 10 for k in range(4)]
+        rows.append(
+            {
+                "prompt": [{"role": "user", "content": "sort: " + " ".join(map(str, digits))}],
+                "completion": [{"role": "assistant", "content": " ".join(map(str, sorted(digits)))}],
+            }
+        )
+    return rows
+
+
 def one_run(num_prompts: int, preflight: bool) -> dict[str, float]:
     """Train the tiny preset for 2 iterations on `num_prompts` sorting prompts; the wall time and preflight checks."""
     tokenizer = build_char_tokenizer()
     with tempfile.TemporaryDirectory() as folder:
-        args = make_config(
-            folder,
+        args = TSPINConfig(
+            output_dir=folder,
             num_iterations=2,
             per_device_train_batch_size=4,
+            per_device_eval_batch_size=4,
             generation_batch_size=16,
+            max_completion_length=10,
+            max_length=64,
+            learning_rate=1e-3,
+            warmup_steps=0,
+            logging_steps=100,
+            report_to=[],
+            gradient_checkpointing=False,
             save_strategy="epoch",
+            use_cpu=True,
+            dataloader_pin_memory=False,
             use_proto_cache=False,
             preflight=preflight,
-            logging_steps=100,
         )
         trainer = TSPINTrainer(
             model=build_tiny_model(tokenizer, seed=0),

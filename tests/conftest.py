@@ -1,4 +1,4 @@
-"""Fixtures and hooks only; the builders tests share are in `helpers.py`."""
+"""Fixtures and hooks only; the builders tests share are in `tests/support/`."""
 
 import os
 
@@ -10,8 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from helpers import sorting_rows  # noqa: E402
-
+from tests.support import sorting_rows  # noqa: E402
 from tspin_trl.demo import build_char_tokenizer, build_tiny_model  # noqa: E402
 
 

@@ -8,9 +8,9 @@ import logging
 import pytest
 import torch
 from datasets import Dataset
-from helpers import make_config
 from trl import DPOConfig, DPOTrainer
 
+from tests.support import make_config
 from tspin_trl import TSPINTrainer
 from tspin_trl.data import DataFormatError
 from tspin_trl.demo import build_char_tokenizer, build_tiny_model

@@ -9,13 +9,31 @@ file-size limit, a full disk, another user or a second concurrent run is involve
 - `warned and recovered`: as above, and a warning of `tspin_trl` said what was ignored or taken over;
 - `DEFECT`: a crash with an unclear message, a hang (every case has a timeout), or a silently wrong result.
 
-    python -m bench.faults            # every case, writes bench/results/faults.json
-    python -m bench.faults --quick    # a subset of every category
-    python -m bench.faults --only resume --out /tmp/x.json
-    python -m bench.faults --table bench/results/faults.json   # the results as markdown tables
+    python -m tests.faults            # every case, writes bench/results/faults.json (the results folder)
+    python -m tests.faults --quick    # a subset of every category (the slow tier runs it: tests/faults/test_faults.py)
+    python -m tests.faults --only resume --out /tmp/x.json
+    python -m tests.faults --table bench/results/faults.json   # the results as markdown tables
 
 Modules: `harness` (the reference run, outcomes, classification, the case registry, templates and baselines),
 `workers` (a run in a subprocess with a fault injected), `campaign` (running the cases, the JSON, the tables), and one
 module of cases per category: `settings`, `inputs`, `identity`, `run_files`, `proto_cache`, `checkpoints`,
 `interrupts`, `kills`, `disk`, `concurrency`, `vllm_server`, `scorers`.
 """
+
+import os
+import warnings
+
+
+# Importing the campaign sets the environment its runs assume; it must happen before torch is imported. libgomp
+# threads spin for a while at every barrier: on a machine where other processes also run, passive waiting keeps a tiny
+# step from becoming many times slower.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DATASETS_VERBOSITY", "error")
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning)

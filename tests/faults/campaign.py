@@ -130,7 +130,7 @@ def totals_of(results: list[dict[str, Any]]) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     from . import __doc__ as description
 
-    parser = argparse.ArgumentParser(prog="python -m bench.faults", description=description.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tests.faults", description=description.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a subset of every category (about 2 minutes)")
     parser.add_argument("--only", default=None, help="run the cases whose name contains this")
     parser.add_argument("--out", default=None, help="where to write the JSON (default: bench/results/faults.json)")
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         _make_removable(Session.folder)
         shutil.rmtree(Session.folder, ignore_errors=True)
     report = {
-        "campaign": "python -m bench.faults" + (" --quick" if args.quick else ""),
+        "campaign": "python -m tests.faults" + (" --quick" if args.quick else ""),
         "machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}, 1 thread",
         "seconds": round(time.perf_counter() - start, 1),
         "totals": totals_of(results),

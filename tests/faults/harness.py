@@ -1,7 +1,7 @@
 """The harness of the fault campaign: the reference run, the outcomes and how a case is classified, the case registry,
 templates (runs built once that cases copy) and uninterrupted baselines.
 
-The runs are those of the tests (`tspin_trl.demo.builders`: 8 sorting rows, the tiny preset, 2 iterations of 4 steps
+The runs are those of the tests (`tests/support/builders.py`: 8 sorting rows, the tiny preset, 2 iterations of 4 steps
 in batches of 2, generation in chunks of 4 prompts); paths inside a run are those of the run folder itself
 (`RunFolder`, `checkpoint_dir`), never spelled here.
 """
@@ -19,22 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import bench  # noqa: F401  (first: the benchmark environment, set before torch is imported)
-
-
-# isort: split
 import torch
 
+from tests.support import SELF_PLAY_SETTINGS, StopAfter, make_config, self_play_trainer, sorting_rows
 from tspin_trl import TSPINConfig, TSPINTrainer
 from tspin_trl.checkpoints import checkpoint_dir
-from tspin_trl.demo import (
-    SELF_PLAY_SETTINGS,
-    StopAfter,
-    build_char_tokenizer,
-    make_config,
-    self_play_trainer,
-    sorting_rows,
-)
+from tspin_trl.demo import build_char_tokenizer
 from tspin_trl.run_folder import RunFolder
 
 

@@ -1,4 +1,4 @@
-"""Smoke test of the fault campaign (`python -m bench.faults --quick`): every case classified, and no defect beyond
+"""Smoke test of the fault campaign (`python -m tests.faults --quick`): every case classified, and no defect beyond
 the ones known and listed in docs/reliability.md."""
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # Quick-subset cases classified DEFECT that are known and listed in docs/reliability.md (none: all were fixed).
 KNOWN_DEFECTS: set[str] = set()  # every defect the campaign found is fixed (docs/reliability.md)
 
@@ -20,7 +20,7 @@ def test_quick_fault_campaign_finds_no_new_defect(tmp_path):
     out = tmp_path / "faults.json"
     env = os.environ | {"TSPIN_TRL_CACHE": str(tmp_path / "cache")}
     subprocess.run(
-        [sys.executable, "-m", "bench.faults", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "tests.faults", "--quick", "--out", str(out)],
         check=True,
         cwd=ROOT,
         env=env,
@@ -37,8 +37,8 @@ def test_quick_fault_campaign_finds_no_new_defect(tmp_path):
 
 
 def test_every_category_has_quick_cases_and_its_own_module():
-    """The quick subset samples every category, and each category's cases live in one module of `bench/faults/`."""
-    from bench.faults.campaign import load_cases
+    """The quick subset samples every category, and each category's cases live in one module of `tests/faults/`."""
+    from tests.faults.campaign import load_cases
 
     cases = load_cases()
     categories = {case.category for case in cases}

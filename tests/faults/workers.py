@@ -1,7 +1,7 @@
 """Runs in a subprocess with a fault injected (a SIGKILL at a hook, a file-size limit, a slowed step or generation, a
 hold until a file appears), and a full disk (`/dev/full`) for a block of the campaign's own process.
 
-`start_worker` runs `python -m bench.faults --worker <spec>`, whose `worker(spec)` trains the reference run with the
+`start_worker` runs `python -m tests.faults --worker <spec>`, whose `worker(spec)` trains the reference run with the
 fault and writes the final parameters and a result record; `killed_then_resumed` starts the same run again in the
 campaign's process and judges it against an uninterrupted run.
 """
@@ -243,7 +243,7 @@ def start_worker(
     } | spec
     log = ctx.tmp / f"{name}.log"
     env = os.environ | {"TSPIN_TRL_CACHE": spec["cache"]}
-    command = [sys.executable, "-m", "bench.faults", "--worker", json.dumps(spec)]
+    command = [sys.executable, "-m", "tests.faults", "--worker", json.dumps(spec)]
     if unprivileged and os.getuid() == 0:
         command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
     with open(log, "w") as stream:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "tests" / "scripts" / "run_tiny.py"
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tests" / "support" / "scripts" / "run_tiny.py"
 CONFIGS = ROOT / "examples" / "accelerate_configs"
 
 

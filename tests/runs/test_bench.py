@@ -17,7 +17,7 @@ from bench.models import build_tokenizer
 from tspin_trl.demo import CHAR_SPECIAL_TOKENS
 
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,8 @@ import shutil
 import pytest
 import torch
 from datasets import Dataset
-from helpers import make_config, sorting_rows
 
+from tests.support import make_config, sorting_rows
 from tspin_trl import TSPINTrainer
 from tspin_trl.demo.presets import build_tiny_model
 

@@ -2,8 +2,8 @@
 the first training step, with the same error; its cost is logged; it can be switched off."""
 
 import pytest
-from helpers import self_play_trainer, sorting_rows
 
+from tests.support import self_play_trainer, sorting_rows
 from tspin_trl.preflight import PreflightError
 
 

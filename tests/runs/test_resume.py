@@ -15,9 +15,9 @@ import time
 import pytest
 import torch
 from accelerate import Accelerator
-from helpers import StopAfter, make_config, self_play_trainer, sorting_rows
 from transformers import TrainerCallback
 
+from tests.support import StopAfter, make_config, self_play_trainer, sorting_rows
 from tspin_trl import TSPINConfig
 from tspin_trl.cache import ProtoCache
 from tspin_trl.checked_io import atomic_write

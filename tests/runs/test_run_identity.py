@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
-from helpers import StopAfter, make_config, self_play_trainer, sorting_rows
 
+from tests.support import StopAfter, make_config, self_play_trainer, sorting_rows
 from tspin_trl import TSPINConfig, TSPINTrainer
 from tspin_trl.cache import ProtoCache, model_fingerprint
 from tspin_trl.checked_io import atomic_write, json_digest, read_checked_jsonl, read_jsonl, sha256_hex

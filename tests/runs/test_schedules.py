@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import self_play_trainer, sorting_rows
 
+from tests.support import self_play_trainer, sorting_rows
 from tspin_trl import TSPINConfig
 from tspin_trl.data import TripletDataset
 from tspin_trl.loss import tspin_loss
@@ -16,7 +16,7 @@ from tspin_trl.objective import ObjectivePolicy
 from tspin_trl.self_play import PromptSelection, SelfPlayError
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def config(tmp_path, **kwargs) -> TSPINConfig:

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
-from helpers import StopAfter, make_config, self_play_trainer, sorting_rows
 
+from tests.support import StopAfter, make_config, self_play_trainer, sorting_rows
 from tspin_trl import TSPINTrainer
 from tspin_trl.demo import build_tiny_model
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def iteration_rows(output_dir, iteration):
@@ -138,7 +138,12 @@ def test_resume_in_iteration_1_matches_an_uninterrupted_run(tmp_path, tokenizer)
 @pytest.mark.slow
 def test_sigkill_during_regeneration_resumes_from_the_last_chunk(tmp_path):
     env = dict(os.environ, TSPIN_TRL_CACHE=str(tmp_path / "cache"))
-    base = [sys.executable, str(ROOT / "tests" / "scripts" / "run_tiny.py"), "--output_dir", str(tmp_path / "out")]
+    base = [
+        sys.executable,
+        str(ROOT / "tests" / "support" / "scripts" / "run_tiny.py"),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     base += ["--result", str(tmp_path / "result"), "--save_strategy", "epoch"]  # 12 prompts, 2 per call: 6 chunks
     killed = subprocess.run(base + ["--kill_after_chunks", "4"], env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-3000:]
@@ -156,7 +161,7 @@ def test_sigkill_during_regeneration_resumes_from_the_last_chunk(tmp_path):
     fresh = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "tests" / "scripts" / "run_tiny.py"),
+            str(ROOT / "tests" / "support" / "scripts" / "run_tiny.py"),
             "--output_dir",
             str(tmp_path / "fresh"),
             "--result",

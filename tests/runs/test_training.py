@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 from datasets import Dataset
-from helpers import make_config, self_play_trainer, sorting_rows
 from transformers import TrainerCallback
 
+from tests.support import make_config, self_play_trainer, sorting_rows
 from tspin_trl import TSPINTrainer
 from tspin_trl.demo import build_tiny_model
 from tspin_trl.self_play import SelfPlayError

@@ -1,16 +1,27 @@
-"""Builders the tests share: small sorting rows, a fast CPU configuration of the tiny preset, a self-play trainer on
-them, a callback that stops training after a given step, and a `RunContext` from real parts. They live in
-`tspin_trl.demo.builders` (the fault campaign, `bench/faults/`, builds the same runs) and are re-exported here, so
-tests import them `from helpers import ...`."""
+"""What the tests share: builders of small self-play runs (`builders.py`: sorting rows, a fast CPU configuration of the
+tiny preset, a self-play trainer, `StopAfter`, a `RunContext` from real parts), pairwise covering arrays
+(`covering.py`, for the matrix) and the scripts that launches run as subprocesses (`scripts/`). The fault campaign
+(`tests/faults/`) builds its runs with the same builders.
 
-from tspin_trl.demo.builders import (
-    SELF_PLAY_SETTINGS,
-    StopAfter,
-    make_config,
-    make_context,
-    self_play_trainer,
-    sorting_rows,
-)
+Tests import them as `from tests.support import make_config, ...`."""
+
+from pathlib import Path
+
+from .builders import SELF_PLAY_SETTINGS, StopAfter, make_config, make_context, self_play_trainer, sorting_rows
 
 
-__all__ = ["SELF_PLAY_SETTINGS", "StopAfter", "make_config", "make_context", "self_play_trainer", "sorting_rows"]
+ROOT = Path(__file__).resolve().parents[2]
+"""The repository's root folder."""
+SCRIPTS = ROOT / "tests" / "support" / "scripts"
+"""The scripts tests run as subprocesses."""
+
+__all__ = [
+    "ROOT",
+    "SCRIPTS",
+    "SELF_PLAY_SETTINGS",
+    "StopAfter",
+    "make_config",
+    "make_context",
+    "self_play_trainer",
+    "sorting_rows",
+]

@@ -1,6 +1,6 @@
 """
-Builders of small self-play runs on the tiny preset, shared by the tests (`tests/helpers.py` re-exports them) and the
-fault campaign (`bench/faults/`), so that both build the same runs: deterministic digit-sorting rows, a fast CPU
+Builders of small self-play runs on the tiny preset, shared by the tests (`tests.support` re-exports them) and the
+fault campaign (`tests/faults/`), so that both build the same runs: deterministic digit-sorting rows, a fast CPU
 configuration, a 2-iteration self-play trainer on them, a callback that stops training after a given step, and a
 [`~tspin_trl.context.RunContext`] from real parts for testing the callbacks without a trainer.
 """
@@ -10,9 +10,9 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
-from ..config import TSPINConfig
-from ..trainer import TSPINTrainer
-from .presets import build_tiny_model
+from tspin_trl.config import TSPINConfig
+from tspin_trl.demo.presets import build_tiny_model
+from tspin_trl.trainer import TSPINTrainer
 
 
 # What `self_play_trainer` sets on top of `make_config`: 8 rows in batches of 2 are 4 steps per iteration, and
@@ -156,14 +156,14 @@ def make_context(
     """
     from accelerate import Accelerator
 
-    from ..cache import model_fingerprint, tokenizer_fingerprint
-    from ..clock import IterationClock
-    from ..context import RunContext
-    from ..data import eos_token_ids
-    from ..generation import HFGenerationBackend, PolicySampler
-    from ..metrics import MetricsLog
-    from ..objective import ObjectivePolicy
-    from ..run_folder import RunFolder
+    from tspin_trl.cache import model_fingerprint, tokenizer_fingerprint
+    from tspin_trl.clock import IterationClock
+    from tspin_trl.context import RunContext
+    from tspin_trl.data import eos_token_ids
+    from tspin_trl.generation import HFGenerationBackend, PolicySampler
+    from tspin_trl.metrics import MetricsLog
+    from tspin_trl.objective import ObjectivePolicy
+    from tspin_trl.run_folder import RunFolder
 
     args = make_config(output_dir, **config)
     model = model or build_tiny_model(tokenizer)

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.attention.flex_attention as torch_flex
 from datasets import Dataset
-from helpers import make_config
 
+from tests.support import make_config
 from tspin_trl import TSPINConfig, TSPINTrainer
 from tspin_trl.attention import (
     SDPA_OR_FLEX,

@@ -1,8 +1,8 @@
 import pytest
 import torch
 from datasets import Dataset
-from helpers import make_config, sorting_rows
 
+from tests.support import make_config, sorting_rows
 from tspin_trl import DataCollatorForTriplet, TSPINTrainer
 from tspin_trl.data import DataFormatError, TripletTokenizer, detect_format, normalize_row
 from tspin_trl.demo import build_char_tokenizer

@@ -157,7 +157,7 @@ def test_determinism_across_processes():
         "print(json.dumps([make_instruction_dataset(30, 10, seed=3)['test'].to_list(), "
         "make_sorting_dataset(30, 10, seed=3)['test'].to_list()]))"
     )
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     outputs = []
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": root}
@@ -270,7 +270,7 @@ def test_the_trainer_core_does_not_import_the_demo():
         "[importlib.import_module(n) for n in core]; "
         "print(len(core), sorted(m for m in sys.modules if m.startswith('tspin_trl.demo')))"
     )
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": root}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     count, demo_modules = result.stdout.split(" ", 1)

@@ -19,7 +19,7 @@ import pytest
 from datasets import Dataset
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 CODE_LANGUAGES = {"bash", "sh", "shell", "console", "python", "py"}
 MARKER = re.compile(r"^<!-- (docs-test: run|needs: hub|needs: gpu|needs: time, (tests/[\w/]+\.py)\b[^>]*) -->$")

@@ -1,8 +1,9 @@
 """The `>>>` examples in the package's docstrings run and show what they print.
 
-Every module of `tspin_trl` is imported and its docstring examples run with `doctest`, code fences (the ```python
-lines of TRL-style docstrings) ignored. An example that needs the Hub or a GPU carries `# doctest: +SKIP` with a
-comment saying why; `NOT_RUN` lists whole docstrings that cannot run here, with the reason.
+Every module of `tspin_trl` (and the tests' builders, `tests.support.builders`) is imported and its docstring examples
+run with `doctest`, code fences (the ```python lines of TRL-style docstrings) ignored. An example that needs the Hub
+or a GPU carries `# doctest: +SKIP` with a comment saying why; `NOT_RUN` lists whole docstrings that cannot run here,
+with the reason.
 """
 
 import doctest
@@ -15,7 +16,9 @@ import pytest
 import tspin_trl
 
 
-MODULES = sorted(name for _, name, _ in pkgutil.walk_packages(tspin_trl.__path__, "tspin_trl."))
+MODULES = sorted(name for _, name, _ in pkgutil.walk_packages(tspin_trl.__path__, "tspin_trl.")) + [
+    "tests.support.builders"
+]
 
 NOT_RUN = {
     "tspin_trl.trainer.TSPINTrainer": "downloads a model and a dataset from the Hub",

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 from datasets import Dataset
-from helpers import make_context, sorting_rows
 from transformers import TrainerControl, TrainerState
 
+from tests.support import make_context, sorting_rows
 from tspin_trl.clock import IterationClock
 from tspin_trl.data import TripletDataset, TripletTokenizer, eos_token_ids
 from tspin_trl.distributed import main_decides

@@ -4,8 +4,8 @@ import sys
 
 import pytest
 from datasets import Dataset
-from helpers import make_config, sorting_rows
 
+from tests.support import make_config, sorting_rows
 from tspin_trl import TSPINTrainer
 from tspin_trl.plot import TABLE_COLUMNS, _cell, console_iteration_table, iteration_table, load_logs, main, plot_run
 

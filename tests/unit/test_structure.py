@@ -5,7 +5,7 @@ import ast
 from pathlib import Path
 
 
-PACKAGE = Path(__file__).resolve().parents[1] / "tspin_trl"
+PACKAGE = Path(__file__).resolve().parents[2] / "tspin_trl"
 
 
 def package_imports(path: Path) -> set[str]:

@@ -4,9 +4,9 @@ import os
 import pytest
 import torch
 from datasets import Dataset
-from helpers import make_config, sorting_rows
 from peft import LoraConfig
 
+from tests.support import make_config, sorting_rows
 from tspin_trl import TSPINTrainer
 from tspin_trl.demo import build_tiny_model
 
