@@ -11,6 +11,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from tests.support import sorting_rows  # noqa: E402
+from tests.support.tools import build_tool_tokenizer  # noqa: E402
 from tspin_trl.demo import build_char_tokenizer, build_tiny_model  # noqa: E402
 
 
@@ -59,3 +60,9 @@ def model(tokenizer):
 @pytest.fixture
 def sorting_dataset():
     return Dataset.from_list(sorting_rows())
+
+
+@pytest.fixture
+def tool_tokenizer():
+    """The character-level tokenizer with a chat template that renders tools and tool calls (`tests/support/tools.py`)."""
+    return build_tool_tokenizer()

@@ -22,12 +22,15 @@ import yaml
 from datasets import Dataset
 
 from tspin_trl.cli import main as cli_main
-from tspin_trl.scripts.errors import EXIT_ERROR, EXIT_UNEXPECTED, EXIT_USAGE, exit_code, raised_on_purpose
-from tspin_trl.scripts.sources import looks_local
+from tspin_trl.scripts.errors import EXIT_ERROR, EXIT_USAGE
 
 
 PREFIX = "tspin-trl train: error: "
+
+
 HIDDEN = "(The traceback is hidden: set TSPIN_TRL_DEBUG=1 or add --debug to see it.)"
+
+
 TINY = ["--model_name_or_path", "preset:tiny", "--use_cpu", "true", "--report_to", "none"]
 
 
@@ -221,38 +224,3 @@ def test_in_process_variants(inputs, monkeypatch, capsys):
         lines = report_lines(capsys.readouterr().err)
         assert lines[0] == "Traceback (most recent call last):" and HIDDEN not in lines
         assert "InputNotFoundError: The dataset file or folder 'x.jsonl' given to --dataset_name" in lines[-1]
-
-
-def test_missing_eval_split_error_fits_what_was_given():
-    from trl import DatasetMixtureConfig, ScriptArguments
-
-    from tspin_trl.scripts.train import _missing_eval_split
-
-    hub = _missing_eval_split(
-        "steps", "test", ["train"], ScriptArguments(dataset_name="org/data"), DatasetMixtureConfig()
-    )
-    assert "the dataset 'org/data' has the splits ['train'], none named 'test'. Set --dataset_test_split" in hub
-    mixture = DatasetMixtureConfig(datasets=[{"path": "json", "data_files": "a.jsonl"}])
-    assert "`eval_datasets:`" in _missing_eval_split("steps", "test", ["train"], ScriptArguments(), mixture)
-
-
-def test_local_looking_names():
-    for name in ("nope.jsonl", "data.csv.gz", "./data", "../x", "/abs/path", "~/d", "a/b/c", "x.parquet"):
-        assert looks_local(name, data=True), name
-    for name in ("trl-lib/Capybara", "imdb", "HuggingFaceH4/ultrachat_200k", "org/name.v2"):
-        assert not looks_local(name, data=True), name
-    assert not looks_local("model.json") and looks_local("./model")
-
-
-def test_only_errors_raised_on_purpose_are_known():
-    from tspin_trl import TSPINConfig
-
-    with pytest.raises(ValueError) as ours:
-        TSPINConfig(output_dir="x", beta=float("nan"), use_cpu=True)
-    assert raised_on_purpose(ours.value) and exit_code(ours.value) == EXIT_ERROR
-    with pytest.raises(ZeroDivisionError) as bug:
-        _ = 1 / 0
-    assert not raised_on_purpose(bug.value) and exit_code(bug.value) == EXIT_UNEXPECTED
-    with pytest.raises(KeyError) as theirs:
-        {}["missing"]
-    assert exit_code(theirs.value) == EXIT_UNEXPECTED

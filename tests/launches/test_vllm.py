@@ -17,15 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from tspin_trl import TSPINConfig
-from tspin_trl.generation import SamplingSettings
-
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
 SCRIPT = ROOT / "tests" / "support" / "scripts" / "run_tiny.py"
+
+
 # AdamW: RMSProp's first steps (its running average starts at 0) collapse this tiny model's greedy responses to one
 # repeated token, and then iteration 1 could not show that the weights reached vLLM.
 MODEL = ["--num_attention_heads", "2", "--learning_rate", "1e-4", "--optim", "adamw_torch"]
+
 
 vllm_installed = pytest.mark.skipif(
     __import__("importlib").util.find_spec("vllm") is None, reason="vLLM is not installed (`make install` adds it)"
@@ -71,37 +73,6 @@ def hf_greedy(tmp_path_factory):
     """The reference: the same greedy run with `model.generate`."""
     tmp_path = tmp_path_factory.mktemp("hf")
     return tmp_path, run(tmp_path, "hf", *MODEL, "--greedy")[0]
-
-
-def test_vllm_config_fields_are_validated(tmp_path):
-    for field, value in [
-        ("vllm_mode", "remote"),
-        ("vllm_dtype", "int8"),
-        ("vllm_gpu_memory_utilization", 0.0),
-        ("vllm_gpu_memory_utilization", float("nan")),
-        ("vllm_tensor_parallel_size", 0),
-        ("vllm_server_timeout", float("inf")),
-        ("vllm_server_port", 70000),
-        ("vllm_max_model_length", 0),
-    ]:
-        with pytest.raises(ValueError, match=field):
-            TSPINConfig(output_dir=str(tmp_path), use_cpu=True, use_vllm=True, **{field: value})
-    with pytest.raises(ValueError, match="vllm_enable_sleep_mode"):
-        TSPINConfig(
-            output_dir=str(tmp_path), use_cpu=True, use_vllm=True, vllm_mode="server", vllm_enable_sleep_mode=True
-        )
-
-
-@vllm_installed
-def test_vllm_sampling_translation():
-    from tspin_trl.vllm_backend import vllm_sampling
-
-    sampled = vllm_sampling(SamplingSettings(max_new_tokens=5, temperature=0.7, top_k=3))
-    assert sampled == {"max_tokens": 5, "temperature": 0.7, "top_p": 1.0, "top_k": 3}
-    greedy = vllm_sampling(SamplingSettings(max_new_tokens=5, generation_kwargs={"do_sample": False}))
-    assert greedy == {"max_tokens": 5, "temperature": 0.0}
-    with pytest.raises(ValueError, match="num_beams"):
-        vllm_sampling(SamplingSettings(max_new_tokens=5, generation_kwargs={"num_beams": 2}))
 
 
 @vllm_installed

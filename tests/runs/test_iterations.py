@@ -1,4 +1,5 @@
-"""Every self-play iteration runs as its own fine-tuning run, and is reported from all of its steps."""
+"""Every self-play iteration runs as its own fine-tuning run (one `train()` equals one run per iteration, also after a
+resume), and is reported from all of its steps (logging windows, alarms, SPIN's data mixing)."""
 
 import json
 import shutil
@@ -7,12 +8,14 @@ import pytest
 import torch
 from datasets import Dataset
 
-from tests.support import make_config, sorting_rows
+from tests.support import iteration_rows, make_config, self_play_trainer, sorting_rows
 from tspin_trl import TSPINTrainer
-from tspin_trl.demo.presets import build_tiny_model
+from tspin_trl.demo import build_tiny_model
 
 
 NUM_ITERATIONS = 3
+
+
 DATA_SEED = 11
 
 
@@ -45,11 +48,6 @@ def parameters(model) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
 
 
-def iteration_texts(output_dir, iteration) -> list[dict]:
-    path = output_dir / "self_play" / f"iteration_{iteration}" / "train.jsonl"
-    return [json.loads(line) for line in path.open()]
-
-
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     from tspin_trl.demo.presets import build_char_tokenizer
@@ -72,7 +70,7 @@ def run_separately(tmp_path, tokenizer, full_dir) -> tuple[torch.nn.Module, list
     model = build_tiny_model(tokenizer)
     learning_rates = []
     for iteration in range(NUM_ITERATIONS):
-        responses = iteration_texts(full_dir, iteration)
+        responses = iteration_rows(full_dir, iteration)
         rows = [
             row | {"synthetic": r["synthetic"], "proto": r["proto"]}
             for row, r in zip(plain_rows(), responses, strict=True)
@@ -100,7 +98,7 @@ def test_one_train_equals_one_run_per_iteration(tmp_path, full_run):
     tokenizer, full_dir, full = full_run
     # the responses survive decode -> re-encode, so the oracle trains on exactly the same token ids
     for iteration in range(NUM_ITERATIONS):
-        for r in iteration_texts(full_dir, iteration):
+        for r in iteration_rows(full_dir, iteration):
             assert (
                 tokenizer(r["synthetic"], add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
                 == r["synthetic_ids"]
@@ -235,8 +233,8 @@ def test_spin_data_mixing_trains_on_this_and_the_previous_iteration(tmp_path, to
     assert len(dataset) == 8  # two rows per prompt in every iteration: the step count never changes
     trainer.train()
     assert trainer.state.global_step == 8
-    rows = iteration_texts(tmp_path, 1)
-    previous = iteration_texts(tmp_path, 0)
+    rows = iteration_rows(tmp_path, 1)
+    previous = iteration_rows(tmp_path, 0)
     assert [r["previous_synthetic_ids"] for r in rows] == [r["synthetic_ids"] for r in previous]
     assert all("ref_previous_synthetic_logps" in r for r in rows)
     # row i + N of the dataset is prompt i with the previous iteration's synthetic response and its reference log-prob
@@ -246,16 +244,18 @@ def test_spin_data_mixing_trains_on_this_and_the_previous_iteration(tmp_path, to
     assert dataset[0]["synthetic_ids"] == rows[0]["synthetic_ids"]
 
 
-def test_defaults_follow_the_paper(tmp_path):
-    from tspin_trl import TSPINConfig
+def test_vanishing_advantage_alarm(tmp_path, tokenizer, caplog):
+    rows = [r | {"synthetic": r["completion"], "proto": "0 0"} for r in sorting_rows(8, conversational=False)]
+    trainer = self_play_trainer(tmp_path / "vanished", tokenizer, rows=rows, num_iterations=1)
+    with caplog.at_level("WARNING"):
+        trainer.train()
+    assert trainer.monitor.alarms["vanishing"] == [0]
+    assert "current advantage has vanished" in caplog.text
+    vanished = [h for h in trainer.state.log_history if "self_play/advantage_vanished" in h]
+    assert [(h["self_play/iteration"], h["self_play/advantage_vanished"]) for h in vanished] == [(0, 1.0)]
 
-    args = TSPINConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True)
-    assert (args.learning_rate, args.warmup_steps, args.optim.value, args.weight_decay) == (5e-7, 0.1, "rmsprop", 0.0)
-    assert (args.alpha, args.beta, args.beta_first_iteration, args.loss_type) == (1.0, 0.1, 0.0, "sigmoid")
-    assert (args.num_iterations, args.max_length, args.max_completion_length) == (5, 2048, 256)
-    assert (args.temperature, args.top_p, args.restart_each_iteration, args.mix_previous_iteration) == (
-        1.0,
-        1.0,
-        True,
-        False,
-    )
+    normal = self_play_trainer(tmp_path / "normal", tokenizer, num_iterations=2)
+    normal.train()
+    assert normal.monitor.alarms["vanishing"] == []
+    finals = [h for h in normal.state.log_history if "self_play/advantage_vanished" in h]
+    assert [(h["self_play/iteration"], h["self_play/advantage_vanished"]) for h in finals] == [(0, 0.0), (1, 0.0)]

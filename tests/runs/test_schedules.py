@@ -1,141 +1,16 @@
-"""Per-iteration schedules (learning rate, alpha, beta) and prompt selection before regeneration (issue 23)."""
+"""Per-iteration schedules (learning rate, alpha, beta) and prompt selection before regeneration in a run, and resumes
+across them (issue 23)."""
 
 import json
-import math
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.support import self_play_trainer, sorting_rows
-from tspin_trl import TSPINConfig
-from tspin_trl.data import TripletDataset
+from tests.support import iteration_rows, self_play_trainer, sorting_rows
 from tspin_trl.loss import tspin_loss
-from tspin_trl.objective import ObjectivePolicy
-from tspin_trl.self_play import PromptSelection, SelfPlayError
-
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def config(tmp_path, **kwargs) -> TSPINConfig:
-    return TSPINConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, num_iterations=3, **kwargs)
-
-
-def iteration_rows(output_dir, iteration) -> list[dict]:
-    path = Path(output_dir) / "self_play" / f"iteration_{iteration}" / "train.jsonl"
-    return [json.loads(line) for line in path.open()]
-
-
-# ---- validation and parsing -------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (
-            {"alpha_schedule": [1.0, 1.0]},
-            r"alpha_schedule=\[1.0, 1.0\] is invalid: it has 2 values for num_iterations=3",
-        ),
-        ({"beta_schedule": [0.1, 0.1, 0.1, 0.1]}, "it has 4 values for num_iterations=3"),
-        ({"learning_rate_schedule": [1.0, float("nan"), 1.0]}, r"value 1 \(nan\) must be a finite number"),
-        ({"alpha_schedule": [1.0, float("inf"), 1.0]}, "must be a finite number"),
-        ({"learning_rate_schedule": [1.0, 0.0, 1.0]}, r"value 1 \(0.0\) must be > 0"),
-        ({"alpha_schedule": [1.0, 1.0, 0.0]}, r"value 2 \(0.0\) must be > 0 and <= 100"),
-        ({"alpha_schedule": [1.0, 1.0, 1e3]}, "must be > 0 and <= 100"),
-        ({"beta_schedule": [0.0, -0.1, 0.1]}, r"value 1 \(-0.1\) must be >= 0 and <= 100"),
-        ({"beta_schedule": [0.0, True, 0.1]}, r"value 1 \(True\) is not a number"),
-        ({"beta_schedule": [0.0, "0.1", 0.1]}, r"value 1 \('0.1'\) is not a number"),
-        ({"beta_schedule": "0.1 0.1 0.1"}, "it must be a list of 3 numbers"),
-        ({"learning_rate_schedule": [1.0, 1.0, 5.0], "learning_rate": 0.5}, "an iteration would train at 2.5"),
-        ({"alpha_schedule": [1.0, 1.0, 1.0], "alpha": 0.5}, "TSPINConfig.alpha=0.5 is invalid: alpha_schedule sets"),
-        ({"beta_schedule": [0.0, 0.1, 0.1], "beta_first_iteration": 0.1}, "beta_first_iteration=0.1 is invalid"),
-        ({"beta_schedule": [0.0, 0.1, 0.1], "objective": "spin"}, "SPIN's own `beta` is its reward scale"),
-        ({"prompt_selection_threshold": 0.0}, "prompt_selection_threshold=0.0 is invalid: it must be > 0"),
-        (
-            {"prompt_selection_threshold": float("inf")},
-            "prompt_selection_threshold=inf is invalid: it must be a finite",
-        ),
-        ({"prompt_selection_threshold": 10.0, "objective": "spin"}, "prompt selection needs objective='tspin'"),
-        ({"prompt_selection_threshold": 10.0, "objective": "tspin_ref"}, "prompt selection needs objective='tspin'"),
-        ({"prompt_selection_min_share": 0.0}, r"prompt_selection_min_share=0.0 is invalid: it must be in \(0, 1\]"),
-        ({"prompt_selection_min_share": 1.5}, r"it must be in \(0, 1\]"),
-    ],
-)
-def test_invalid_schedules_and_selection_settings_name_the_field(tmp_path, kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        config(tmp_path, **kwargs)
-
-
-def test_schedules_are_checked_again_when_train_starts(tmp_path, tokenizer):
-    trainer = self_play_trainer(tmp_path, tokenizer, alpha_schedule=[1.0, 2.0])
-    trainer.args.num_iterations = 3  # changed after construction: the schedule no longer has one value per iteration
-    with pytest.raises(ValueError, match="alpha_schedule=.* it has 2 values for num_iterations=3"):
-        trainer.train()
-
-
-def test_integer_values_become_floats_and_spin_accepts_a_zero_beta_schedule(tmp_path):
-    args = config(tmp_path, learning_rate_schedule=[1, 1, 2], objective="spin", beta_schedule=[0, 0, 0])
-    assert args.learning_rate_schedule == [1.0, 1.0, 2.0] and all(isinstance(v, float) for v in args.beta_schedule)
-
-
-def test_schedules_parse_from_the_command_line_and_from_yaml(tmp_path):
-    from trl import TrlParser
-
-    (args,) = TrlParser((TSPINConfig,)).parse_args_and_config(
-        ["--output_dir", str(tmp_path), "--num_iterations", "3", "--beta_schedule", "0.1", "0.1", "5.0"]
-        + ["--learning_rate_schedule", "1", "1", "0.2", "--prompt_selection_threshold", "10", "--report_to", "none"]
-    )
-    assert args.beta_schedule == [0.1, 0.1, 5.0] and args.learning_rate_schedule == [1.0, 1.0, 0.2]
-    assert args.prompt_selection_threshold == 10.0 and args.alpha_schedule is None
-    path = tmp_path / "config.yaml"
-    path.write_text("num_iterations: 3\nalpha_schedule: [0.1, 0.1, 5]\nlearning_rate_schedule: [1, 1, 0.2]\n")
-    (args,) = TrlParser((TSPINConfig,)).parse_args_and_config(
-        ["--config", str(path), "--output_dir", str(tmp_path), "--report_to", "none"]
-    )
-    assert args.alpha_schedule == [0.1, 0.1, 5.0] and args.learning_rate_schedule == [1.0, 1.0, 0.2]
-
-
-@pytest.mark.parametrize(
-    "name, learning_rates, alphas",
-    [
-        ("spin_scripts", [5e-7, 5e-7, 1e-7, 1e-7], [0.1, 0.1, 0.1, 5.0]),
-        ("nemo_annealing", [5e-7, 3e-7, 1e-7], [0.1, 0.1 * math.sqrt(50), 5.0]),
-    ],
-)
-def test_the_preset_configs_say_what_their_sources_say(tmp_path, name, learning_rates, alphas):
-    from tspin_trl.scripts.train import make_parser
-
-    path = ROOT / "examples" / "configs" / f"{name}.yaml"
-    _, args, *_ = make_parser().parse_args_and_config(
-        args=["--config", str(path), "--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false"]
-    )
-    policy = ObjectivePolicy.from_config(args, own_synthetic=False)
-    assert args.objective == "spin" and args.num_iterations == len(learning_rates)
-    assert [args.learning_rate * policy.learning_rate_scale(t) for t in range(args.num_iterations)] == pytest.approx(
-        learning_rates
-    )
-    assert [policy.alpha_for(t) for t in range(args.num_iterations)] == pytest.approx(alphas, rel=1e-3)
-    assert [policy.beta_for(t) for t in range(args.num_iterations)] == [0.0] * args.num_iterations
-
-
-def test_the_policy_reads_the_schedules(tmp_path):
-    args = config(tmp_path, alpha_schedule=[1.0, 0.5, 2.0], beta_schedule=[0.3, 0.2, 0.4])
-    for own_synthetic in (False, True):  # beta_schedule[0] is iteration 0's beta whatever its synthetic source
-        policy = ObjectivePolicy.from_config(args, own_synthetic=own_synthetic)
-        assert [policy.beta_for(t) for t in range(3)] == [0.3, 0.2, 0.4]
-        assert [policy.alpha_for(t) for t in range(3)] == [1.0, 0.5, 2.0]
-        assert policy.roles_for(0) == ("real", "synthetic", "proto")
-    plain = ObjectivePolicy.from_config(config(tmp_path), own_synthetic=False)
-    assert [(plain.alpha_for(t), plain.beta_for(t), plain.learning_rate_scale(t)) for t in range(3)] == [
-        (1.0, 0.0, 1.0),
-        (1.0, 0.1, 1.0),
-        (1.0, 0.1, 1.0),
-    ]
-
-
-# ---- the schedules, part by part --------------------------------------------------------------------------------
+from tspin_trl.self_play import SelfPlayError
 
 
 @pytest.mark.parametrize("restart", [True, False])
@@ -178,41 +53,6 @@ def test_the_loss_uses_the_alpha_and_beta_of_the_current_iteration(tmp_path, tok
         scaled = trainer.metrics.flush("train")["advantage/current"]
         assert scaled == pytest.approx(alphas[iteration] * (real - synthetic).mean().item(), rel=1e-5)
 
-
-# ---- prompt selection: the decision -----------------------------------------------------------------------------
-
-
-def test_prompts_above_the_threshold_are_skipped_and_the_floor_keeps_the_least_saturated():
-    margins = [12.0, 3.0, 15.0, 11.0, float("nan"), 20.0, 11.0, 9.0]
-    selection = PromptSelection.decide(margins, threshold=10.0, min_share=0.25)
-    assert selection.kept == (False, True, False, False, True, False, False, True)  # NaN: kept, not judged saturated
-    assert (selection.num_kept, selection.num_skipped) == (3, 5)
-    floored = PromptSelection.decide(margins, threshold=10.0, min_share=0.75)  # 6 of 8: + 11.0 (3, then 6), 12.0
-    assert floored.kept_indices == [0, 1, 3, 4, 6, 7]
-    everything_saturated = PromptSelection.decide([50.0, 40.0, 30.0, 60.0], threshold=10.0, min_share=0.1)
-    assert everything_saturated.kept == (False, False, True, False)  # at least one prompt, the least saturated
-
-
-def test_skipped_rows_serve_the_kept_prompts_least_saturated_first():
-    selection = PromptSelection.decide([12.0, 3.0, 15.0, 11.0, 2.0, 30.0], threshold=10.0, min_share=0.25)
-    assert selection.kept_indices == [1, 4]
-    assert selection.served_rows() == [4, 1, 1, 4, 4, 1]  # skipped rows 0, 2, 3, 5 -> 4, 1, 4, 1 (margin 2 first)
-    examples = [
-        {"prompt_ids": [i], "real_ids": [i], "synthetic_ids": [i], "previous_synthetic_ids": [-i]} for i in range(6)
-    ]
-    mixed = TripletDataset(examples, mix_previous=True)
-    mixed.serve(selection.served_rows())
-    assert len(mixed) == 12
-    assert [mixed[i]["prompt_ids"][0] for i in range(12)] == [4, 1, 1, 4, 4, 1] * 2
-    assert [mixed[i]["synthetic_ids"][0] for i in range(6, 12)] == [-4, -1, -1, -4, -4, -1]
-    rows = [selection.row_fields(i) for i in range(6)]
-    assert PromptSelection.from_rows(rows) == selection
-    assert PromptSelection.from_rows([{**rows[0], "selected": "yes"}, *rows[1:]]) is None
-    mixed.restore_given()
-    assert mixed.served is None
-
-
-# ---- one run with schedules and prompt selection ----------------------------------------------------------------
 
 # On the tiny model these keep 4 of 8 prompts in iteration 1 by the floor and skip some in iteration 2 by the
 # threshold alone; the tests check relations, not these counts.

@@ -1,17 +1,19 @@
-"""Drop-in for real: what a TRL user's code does with `DPOTrainer` works with `TSPINTrainer` (the trainer's half of the
-contract: the log's last line, DPO's metric names, a diverged policy stopped before sampling)."""
+"""What a training run produces: every parameter trained (or only LoRA's), DPO's metric names and the train summary as
+the last logged line, every dataset format, a model given by path, a mixture of experts with its router loss, a
+diverged policy stopped before it is saved or sampled."""
 
 import math
 
 import pytest
 import torch
 from datasets import Dataset
+from peft import LoraConfig
 from transformers import TrainerCallback
 
 from tests.support import make_config, self_play_trainer, sorting_rows
+from tests.support.tools import TOOL_ROWS
 from tspin_trl import TSPINTrainer
 from tspin_trl.demo import build_tiny_model
-from tspin_trl.self_play import SelfPlayError
 from tspin_trl.trainer import NonFinitePolicyError
 
 
@@ -86,70 +88,6 @@ def test_a_diverged_policy_is_stopped_before_a_checkpoint_and_before_sampling(tm
         unsaved.train()
 
 
-# ---- evaluate() with a raw set, compute_metrics ------------------------------------------------------------------------
-
-
-def held_out_rows(n=4, conversational=True):
-    return sorting_rows(8 + n, conversational=conversational)[8:]
-
-
-def test_evaluate_prepares_a_raw_set_before_and_after_training(tmp_path, tokenizer):
-    trainer = self_play_trainer(tmp_path, tokenizer, num_iterations=2, per_device_eval_batch_size=2)
-    before = trainer.evaluate(eval_dataset=Dataset.from_list(held_out_rows()))
-    assert math.isfinite(before["eval_loss"]) and math.isfinite(before["eval_logps/real"])
-    assert list((tmp_path / "self_play" / "evaluate" / "step_0").glob("eval-*.jsonl")), "bound to the run on disk"
-    trainer.train()
-    # new prompts after training: the initial policy that samples their proto responses is gone (DPO refuses alike)
-    with pytest.raises(SelfPlayError, match=r"Cannot evaluate 'eval' now: .*proto-synthetic.*`eval_dataset` when"):
-        trainer.evaluate(eval_dataset=Dataset.from_list(held_out_rows(3)))
-    seen = trainer.evaluate(eval_dataset=Dataset.from_list(held_out_rows()))  # proto cached before training
-    assert math.isfinite(seen["eval_logps/proto"])
-
-
-def test_evaluate_takes_iterable_and_named_sets_and_feeds_compute_metrics(tmp_path, tokenizer):
-    received = []
-
-    def compute_metrics(prediction):
-        received.append(prediction)
-        margins = prediction.predictions[:, 3] - prediction.predictions[:, 4]
-        return {"mean_margin": float(margins.mean())}
-
-    trainer = TSPINTrainer(
-        model=build_tiny_model(tokenizer),
-        args=make_config(tmp_path, per_device_eval_batch_size=3),
-        train_dataset=Dataset.from_list(sorting_rows(4)),
-        processing_class=tokenizer,
-        compute_metrics=compute_metrics,
-    )
-    rows = held_out_rows(5, conversational=False)
-    streamed = trainer.evaluate(eval_dataset=Dataset.from_list(rows).to_iterable_dataset())
-    assert math.isfinite(streamed["eval_loss"]) and math.isfinite(streamed["eval_mean_margin"])
-    prediction = received[-1]
-    assert prediction.predictions.shape == (5, 6) and (prediction.label_ids == 0).all()
-    assert math.isnan(prediction.predictions[0, 2]), "no proto response in iteration 0 (beta 0)"
-    named = trainer.evaluate(eval_dataset={"short": Dataset.from_list(rows[:2]), "long": Dataset.from_list(rows)})
-    for name in ("short", "long"):
-        assert {f"eval_{name}_loss", f"eval_{name}_logps/real", f"eval_{name}_mean_margin"} <= set(named), named
-
-
-def test_init_time_sets_evaluate_before_training_and_predict_takes_a_raw_set(tmp_path, tokenizer):
-    """DPO evaluates the sets given at init before `train()`, and code written for it reads `ref_model`."""
-    sets = {"a": Dataset.from_list(held_out_rows(3)), "b": Dataset.from_list(held_out_rows(2))}
-    trainer = self_play_trainer(tmp_path, tokenizer, eval_dataset=sets, num_iterations=2)
-    assert trainer.ref_model is None and trainer.padding_free is trainer.share_prompt
-    before = trainer.evaluate()
-    assert math.isfinite(before["eval_a_loss"]) and math.isfinite(before["eval_b_logps/real"])
-    assert not trainer.eval_dataset["a"].has("synthetic"), "training prepares the set given at init itself"
-    output = trainer.predict(Dataset.from_list(held_out_rows(3)))
-    assert output.predictions.shape == (3, 6) and math.isfinite(output.metrics["test_loss"])
-    trainer.train()
-    after = trainer.evaluate()
-    assert math.isfinite(after["eval_a_loss"]) and after["eval_a_loss"] != before["eval_a_loss"]
-
-
-# ---- Mixture-of-experts: the router's load-balancing loss ----------------------------------------------------------------
-
-
 def tiny_mixtral(tokenizer):
     from transformers import MixtralConfig, MixtralForCausalLM
 
@@ -189,3 +127,155 @@ def test_a_mixture_of_experts_trains_with_the_router_loss(tmp_path, tokenizer):
     assert not dense.aux_loss_enabled
     with pytest.raises(ValueError, match="`router_aux_loss_coef` is set to 0.5 but LlamaForCausalLM is not a Mixture"):
         self_play_trainer(tmp_path / "bad", tokenizer, router_aux_loss_coef=0.5)
+
+
+def test_gradient_checkpointing_and_lora_self_play(tmp_path, tokenizer):
+    from peft import LoraConfig
+
+    trainer = TSPINTrainer(
+        model=build_tiny_model(tokenizer),
+        args=make_config(tmp_path, num_iterations=2, per_device_train_batch_size=4, gradient_checkpointing=True),
+        train_dataset=Dataset.from_list(sorting_rows(4)),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    trainer.train()
+    assert "iteration_1/train" in trainer.self_play.generation_stats
+    assert trainer.model.is_gradient_checkpointing
+
+
+def snapshot(model):
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def test_training_changes_every_parameter_and_logs_metrics(tmp_path, model, tokenizer, sorting_dataset):
+    before = snapshot(model)
+    trainer = TSPINTrainer(
+        model=model,
+        args=make_config(tmp_path, beta_first_iteration=0.1),
+        train_dataset=sorting_dataset,
+        processing_class=tokenizer,
+    )
+    assert trainer.ref_model is None  # no reference model (the attribute exists for code written against DPOTrainer)
+    trainer.train()
+    for name, param in trainer.model.named_parameters():
+        assert not torch.equal(param, before[name]), f"{name} did not change"
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    for key in (
+        "logps/real",
+        "logps/synthetic",
+        "logps/proto",
+        "rewards/real",
+        "rewards/synthetic",
+        "rewards/proto",
+        "advantage/current",
+        "advantage/historical",
+        "advantage/current_accuracy",
+        "advantage/historical_accuracy",
+        "loss/current",
+        "loss/historical",
+        "rewards/disagreement",
+        "beta",
+    ):
+        assert key in logs[0], key
+    # reference-free: the reward is alpha * logp, so reward and likelihood orders always agree
+    assert all(h["rewards/disagreement"] == 0 for h in logs)
+    assert logs[0]["rewards/real"] == pytest.approx(logs[0]["logps/real"])
+
+
+def test_beta_zero_skips_proto_rows(tmp_path, model, tokenizer, sorting_dataset):
+    trainer = TSPINTrainer(
+        model=model, args=make_config(tmp_path), train_dataset=sorting_dataset, processing_class=tokenizer
+    )
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert all("logps/proto" not in h and h["beta"] == 0 for h in logs)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    assert batch["response_lengths"].shape == (2, 2)  # real + synthetic only
+
+
+def test_lora_trains_the_adapter_only(tmp_path, model, tokenizer, sorting_dataset):
+    peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    trainer = TSPINTrainer(
+        model=model,
+        args=make_config(tmp_path, beta_first_iteration=0.1),
+        train_dataset=sorting_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    before = snapshot(trainer.model)
+    trainer.train()
+    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
+    lora = {n for n in before if "lora_" in n}
+    assert lora and changed == {n for n in lora if "lora_B" in n or "lora_A" in n}
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        sorting_rows(4, conversational=True),
+        sorting_rows(4, conversational=False),
+        [{"messages": r["prompt"] + r["completion"]} for r in sorting_rows(4)],
+        [
+            {
+                "real": r["prompt"] + r["completion"],
+                "generated": r["prompt"] + [{"role": "assistant", "content": "9 9"}],
+            }
+            for r in sorting_rows(4)
+        ],
+        [
+            {"prompt": r["prompt"], "chosen": r["completion"], "rejected": [{"role": "assistant", "content": "0"}]}
+            for r in sorting_rows(4)
+        ],
+        [r | {"synthetic": "9 9 9", "proto": "0 0"} for r in sorting_rows(4, conversational=False)],
+    ],
+    ids=["prompt_completion", "standard_text", "messages", "spin", "dpo", "pregenerated"],
+)
+def test_every_format_trains(tmp_path, model, tokenizer, rows):
+    trainer = TSPINTrainer(
+        model=model, args=make_config(tmp_path), train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
+    trainer.train()
+    assert trainer.state.global_step == 1
+    assert torch.isfinite(torch.tensor(trainer.state.log_history[0]["loss"]))
+
+
+def test_pregenerated_synthetic_uses_beta_from_the_start(tmp_path, model, tokenizer):
+    rows = [r | {"synthetic": "9 9 9", "proto": "0 0"} for r in sorting_rows(4, conversational=False)]
+    trainer = TSPINTrainer(
+        model=model, args=make_config(tmp_path), train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+    )
+    trainer.train()
+    assert trainer.self_play.generate_calls == 0
+    assert trainer.state.log_history[0]["beta"] == pytest.approx(0.1) and "logps/proto" in trainer.state.log_history[0]
+
+
+def test_model_from_a_path_string(tmp_path, sorting_dataset):
+    from tspin_trl.demo import save_tiny_preset
+
+    path = save_tiny_preset(tmp_path / "tiny")
+    trainer = TSPINTrainer(model=str(path), args=make_config(tmp_path / "out"), train_dataset=sorting_dataset)
+    assert trainer.processing_class.decode(trainer.processing_class("a b")["input_ids"]) == "a b"
+    trainer.train()
+
+
+def test_self_play_trains_on_tool_call_data(tmp_path, tool_tokenizer):
+    """Implicit prompts, tool-call responses, `tools` and `chat_template_kwargs` in one run: the policy samples its
+    synthetic responses from the templated prompts and trains."""
+    rows = [
+        {"chosen": row["prompt"] + row["chosen"], "rejected": row["prompt"] + row["rejected"]}
+        | {"tools": row["tools"], "chat_template_kwargs": row["chat_template_kwargs"]}
+        for row in TOOL_ROWS
+    ] * 2
+    trainer = TSPINTrainer(
+        model=build_tiny_model(tool_tokenizer),
+        args=make_config(tmp_path / "tspin", max_length=160, per_device_train_batch_size=2),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tool_tokenizer,
+    )
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+    assert all("synthetic_ids" in trainer.train_dataset[i] for i in range(len(rows)))
+    assert any(not torch.equal(p, before[name]) for name, p in trainer.model.named_parameters())
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert losses and all(loss == loss for loss in losses)

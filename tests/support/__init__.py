@@ -1,13 +1,23 @@
 """What the tests share: builders of small self-play runs (`builders.py`: sorting rows, a fast CPU configuration of the
-tiny preset, a self-play trainer, `StopAfter`, a `RunContext` from real parts), pairwise covering arrays
-(`covering.py`, for the matrix) and the scripts that launches run as subprocesses (`scripts/`). The fault campaign
-(`tests/faults/`) builds its runs with the same builders.
+tiny preset, a self-play trainer, `StopAfter`, a `RunContext` from real parts, a run's iteration files), tool-call
+data (`tools.py`), the docs' code blocks (`docs.py`), pairwise covering arrays (`covering.py`, for the matrix) and the
+scripts that launches run as subprocesses (`scripts/`). The fault campaign (`tests/faults/`) builds its runs with the
+same builders.
 
 Tests import them as `from tests.support import make_config, ...`."""
 
 from pathlib import Path
 
-from .builders import SELF_PLAY_SETTINGS, StopAfter, make_config, make_context, self_play_trainer, sorting_rows
+from .builders import (
+    SELF_PLAY_SETTINGS,
+    CountGenerate,
+    StopAfter,
+    iteration_rows,
+    make_config,
+    make_context,
+    self_play_trainer,
+    sorting_rows,
+)
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +29,9 @@ __all__ = [
     "ROOT",
     "SCRIPTS",
     "SELF_PLAY_SETTINGS",
+    "CountGenerate",
     "StopAfter",
+    "iteration_rows",
     "make_config",
     "make_context",
     "self_play_trainer",

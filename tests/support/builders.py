@@ -2,9 +2,12 @@
 Builders of small self-play runs on the tiny preset, shared by the tests (`tests.support` re-exports them) and the
 fault campaign (`tests/faults/`), so that both build the same runs: deterministic digit-sorting rows, a fast CPU
 configuration, a 2-iteration self-play trainer on them, a callback that stops training after a given step, and a
-[`~tspin_trl.context.RunContext`] from real parts for testing the callbacks without a trainer.
+[`~tspin_trl.context.RunContext`] from real parts for testing the callbacks without a trainer; and what tests read back
+from a run: its iteration files, the number of `generate` calls a model made.
 """
 
+import json
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
@@ -198,3 +201,23 @@ def make_context(
         initial_identity={"initial_model": model_fingerprint(model), "tokenizer": tokenizer_fingerprint(tokenizer)},
     )
     return context, logged
+
+
+def iteration_rows(output_dir: Any, iteration: int, split: str = "train") -> list[dict]:
+    """The rows of a run's iteration file `self_play/iteration_<iteration>/<split>.jsonl`, in order."""
+    path = Path(output_dir) / "self_play" / f"iteration_{iteration}" / f"{split}.jsonl"
+    return [json.loads(line) for line in path.open()]
+
+
+class CountGenerate:
+    """Counts the calls of `model.generate` (the model's own method, wrapped in place)."""
+
+    def __init__(self, model: PreTrainedModel):
+        self.calls = 0
+        original = model.generate
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        model.generate = counted

@@ -1,3 +1,6 @@
+"""`tspin_trl/config.py`: `TSPINConfig`'s defaults (the paper's), validation (every bad value names its field: non-finite,
+absurd, mistyped, schedules, vLLM fields), parsing from the command line and YAML, and DPOConfig's fields."""
+
 import re
 
 import pytest
@@ -170,3 +173,163 @@ def test_a_dpo_yaml_config_parses(tmp_path):
         None,
         512,
     )
+
+
+# ---- values and types: every refused one names its field -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "field", ["alpha", "beta", "beta_first_iteration", "real_nll_weight", "learning_rate", "max_grad_norm", "top_p"]
+)
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_settings_are_refused_with_the_field_named(tmp_path, field, value):
+    with pytest.raises(ValueError, match=f"TSPINConfig.{field}=.*finite"):
+        TSPINConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, **{field: value})
+
+
+@pytest.mark.parametrize("field", ["alpha", "beta", "real_nll_weight", "temperature"])
+def test_absurd_magnitudes_are_refused(tmp_path, field):
+    with pytest.raises(ValueError, match=f"TSPINConfig.{field}=1e\\+30 is invalid: it must be <= 100"):
+        TSPINConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, **{field: 1e30})
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("num_iterations", "3", "must be an integer"),
+        ("per_device_train_batch_size", 0, ">= 1"),
+        ("gradient_accumulation_steps", 0, ">= 1"),
+        ("weight_decay", -0.1, r"in \[0, 1\]"),
+        ("weight_decay", 1e30, r"in \[0, 1\]"),
+        ("warmup_steps", 1e30, "number of steps up to"),
+    ],
+)
+def test_settings_the_campaign_found_accepted_are_refused(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=f"TSPINConfig.{field}=.*{message}"):
+        TSPINConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, **{field: value})
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("temperature", "0.7", "TSPINConfig.temperature='0.7' is invalid: it must be a number, got str"),
+        ("learning_rate", "1e-4", "TSPINConfig.learning_rate='1e-4' is invalid: it must be a number"),
+        ("alpha", None, "TSPINConfig.alpha=None is invalid: it must be a number, got NoneType"),
+        ("beta", "0.1", "TSPINConfig.beta='0.1' is invalid"),
+        ("top_p", None, "TSPINConfig.top_p=None is invalid"),
+        ("max_grad_norm", -1.0, "TSPINConfig.max_grad_norm=-1.0 is invalid: it must be >= 0"),
+    ],
+)
+def test_float_fields_are_typed_like_integer_ones(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        TSPINConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, **{field: value})
+
+
+def test_numpy_numbers_are_numbers(tmp_path):
+    import numpy as np
+
+    config = TSPINConfig(
+        output_dir=str(tmp_path), report_to=[], use_cpu=True, alpha=np.float32(0.5), num_iterations=np.int64(2)
+    )
+    assert (config.alpha, config.num_iterations) == (0.5, 2)
+    assert type(config.alpha) is float and type(config.num_iterations) is int
+
+
+# ---- the paper's recipe, schedules, vLLM fields ------------------------------------------------------------------
+
+
+def test_the_run_defaults_follow_the_paper(tmp_path):
+    from tspin_trl import TSPINConfig
+
+    args = TSPINConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    assert (args.learning_rate, args.warmup_steps, args.optim.value, args.weight_decay) == (5e-7, 0.1, "rmsprop", 0.0)
+    assert (args.alpha, args.beta, args.beta_first_iteration, args.loss_type) == (1.0, 0.1, 0.0, "sigmoid")
+    assert (args.num_iterations, args.max_length, args.max_completion_length) == (5, 2048, 256)
+    assert (args.temperature, args.top_p, args.restart_each_iteration, args.mix_previous_iteration) == (
+        1.0,
+        1.0,
+        True,
+        False,
+    )
+
+
+def config(tmp_path, **kwargs) -> TSPINConfig:
+    return TSPINConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, num_iterations=3, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"alpha_schedule": [1.0, 1.0]},
+            r"alpha_schedule=\[1.0, 1.0\] is invalid: it has 2 values for num_iterations=3",
+        ),
+        ({"beta_schedule": [0.1, 0.1, 0.1, 0.1]}, "it has 4 values for num_iterations=3"),
+        ({"learning_rate_schedule": [1.0, float("nan"), 1.0]}, r"value 1 \(nan\) must be a finite number"),
+        ({"alpha_schedule": [1.0, float("inf"), 1.0]}, "must be a finite number"),
+        ({"learning_rate_schedule": [1.0, 0.0, 1.0]}, r"value 1 \(0.0\) must be > 0"),
+        ({"alpha_schedule": [1.0, 1.0, 0.0]}, r"value 2 \(0.0\) must be > 0 and <= 100"),
+        ({"alpha_schedule": [1.0, 1.0, 1e3]}, "must be > 0 and <= 100"),
+        ({"beta_schedule": [0.0, -0.1, 0.1]}, r"value 1 \(-0.1\) must be >= 0 and <= 100"),
+        ({"beta_schedule": [0.0, True, 0.1]}, r"value 1 \(True\) is not a number"),
+        ({"beta_schedule": [0.0, "0.1", 0.1]}, r"value 1 \('0.1'\) is not a number"),
+        ({"beta_schedule": "0.1 0.1 0.1"}, "it must be a list of 3 numbers"),
+        ({"learning_rate_schedule": [1.0, 1.0, 5.0], "learning_rate": 0.5}, "an iteration would train at 2.5"),
+        ({"alpha_schedule": [1.0, 1.0, 1.0], "alpha": 0.5}, "TSPINConfig.alpha=0.5 is invalid: alpha_schedule sets"),
+        ({"beta_schedule": [0.0, 0.1, 0.1], "beta_first_iteration": 0.1}, "beta_first_iteration=0.1 is invalid"),
+        ({"beta_schedule": [0.0, 0.1, 0.1], "objective": "spin"}, "SPIN's own `beta` is its reward scale"),
+        ({"prompt_selection_threshold": 0.0}, "prompt_selection_threshold=0.0 is invalid: it must be > 0"),
+        (
+            {"prompt_selection_threshold": float("inf")},
+            "prompt_selection_threshold=inf is invalid: it must be a finite",
+        ),
+        ({"prompt_selection_threshold": 10.0, "objective": "spin"}, "prompt selection needs objective='tspin'"),
+        ({"prompt_selection_threshold": 10.0, "objective": "tspin_ref"}, "prompt selection needs objective='tspin'"),
+        ({"prompt_selection_min_share": 0.0}, r"prompt_selection_min_share=0.0 is invalid: it must be in \(0, 1\]"),
+        ({"prompt_selection_min_share": 1.5}, r"it must be in \(0, 1\]"),
+    ],
+)
+def test_invalid_schedules_and_selection_settings_name_the_field(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        config(tmp_path, **kwargs)
+
+
+def test_integer_values_become_floats_and_spin_accepts_a_zero_beta_schedule(tmp_path):
+    args = config(tmp_path, learning_rate_schedule=[1, 1, 2], objective="spin", beta_schedule=[0, 0, 0])
+    assert args.learning_rate_schedule == [1.0, 1.0, 2.0] and all(isinstance(v, float) for v in args.beta_schedule)
+
+
+def test_schedules_parse_from_the_command_line_and_from_yaml(tmp_path):
+    from trl import TrlParser
+
+    (args,) = TrlParser((TSPINConfig,)).parse_args_and_config(
+        ["--output_dir", str(tmp_path), "--num_iterations", "3", "--beta_schedule", "0.1", "0.1", "5.0"]
+        + ["--learning_rate_schedule", "1", "1", "0.2", "--prompt_selection_threshold", "10", "--report_to", "none"]
+    )
+    assert args.beta_schedule == [0.1, 0.1, 5.0] and args.learning_rate_schedule == [1.0, 1.0, 0.2]
+    assert args.prompt_selection_threshold == 10.0 and args.alpha_schedule is None
+    path = tmp_path / "config.yaml"
+    path.write_text("num_iterations: 3\nalpha_schedule: [0.1, 0.1, 5]\nlearning_rate_schedule: [1, 1, 0.2]\n")
+    (args,) = TrlParser((TSPINConfig,)).parse_args_and_config(
+        ["--config", str(path), "--output_dir", str(tmp_path), "--report_to", "none"]
+    )
+    assert args.alpha_schedule == [0.1, 0.1, 5.0] and args.learning_rate_schedule == [1.0, 1.0, 0.2]
+
+
+def test_vllm_config_fields_are_validated(tmp_path):
+    for field, value in [
+        ("vllm_mode", "remote"),
+        ("vllm_dtype", "int8"),
+        ("vllm_gpu_memory_utilization", 0.0),
+        ("vllm_gpu_memory_utilization", float("nan")),
+        ("vllm_tensor_parallel_size", 0),
+        ("vllm_server_timeout", float("inf")),
+        ("vllm_server_port", 70000),
+        ("vllm_max_model_length", 0),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            TSPINConfig(output_dir=str(tmp_path), use_cpu=True, use_vllm=True, **{field: value})
+    with pytest.raises(ValueError, match="vllm_enable_sleep_mode"):
+        TSPINConfig(
+            output_dir=str(tmp_path), use_cpu=True, use_vllm=True, vllm_mode="server", vllm_enable_sleep_mode=True
+        )

@@ -1,14 +1,30 @@
-import pytest
-import torch
-from datasets import Dataset
+"""`tspin_trl/data.py`: recognising formats, templating and tokenizing as TRL's `DPOTrainer` does (implicit prompts, tool
+calls, `chat_template_kwargs`, truncation), refusing bad rows early, and `TripletDataset`."""
 
-from tests.support import make_config, sorting_rows
-from tspin_trl import DataCollatorForTriplet, TSPINTrainer
-from tspin_trl.data import DataFormatError, TripletTokenizer, detect_format, normalize_row
-from tspin_trl.demo import build_char_tokenizer
+import json
+import logging
+
+import pytest
+from datasets import Dataset
+from trl import DPOConfig, DPOTrainer
+
+from tests.support import make_config, self_play_trainer, sorting_rows
+from tests.support.tools import TOOL_ROWS, assistant, user
+from tspin_trl import TSPINTrainer
+from tspin_trl.data import (
+    DataFormatError,
+    TripletDataset,
+    TripletTokenizer,
+    detect_format,
+    eos_token_ids,
+    normalize_row,
+)
+from tspin_trl.demo import build_char_tokenizer, build_tiny_model
 
 
 USER = [{"role": "user", "content": "sort: 3 1 2"}]
+
+
 ANSWER = [{"role": "assistant", "content": "1 2 3"}]
 
 
@@ -66,41 +82,6 @@ def test_prompt_truncation_keeps_the_end():
     assert tokenizer.decode(triplet({"prompt": "abcdefgh", "real": "x"}, 0)["prompt_ids"]) == "defgh"
     triplet = TripletTokenizer(tokenizer, 64, 5, "keep_start", [tokenizer.eos_token_id])
     assert tokenizer.decode(triplet({"prompt": "abcdefgh", "real": "x"}, 0)["prompt_ids"]) == "abcde"
-
-
-def test_collator_pads_triplets_and_truncates_responses():
-    collator = DataCollatorForTriplet(pad_token_id=0, max_length=4)
-    examples = [
-        {"prompt_ids": [1, 2], "real_ids": [3, 4, 5], "synthetic_ids": [6], "proto_ids": [7, 8]},
-        {"prompt_ids": [9], "real_ids": [10], "synthetic_ids": [11, 12], "proto_ids": [13]},
-    ]
-    batch = collator(examples)
-    assert batch["input_ids"].tolist() == [
-        [1, 2, 3, 4],
-        [9, 10, 0, 0],
-        [1, 2, 6, 0],
-        [9, 11, 12, 0],
-        [1, 2, 7, 8],
-        [9, 13, 0, 0],
-    ]
-    assert batch["completion_mask"].tolist() == [
-        [0, 0, 1, 1],
-        [0, 1, 0, 0],
-        [0, 0, 1, 0],
-        [0, 1, 1, 0],
-        [0, 0, 1, 1],
-        [0, 1, 0, 0],
-    ]
-    assert batch["attention_mask"].sum(1).tolist() == [4, 2, 3, 3, 4, 2]
-    assert batch["response_lengths"].tolist() == [[2, 1, 2], [1, 2, 1]]
-    assert batch["synthetic_equals_real"].tolist() == [False, False]
-    # Without proto rows (beta = 0) the batch has two roles only
-    pairs = collator([{k: v for k, v in e.items() if k != "proto_ids"} | {"ref_real_logps": -1.0} for e in examples])
-    assert pairs["input_ids"].shape == (4, 4)
-    assert torch.equal(pairs["ref_real_logps"], torch.tensor([-1.0, -1.0]))
-
-
-# ---- bad input: each raises at construction, before any training compute ---------------------------------------
 
 
 def build(tmp_path, rows_or_dataset, tokenizer=None, **config):
@@ -173,3 +154,219 @@ def test_conversational_data_without_chat_template(tmp_path):
 def test_persistent_workers_rejected(tmp_path):
     with pytest.raises(ValueError, match="dataloader_persistent_workers"):
         build(tmp_path, sorting_rows(2), dataloader_persistent_workers=True, dataloader_num_workers=1)
+
+
+def _examples(tokenizer, n=3):
+    encode = TripletTokenizer(tokenizer, 64, None, "keep_end", eos_token_ids(tokenizer))
+    rows = [{"prompt": r["prompt"], "real": r["completion"][0]["content"]} for r in sorting_rows(n)]
+    return TripletDataset([encode(row, i) for i, row in enumerate(rows)])
+
+
+def test_a_dataset_restores_what_it_was_given(tokenizer):
+    dataset = _examples(tokenizer, n=2)
+    dataset.set_column("synthetic_ids", [[1], [2]])
+    given = TripletDataset([dict(e) for e in dataset.examples])  # a dataset that brought its own synthetic responses
+    given.set_column("synthetic_ids", [[7], [8]])
+    given.set_column("proto_ids", [[9], [9]])
+    assert given[0]["synthetic_ids"] == [7]
+    given.restore_given()
+    assert given.column("synthetic_ids") == [[1], [2]] and not given.has("proto")
+    bare = _examples(tokenizer, n=2)
+    bare.set_column("synthetic_ids", [[3], [4]])
+    bare.restore_given()
+    assert not bare.has("synthetic")
+
+
+@pytest.mark.parametrize(
+    "columns, message",
+    [
+        ({"messages"}, r"several formats \('messages' and 'prompt' \+ 'completion'\)"),
+        ({"chosen"}, r"several formats \('prompt' \+ 'completion' and 'prompt' \+ 'chosen'\)"),
+    ],
+)
+def test_a_dataset_with_two_formats_is_refused(tmp_path, tokenizer, columns, message):
+    from tspin_trl.data import DataFormatError
+
+    rows = sorting_rows(8)
+    extra = {"messages": rows[0]["prompt"] + rows[0]["completion"], "chosen": rows[0]["completion"]}
+    rows = [row | {column: extra[column] for column in columns} for row in rows]
+    with pytest.raises(DataFormatError, match=message):
+        self_play_trainer(tmp_path, tokenizer, rows=rows)
+
+
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        ([{"role": "user", "content": "  "}], "user message 0 of the prompt is empty"),
+        ([{"role": "assistant", "content": "sort: 3 1"}], r"the prompt has no user message \(roles \['assistant'\]\)"),
+    ],
+)
+def test_a_prompt_that_asks_nothing_is_refused(tmp_path, tokenizer, prompt, message):
+    from tspin_trl.data import DataFormatError
+
+    rows = [row | {"prompt": prompt} for row in sorting_rows(8)]
+    with pytest.raises(DataFormatError, match=message):
+        self_play_trainer(tmp_path, tokenizer, rows=rows)
+
+
+def tspin_trainer(tmp_path, tokenizer, rows, eval_rows=None, **config):
+    return TSPINTrainer(
+        model=build_tiny_model(tokenizer),
+        args=make_config(tmp_path / "tspin", **config),
+        train_dataset=Dataset.from_list(rows),
+        eval_dataset=None if eval_rows is None else Dataset.from_list(eval_rows),
+        processing_class=tokenizer,
+    )
+
+
+def dpo_trainer(tmp_path, tokenizer, rows, **config):
+    """TRL's DPOTrainer on the same rows (its reference model given, so nothing is loaded by name)."""
+    args = DPOConfig(output_dir=str(tmp_path / "dpo"), use_cpu=True, bf16=False, report_to=[], **config)
+    return DPOTrainer(
+        model=build_tiny_model(tokenizer),
+        ref_model=build_tiny_model(tokenizer),
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
+
+
+def tokens(trainer, role):
+    """(prompt ids, `role` response ids) of every prepared training example."""
+    return [(example["prompt_ids"], example[f"{role}_ids"]) for example in trainer.train_dataset]
+
+
+def test_implicit_prompt_conversations_are_tokenized_as_dpo_does(tmp_path, tokenizer):
+    rows = [
+        {
+            "chosen": [user("sort: 3 1 2"), assistant("1 2 3")],
+            "rejected": [user("sort: 3 1 2"), assistant("3 2 1")],
+        },
+        {  # multi-turn: the shared first three turns are the prompt
+            "chosen": [user("hi"), assistant("hello"), user("sort: 2 1"), assistant("1 2")],
+            "rejected": [user("hi"), assistant("hello"), user("sort: 2 1"), assistant("2 1")],
+        },
+    ]
+    trainer = tspin_trainer(tmp_path, tokenizer, rows)
+    assert tokens(trainer, "real") == tokens(dpo_trainer(tmp_path, tokenizer, rows), "chosen")
+    assert tokenizer.decode(trainer.train_dataset[1]["prompt_ids"]) == (
+        "<|user|>hi<|end|><|assistant|>hello<|end|><|user|>sort: 2 1<|end|><|assistant|>"
+    )
+    assert tokenizer.decode(trainer.train_dataset[1]["real_ids"]) == "1 2<|end|>"
+
+
+def test_implicit_prompt_text_is_extracted_as_trl_does(tmp_path, tokenizer):
+    rows = [
+        {"chosen": "The sky is blue.", "rejected": "The sky is green."},
+        {"chosen": "2 + 2 = 4", "rejected": "2 + 2 = 5"},
+    ]
+    trainer = tspin_trainer(tmp_path, tokenizer, rows)
+    # trl.extract_prompt: the common prefix, without the space before the answer
+    assert tokenizer.decode(trainer.train_dataset[0]["prompt_ids"]) == "The sky is"
+    assert tokenizer.decode(trainer.train_dataset[0]["real_ids"]) == " blue.<|end|>"
+    assert tokens(trainer, "real") == tokens(dpo_trainer(tmp_path, tokenizer, rows), "chosen")
+
+
+def test_implicit_prompt_needs_shared_turns(tmp_path, tokenizer):
+    rows = [{"chosen": [assistant("a")], "rejected": [assistant("b")]}]
+    with pytest.raises(DataFormatError, match=r"Row 0, columns 'chosen'/'rejected': they share no first turns"):
+        tspin_trainer(tmp_path, tokenizer, rows)
+
+
+def test_tool_calls_tools_and_template_kwargs_reach_the_chat_template(tmp_path, tool_tokenizer):
+    trainer = tspin_trainer(tmp_path, tool_tokenizer, TOOL_ROWS, max_length=256)
+    first, second = (trainer.train_dataset[i] for i in range(2))
+    assert tool_tokenizer.decode(first["prompt_ids"]) == (
+        "<|system|>tools:get_weather;<|end|><|system|>Be brief.<|end|><|user|>Weather in Paris?<|end|><|assistant|>"
+    )
+    assert tool_tokenizer.decode(first["real_ids"]) == 'call get_weather({"city": "Paris"})<|end|>'
+    assert tool_tokenizer.decode(second["prompt_ids"]) == (
+        "<|system|>tools:get_weather;<|end|><|user|>Weather in Rome?<|end|>"
+        '<|assistant|>call get_weather({"city": "Rome"})<|end|><|user|>result: rain<|end|><|assistant|>'
+    )
+    # exactly the tokens DPOTrainer trains on for these rows
+    assert tokens(trainer, "real") == tokens(dpo_trainer(tmp_path, tool_tokenizer, TOOL_ROWS), "chosen")
+
+
+def test_tools_as_json_strings_and_messages_format(tmp_path, tool_tokenizer):
+    rows = [
+        {"messages": row["prompt"] + row["chosen"], "tools": json.dumps(row["tools"])}
+        for row in TOOL_ROWS  # TRL decodes a JSON string in `tools`, as datasets often store them
+    ]
+    trainer = tspin_trainer(tmp_path, tool_tokenizer, rows, max_length=256)
+    as_lists = [{key: row[key] for key in ("prompt", "chosen", "tools")} for row in TOOL_ROWS]
+    reference = tspin_trainer(tmp_path / "lists", tool_tokenizer, as_lists, max_length=256)
+    assert tokens(trainer, "real") == tokens(reference, "real")
+
+
+def test_chat_template_kwargs_change_only_their_row(tmp_path, tool_tokenizer):
+    rows = [
+        {"prompt": [user("q")], "completion": [assistant("a")], "chat_template_kwargs": {"brief": brief}}
+        for brief in (True, False)
+    ]
+    trainer = tspin_trainer(tmp_path, tool_tokenizer, rows)
+    prompts = [tool_tokenizer.decode(example["prompt_ids"]) for example in trainer.train_dataset]
+    assert prompts == ["<|system|>Be brief.<|end|><|user|>q<|end|><|assistant|>", "<|user|>q<|end|><|assistant|>"]
+
+
+@pytest.mark.parametrize("column", ["images", "image"])
+def test_image_columns_are_refused(tmp_path, tokenizer, column):
+    rows = [{"prompt": [user("What is this?")], "completion": [assistant("A cat.")], column: [None]}]
+    with pytest.raises(DataFormatError, match=rf"'{column}' column: vision-language \(image\) data is not supported"):
+        tspin_trainer(tmp_path, tokenizer, rows)
+
+
+def test_multimodal_content_is_refused(tmp_path, tokenizer):
+    prompt = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
+    with pytest.raises(
+        DataFormatError, match=r"Row 0, column 'prompt': .*multimodal content \(parts of type \['image'\]"
+    ):
+        tspin_trainer(tmp_path, tokenizer, [{"prompt": prompt, "completion": [assistant("A cat.")]}])
+
+
+def long_prompt_rows(long_at=(1, 4), n=6):
+    return [
+        {"prompt": "sort: " + ("9 " * 40 if i in long_at else f"{i} 1") + "\n", "completion": "1 9"} for i in range(n)
+    ]
+
+
+def test_keep_start_drops_rows_without_room_as_dpo_does(tmp_path, tokenizer, caplog):
+    rows = long_prompt_rows()
+    with caplog.at_level(logging.WARNING, logger="tspin_trl.data"):
+        trainer = tspin_trainer(tmp_path, tokenizer, rows, truncation_mode="keep_start")
+    dropped = [r.getMessage() for r in caplog.records if "Dropped" in r.getMessage()]
+    assert len(dropped) == 1 and dropped[0].startswith("Dropped 2 of 6 rows of the train dataset (rows 1, 4)")
+    assert len(trainer.train_dataset) == 4
+    assert trainer.train_dataset.row_indices == [0, 2, 3, 5]
+    assert trainer.train_dataset.dropped_row_indices == [1, 4]
+    dpo_rows = [{"prompt": row["prompt"], "chosen": row["completion"], "rejected": "0"} for row in rows]
+    dpo = dpo_trainer(tmp_path, tokenizer, dpo_rows, max_length=64)
+    assert [ids for ids, _ in tokens(trainer, "real")] == [ids for ids, _ in tokens(dpo, "chosen")]
+    again = tspin_trainer(tmp_path / "again", tokenizer, rows, truncation_mode="keep_start")
+    assert again.train_dataset.dropped_row_indices == [1, 4]  # deterministic: part of the data's identity
+
+
+def test_keep_end_cuts_prompts_from_the_left(tmp_path, tokenizer, caplog):
+    with caplog.at_level(logging.WARNING, logger="tspin_trl.data"):
+        trainer = tspin_trainer(tmp_path, tokenizer, long_prompt_rows(), max_length=64, max_completion_length=10)
+    assert len(trainer.train_dataset) == 6 and trainer.train_dataset.dropped_row_indices == []
+    cut = trainer.train_dataset[1]["prompt_ids"]
+    assert len(cut) == 64 - 10 and tokenizer.decode(cut).endswith("9 9 \n")
+    assert any("Truncated the prompts of 2 of 6 rows" in r.getMessage() for r in caplog.records)
+
+
+def test_no_row_left_is_an_error(tmp_path, tokenizer):
+    with pytest.raises(DataFormatError, match=r"No row of the train dataset is left: all 3 prompts leave no room"):
+        tspin_trainer(tmp_path, tokenizer, long_prompt_rows(range(3), n=3), truncation_mode="keep_start")
+
+
+def test_prepared_datasets_are_readable_before_training(tmp_path, tokenizer):
+    rows = [{"prompt": [user(f"sort: {i} 1")], "completion": [assistant(f"1 {i}")]} for i in range(3)]
+    trainer = tspin_trainer(tmp_path, tokenizer, rows, eval_rows=rows[:2])
+    assert len(trainer.train_dataset) == 3 and len(trainer.eval_dataset) == 2
+    item = trainer.train_dataset[0]
+    assert set(item) == {"prompt_ids", "real_ids"}  # not sampled yet: absent, not an error
+    assert tokenizer.decode(item["real_ids"]) == "1 0<|end|>"
+    assert set(trainer.eval_dataset[1]) == {"prompt_ids", "real_ids"}
+    with pytest.raises(ValueError, match="The batch has no synthetic responses: self-play has not sampled them yet"):
+        trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])

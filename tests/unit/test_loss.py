@@ -1,3 +1,6 @@
+"""`tspin_trl/loss.py`: `tspin_loss` and the objective variants against hand computation, the gradient's direction
+(paper Thm. 1), and finiteness for any finite advantage."""
+
 import math
 
 import pytest

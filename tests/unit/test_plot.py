@@ -1,3 +1,5 @@
+"""`tspin_trl/plot.py`: `tspin-plot`'s figures, the per-iteration table (markdown and console) and its errors."""
+
 import json
 import os
 import sys

@@ -2,6 +2,9 @@
 and iteration arithmetic lives in one module."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -127,3 +130,17 @@ def test_iteration_arithmetic_lives_in_the_clock():
                 if names:
                     offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {sorted(names)}")
     assert not offenders, offenders
+
+
+def test_the_trainer_core_does_not_import_the_demo():
+    code = (
+        "import pkgutil, importlib, sys, tspin_trl; "
+        "core = [n for _, n, is_pkg in pkgutil.iter_modules(tspin_trl.__path__, 'tspin_trl.') if not is_pkg]; "
+        "[importlib.import_module(n) for n in core]; "
+        "print(len(core), sorted(m for m in sys.modules if m.startswith('tspin_trl.demo')))"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": root}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    count, demo_modules = result.stdout.split(" ", 1)
+    assert int(count) >= 8 and demo_modules.strip() == "[]"

@@ -1,64 +1,16 @@
+"""`tspin_trl/trainer.py` without training: the forward pass (the shared-prompt layout gives the same log-probs and
+loss; CPO and DPO as special cases), construction-time checks and warnings, and the settings `train()` re-checks
+before its first step."""
+
 import copy
-import os
 
 import pytest
 import torch
 from datasets import Dataset
-from peft import LoraConfig
 
-from tests.support import make_config, sorting_rows
+from tests.support import make_config, self_play_trainer, sorting_rows
 from tspin_trl import TSPINTrainer
 from tspin_trl.demo import build_tiny_model
-
-
-def snapshot(model):
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
-
-
-def test_training_changes_every_parameter_and_logs_metrics(tmp_path, model, tokenizer, sorting_dataset):
-    before = snapshot(model)
-    trainer = TSPINTrainer(
-        model=model,
-        args=make_config(tmp_path, beta_first_iteration=0.1),
-        train_dataset=sorting_dataset,
-        processing_class=tokenizer,
-    )
-    assert trainer.ref_model is None  # no reference model (the attribute exists for code written against DPOTrainer)
-    trainer.train()
-    for name, param in trainer.model.named_parameters():
-        assert not torch.equal(param, before[name]), f"{name} did not change"
-    logs = [h for h in trainer.state.log_history if "loss" in h]
-    for key in (
-        "logps/real",
-        "logps/synthetic",
-        "logps/proto",
-        "rewards/real",
-        "rewards/synthetic",
-        "rewards/proto",
-        "advantage/current",
-        "advantage/historical",
-        "advantage/current_accuracy",
-        "advantage/historical_accuracy",
-        "loss/current",
-        "loss/historical",
-        "rewards/disagreement",
-        "beta",
-    ):
-        assert key in logs[0], key
-    # reference-free: the reward is alpha * logp, so reward and likelihood orders always agree
-    assert all(h["rewards/disagreement"] == 0 for h in logs)
-    assert logs[0]["rewards/real"] == pytest.approx(logs[0]["logps/real"])
-
-
-def test_beta_zero_skips_proto_rows(tmp_path, model, tokenizer, sorting_dataset):
-    trainer = TSPINTrainer(
-        model=model, args=make_config(tmp_path), train_dataset=sorting_dataset, processing_class=tokenizer
-    )
-    trainer.train()
-    logs = [h for h in trainer.state.log_history if "loss" in h]
-    assert all("logps/proto" not in h and h["beta"] == 0 for h in logs)
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
-    assert batch["response_lengths"].shape == (2, 2)  # real + synthetic only
 
 
 def test_shared_prompt_layout_gives_the_same_logps_and_loss(tmp_path, model, tokenizer):
@@ -103,83 +55,6 @@ def test_shared_prompt_layout_with_each_attention_backend(tmp_path, tokenizer, a
         with torch.no_grad():
             logps[share_prompt] = trainer.response_logps(trainer.model, batch)
     torch.testing.assert_close(logps[True], logps[False], rtol=1e-5, atol=1e-4)
-
-
-def test_lora_trains_the_adapter_only(tmp_path, model, tokenizer, sorting_dataset):
-    peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
-    trainer = TSPINTrainer(
-        model=model,
-        args=make_config(tmp_path, beta_first_iteration=0.1),
-        train_dataset=sorting_dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
-    before = snapshot(trainer.model)
-    trainer.train()
-    changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
-    lora = {n for n in before if "lora_" in n}
-    assert lora and changed == {n for n in lora if "lora_B" in n or "lora_A" in n}
-
-
-@pytest.mark.parametrize(
-    "rows",
-    [
-        sorting_rows(4, conversational=True),
-        sorting_rows(4, conversational=False),
-        [{"messages": r["prompt"] + r["completion"]} for r in sorting_rows(4)],
-        [
-            {
-                "real": r["prompt"] + r["completion"],
-                "generated": r["prompt"] + [{"role": "assistant", "content": "9 9"}],
-            }
-            for r in sorting_rows(4)
-        ],
-        [
-            {"prompt": r["prompt"], "chosen": r["completion"], "rejected": [{"role": "assistant", "content": "0"}]}
-            for r in sorting_rows(4)
-        ],
-        [r | {"synthetic": "9 9 9", "proto": "0 0"} for r in sorting_rows(4, conversational=False)],
-    ],
-    ids=["prompt_completion", "standard_text", "messages", "spin", "dpo", "pregenerated"],
-)
-def test_every_format_trains(tmp_path, model, tokenizer, rows):
-    trainer = TSPINTrainer(
-        model=model, args=make_config(tmp_path), train_dataset=Dataset.from_list(rows), processing_class=tokenizer
-    )
-    trainer.train()
-    assert trainer.state.global_step == 1
-    assert torch.isfinite(torch.tensor(trainer.state.log_history[0]["loss"]))
-
-
-def test_pregenerated_synthetic_uses_beta_from_the_start(tmp_path, model, tokenizer):
-    rows = [r | {"synthetic": "9 9 9", "proto": "0 0"} for r in sorting_rows(4, conversational=False)]
-    trainer = TSPINTrainer(
-        model=model, args=make_config(tmp_path), train_dataset=Dataset.from_list(rows), processing_class=tokenizer
-    )
-    trainer.train()
-    assert trainer.self_play.generate_calls == 0
-    assert trainer.state.log_history[0]["beta"] == pytest.approx(0.1) and "logps/proto" in trainer.state.log_history[0]
-
-
-def test_model_card_cites_the_paper(tmp_path, model, tokenizer, sorting_dataset):
-    trainer = TSPINTrainer(
-        model=model, args=make_config(tmp_path), train_dataset=sorting_dataset, processing_class=tokenizer
-    )
-    trainer.create_model_card(model_name="tiny")
-    card = open(os.path.join(tmp_path, "README.md")).read()
-    assert "2601.08198" in card and "Triplets Better Than Pairs" in card and "@inproceedings{wang2025triplets" in card
-
-
-def test_model_from_a_path_string(tmp_path, sorting_dataset):
-    from tspin_trl.demo import save_tiny_preset
-
-    path = save_tiny_preset(tmp_path / "tiny")
-    trainer = TSPINTrainer(model=str(path), args=make_config(tmp_path / "out"), train_dataset=sorting_dataset)
-    assert trainer.processing_class.decode(trainer.processing_class("a b")["input_ids"]) == "a b"
-    trainer.train()
-
-
-# ---- equivalence with independent implementations ----------------------------------------------------------------
 
 
 def test_beta_zero_equals_cpo_sigmoid(tmp_path, tokenizer):
@@ -267,3 +142,37 @@ def test_spin_objective_equals_dpo_with_initial_reference(tmp_path, tokenizer):
         our_loss = ours.compute_loss(ours.model, inputs)
     assert dpo_loss.item() != pytest.approx(0.6931, abs=1e-3)  # the policy really differs from the reference
     torch.testing.assert_close(our_loss, dpo_loss, rtol=1e-5, atol=1e-5)
+
+
+def test_generation_lengths_training_cannot_use_are_warned(tmp_path, tokenizer, caplog):
+    with caplog.at_level("WARNING"):
+        self_play_trainer(tmp_path, tokenizer, max_length=40, max_completion_length=200)
+    assert "would be generated and then cut before training" in caplog.text
+
+
+def test_a_python_list_as_the_dataset_is_a_clear_error(tmp_path, tokenizer):
+    with pytest.raises(TypeError, match=r"Dataset.from_list\(rows\)"):
+        TSPINTrainer(
+            model=build_tiny_model(tokenizer),
+            args=make_config(tmp_path),
+            train_dataset=sorting_rows(4),
+            processing_class=tokenizer,
+        )
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("seed", 7), ("per_device_train_batch_size", 4), ("output_dir", "elsewhere"), ("report_to", ["tensorboard"])],
+)
+def test_what_transformers_fixes_at_construction_cannot_change_afterwards(tmp_path, tokenizer, field, value):
+    trainer = self_play_trainer(tmp_path, tokenizer)
+    setattr(trainer.args, field, value)
+    with pytest.raises(ValueError, match=f"changed after the trainer was built: {field} "):
+        trainer.train()
+
+
+def test_schedules_are_checked_again_when_train_starts(tmp_path, tokenizer):
+    trainer = self_play_trainer(tmp_path, tokenizer, alpha_schedule=[1.0, 2.0])
+    trainer.args.num_iterations = 3  # changed after construction: the schedule no longer has one value per iteration
+    with pytest.raises(ValueError, match="alpha_schedule=.* it has 2 values for num_iterations=3"):
+        trainer.train()

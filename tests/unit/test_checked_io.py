@@ -1,0 +1,59 @@
+"""`tspin_trl/checked_io.py`: atomic writes, checksummed JSONL with a sidecar, tolerant logs."""
+
+import errno
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from tspin_trl.checked_io import atomic_write, read_checked_jsonl, read_jsonl
+
+
+def _write_many(path: str, tag: str, count: int) -> None:
+    for i in range(count):
+        atomic_write(path, f"{tag} {i}\n")
+
+
+def test_concurrent_writers_of_one_file_never_collide(tmp_path):
+    path = str(tmp_path / "shared.jsonl")
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_write_many, args=(path, tag, 2000)) for tag in ("a", "b")]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    assert [writer.exitcode for writer in writers] == [0, 0]
+    assert Path(path).read_text().split()[0] in ("a", "b")
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_sidecar_that_is_not_an_object_is_ignored(tmp_path):
+    data, meta = tmp_path / "x.jsonl", tmp_path / "x.json"
+    data.write_text("[1]\n")
+    meta.write_text("[1, 2]")
+    assert read_checked_jsonl(str(data), str(meta)) is None
+
+
+def test_plot_logs_tolerate_a_truncated_last_line(tmp_path):
+    path = tmp_path / "logs.jsonl"
+    path.write_text('{"loss": 1.0, "step": 1}\n{"loss": 0.5, "st')
+    assert read_jsonl(str(path)) == [{"loss": 1.0, "step": 1}]
+
+
+def test_a_full_disk_error_names_the_file(tmp_path, monkeypatch):
+    import tempfile
+
+    real_mkstemp = tempfile.mkstemp
+
+    def full_disk(*args, **kwargs):
+        fd, name = real_mkstemp(*args, **kwargs)
+        os.close(fd)
+        return os.open("/dev/full", os.O_WRONLY), name
+
+    monkeypatch.setattr(tempfile, "mkstemp", full_disk)
+    target = str(tmp_path / "self_play" / "iteration_1" / "train.jsonl")
+    with pytest.raises(OSError, match=f"No space left on device.*{target}") as raised:
+        atomic_write(target, "x" * 100_000)
+    assert raised.value.errno == errno.ENOSPC
+    assert not list((tmp_path / "self_play" / "iteration_1").glob("*.tmp"))

@@ -1,0 +1,28 @@
+"""`tspin_trl/scripts/parser.py`: `train`'s flags, their grouped `--help` and its closing first command."""
+
+import pytest
+
+
+def test_help_lists_tspin_options_first_and_ends_with_the_first_command(capsys):
+    from tspin_trl.cli import main as cli_main
+    from tspin_trl.scripts.parser import FIRST_COMMAND
+
+    with pytest.raises(SystemExit) as done:
+        cli_main(["train", "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: tspin-trl train [--config FILE] [--model_name_or_path MODEL]")
+    flags, epilog = text.split("\nFirst run (offline")
+    groups = [line for line in flags.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert groups[:3] == [
+        "options:",
+        "T-SPIN: self-play, loss, generation (TSPINConfig's own options):",
+        "training: TRL options whose default T-SPIN changes (TSPINConfig):",
+    ]
+    assert groups[-1] == "training: inherited from TRL and transformers (TrainingArguments):"
+    first_group = text.split(groups[1])[1].split(groups[2])[0]
+    for flag in ("--objective", "--alpha", "--beta", "--num_iterations", "--max_completion_length", "--use_vllm"):
+        assert f"  {flag} " in first_group, flag
+    for flag in ("--per_device_train_batch_size", "--learning_rate"):  # TRL's own flags: not in T-SPIN's group
+        assert f"  {flag} " not in first_group, flag
+    assert FIRST_COMMAND in epilog and "--debug" in epilog and "docs/cli.md" in epilog

@@ -1,0 +1,129 @@
+"""`tspin_trl/vllm_backend.py`: a vLLM server that is not one fails within its timeout, a head size the CPU build
+cannot run is refused, sampling settings are translated (the engines themselves run in `tests/launches/test_vllm.py`)."""
+
+import http.server
+import socket
+import threading
+import time
+
+import pytest
+from accelerate import Accelerator
+
+from tests.support import make_config
+from tspin_trl.demo import build_tiny_model
+from tspin_trl.generation import SamplingSettings
+from tspin_trl.vllm_backend import make_generation_backend
+
+
+class NotFound(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (the standard library's name)
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+class OkEverywhere(NotFound):
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+
+class Trickle(NotFound):
+    """Answers `/health` one byte a second: a `requests` timeout (per read) never fires."""
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        for _ in range(100):
+            try:
+                self.wfile.write(b"x")
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(1)
+
+
+def serve(handler) -> tuple[http.server.ThreadingHTTPServer, str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+@pytest.mark.parametrize(
+    "handler, message",
+    [
+        (OkEverywhere, r"answers its health check but not as a vLLM server does: .*/v1/models gave HTTP 200"),
+        (Trickle, r"No vLLM server answered at .* within vllm_server_timeout=3 s \(last answer: no complete answer"),
+    ],
+    ids=["200_everywhere", "trickle"],
+)
+def test_a_server_that_is_not_vllm_fails_within_the_timeout(tmp_path, tokenizer, handler, message):
+    server, url = serve(handler)
+    args = make_config(tmp_path, use_vllm=True, vllm_mode="server", vllm_server_base_url=url, vllm_server_timeout=3)
+    start = time.monotonic()
+    try:
+        with pytest.raises(ConnectionError, match=message):
+            make_generation_backend(args, build_tiny_model(tokenizer), Accelerator(cpu=True), tokenizer)
+    finally:
+        server.shutdown()
+    assert time.monotonic() - start < 6
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_url_answering_404_fails_within_the_server_timeout(tmp_path, tokenizer):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    args = make_config(tmp_path, use_vllm=True, vllm_mode="server", vllm_server_base_url=url, vllm_server_timeout=5)
+    model = build_tiny_model(tokenizer)
+    start = time.monotonic()
+    try:
+        with pytest.raises(ConnectionError, match=f"{url} answered HTTP 404.*not a vLLM server.*vllm_server_base_url"):
+            make_generation_backend(args, model, Accelerator(cpu=True), tokenizer)
+    finally:
+        server.shutdown()
+    assert time.monotonic() - start < 5
+
+    silent = f"http://127.0.0.1:{_free_port()}"  # nothing listens: refused until the deadline
+    args = make_config(tmp_path, use_vllm=True, vllm_mode="server", vllm_server_base_url=silent, vllm_server_timeout=2)
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match=f"No vLLM server answered at {silent} within vllm_server_timeout=2 s"):
+        make_generation_backend(args, model, Accelerator(cpu=True), tokenizer)
+    assert 1.5 < time.monotonic() - start < 6
+
+
+def test_colocate_refuses_a_head_size_the_cpu_build_cannot_run(tmp_path, tokenizer):
+    model = build_tiny_model(tokenizer)
+    config = model.config
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    assert head_dim == 16, "the tiny preset's head size, which vLLM's CPU attention does not support"
+    args = make_config(tmp_path, use_vllm=True)
+    with pytest.raises(ValueError, match=r"supports head sizes \[32, 64.*this model's is 16.*use_vllm=False"):
+        make_generation_backend(args, model, Accelerator(cpu=True), tokenizer)
+
+
+vllm_installed = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("vllm") is None, reason="vLLM is not installed (`make install` adds it)"
+)
+
+
+@vllm_installed
+def test_vllm_sampling_translation():
+    from tspin_trl.vllm_backend import vllm_sampling
+
+    sampled = vllm_sampling(SamplingSettings(max_new_tokens=5, temperature=0.7, top_k=3))
+    assert sampled == {"max_tokens": 5, "temperature": 0.7, "top_p": 1.0, "top_k": 3}
+    greedy = vllm_sampling(SamplingSettings(max_new_tokens=5, generation_kwargs={"do_sample": False}))
+    assert greedy == {"max_tokens": 5, "temperature": 0.0}
+    with pytest.raises(ValueError, match="num_beams"):
+        vllm_sampling(SamplingSettings(max_new_tokens=5, generation_kwargs={"num_beams": 2}))
