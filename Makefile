@@ -40,11 +40,12 @@ test-slow: install
 
 test-all: test test-slow test-matrix
 
-# The configuration matrix (tests/test_matrix.py): 2-process launches x generation backends x PEFT x objectives, a
-# pairwise covering set of cells, each checked against a single-process reference. Its table: .cache/matrix_report.md
+# The configuration matrix (tests/launches/test_matrix.py): 2-process launches x generation backends x PEFT x
+# objectives, a pairwise covering set of cells, each checked against a single-process reference. Its table:
+# .cache/matrix_report.md
 test-matrix: install
 	TSPIN_MATRIX_REPORT=$(CURDIR)/.cache/matrix_report.md $(PY) -m pytest -q -p no:cacheprovider -m matrix -s \
-		--durations=0 tests/test_matrix.py
+		--durations=0 tests/launches/test_matrix.py
 
 demo: install
 	$(VENV)/bin/accelerate launch --config_file examples/accelerate_configs/single_process.yaml examples/train.py

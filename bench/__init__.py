@@ -1,8 +1,9 @@
-"""The benchmarks of tspin-trl: T-SPIN against TRL's DPOTrainer used as SPIN, on identical models, data and lengths.
+"""The measurements of tspin-trl: speed and memory against TRL's DPOTrainer used as SPIN (on identical models, data and
+lengths), the DPO contract probes, the paper's reproduction, and the GPU scripts. `bench/README.md` lists every script,
+what it measures, its command, the page that shows it and where its data goes (`bench/results/`).
 
-Scripts (each runs as `python bench/<script>.py` or `python -m bench.<script>`, `--help` for its flags):
-`bench_train_step`, `bench_generation`, `bench_iteration`, `bench_scaling`, `gpu_check`, `gpu_generate_diag` and
-`reproduce` (the paper's comparison at small scale). Their building blocks, one job per module:
+Scripts run as `python bench/<script>.py` or `python -m bench.<script>` (`--help` for their flags). Their building
+blocks, one job per module:
 
 - `models`: models built from configs (no download) and the matching one-character-per-token tokenizer;
 - `data`: synthetic prompts and responses of realistic lengths;

@@ -1,6 +1,6 @@
 """Write docs/config.md from `TSPINConfig`'s docstring and fields, so the reference cannot drift.
 
-`python docs/gen_config_reference.py` rewrites the file; `tests/test_docs.py` fails when it is out of date.
+`python docs/gen_config_reference.py` rewrites the file; `tests/unit/test_docs.py` fails when it is out of date.
 """
 
 import dataclasses

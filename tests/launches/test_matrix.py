@@ -12,7 +12,7 @@ iterations, greedy generation, AdamW at a small learning rate so the greedy resp
 - have moved its trained weights from the initial ones (a LoRA run: its adapter, its base weights within
   `FROZEN_TOLERANCE`).
 
-The cells run only when selected (`make test-matrix`, i.e. `pytest -m matrix tests/test_matrix.py`), not in
+The cells run only when selected (`make test-matrix`, i.e. `pytest -m matrix tests/launches/test_matrix.py`), not in
 `make test`; the design test below (pairwise coverage) runs in both. A vLLM server for the server cells is started once
 and shared; every cell reloads its own weights into it before its first generation pass.
 

@@ -36,7 +36,7 @@ def test_every_code_block_is_run_or_marked():
             problems.append(f"{block_id(block)}: no marker before the ```{block['language']} block")
         elif match.group(2) and not (ROOT / match.group(2)).is_file():
             problems.append(f"{block_id(block)}: the marker names {match.group(2)}, which does not exist")
-    assert not problems, "\n".join(problems) + "\n(see the markers in tests/test_docs.py's docstring)"
+    assert not problems, "\n".join(problems) + "\n(see the markers in tests/unit/test_docs.py's docstring)"
 
 
 def test_markers_are_spelled_right():

@@ -15,7 +15,7 @@ from trl import TrlParser
 from .errors import DEBUG_ENV, DEBUG_FLAG, InputNotFoundError, UsageError
 
 
-# The README's first command (tests/test_cli.py runs it as written there): offline, about a minute on 2 CPUs.
+# The README's first command (tests/launches/test_cli.py runs it as written there): offline, about a minute on 2 CPUs.
 FIRST_COMMAND = (
     "tspin-trl train --model_name_or_path preset:tiny --task sorting --num_train_prompts 64 \\\n"
     "    --num_iterations 2 --learning_rate 1e-3 --max_completion_length 32 --output_dir tiny-tspin"

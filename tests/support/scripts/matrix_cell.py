@@ -1,4 +1,4 @@
-"""One cell of the configuration matrix (tests/test_matrix.py): a two-iteration greedy self-play run of a tiny model.
+"""One cell of the configuration matrix (tests/launches/test_matrix.py): a two-iteration greedy self-play run of a tiny model.
 
 Launched by the test in one process (the references) or under `accelerate launch` with two. Reads nothing of the
 trainer's internals: the test reads the run folder, and this script writes the final parameters, gathered on every

@@ -1,6 +1,6 @@
 """Does a colocated vLLM engine started from a model built in memory generate from the policy's weights?
 
-Run by tests/test_vllm.py in a subprocess (a vLLM engine initialises torch.distributed). A model built from a config has
+Run by tests/launches/test_vllm.py in a subprocess (a vLLM engine initialises torch.distributed). A model built from a config has
 no folder, so the engine starts with random weights (`load_format="dummy"`) and every generation pass sends the
 trainer's weights first. This script compares the engine's log-probabilities of fixed token sequences (vLLM's
 `prompt_logprobs`, every position) with the policy's own forward pass: before the first sync (they must differ: the
