@@ -10,7 +10,7 @@ from datasets import Dataset
 from helpers import make_context, sorting_rows
 from transformers import TrainerControl, TrainerState
 
-from tspin_trl.clock import IterationClock
+from tspin_trl.clock import IterationClock, IterationPoint
 from tspin_trl.data import TripletDataset, TripletTokenizer, eos_token_ids
 from tspin_trl.distributed import main_decides
 from tspin_trl.metrics import TIE_TOLERANCE, MetricsLog, per_example_metrics
@@ -222,12 +222,12 @@ def test_the_monitor_summarises_each_iteration_from_all_its_steps(tmp_path, toke
     context, logged = make_context(tmp_path, tokenizer, steps_per_epoch=2, num_iterations=2)
     monitor = IterationMonitor(context)
     state, control = TrainerState(), TrainerControl()
-    context.clock.current = 0
+    context.start_iteration(IterationPoint(0, global_step=0))
     steps = {1: ([1.0, 3.0], [0.0, 0.0]), 2: ([20.0, 30.0], [1.0, 1.0]), 3: ([0.01, 0.02], [0.0, 0.0])}
     with caplog.at_level("WARNING"):
         for step, (current, saturated) in steps.items():
             if step == 3:
-                context.clock.current = 1
+                context.start_iteration(IterationPoint(1, global_step=2))
             context.metrics.add_columns("train", _step_columns(current, saturated))
             context.metrics.add_columns("eval", _step_columns([99.0], [1.0]))  # evaluation is not training
             state.global_step = step
@@ -247,8 +247,9 @@ def test_the_monitor_summarises_each_iteration_from_all_its_steps(tmp_path, toke
     checkpoint = str(tmp_path / "checkpoint-3")
     monitor.save(checkpoint)
     resumed_context, resumed_logged = make_context(tmp_path, tokenizer, steps_per_epoch=2, num_iterations=2)
-    resumed_context.resumed_from_checkpoint = checkpoint
-    resumed_context.clock.current = 1
+    resumed_context.start_train(resumed_from_checkpoint=checkpoint)  # as the trainer's `train()` does
+    resumed_context.clock.set_steps_per_epoch(2)  # as `train()` does once it has sized the dataloader
+    resumed_context.start_iteration(IterationPoint(1, global_step=3))
     resumed = IterationMonitor(resumed_context)
     state.global_step = 3
     resumed.on_train_begin(resumed_context.args, state, control)
@@ -267,7 +268,7 @@ def test_the_monitor_summarises_each_iteration_from_all_its_steps(tmp_path, toke
 def test_the_monitor_raises_the_saturation_alarm(tmp_path, tokenizer, caplog):
     context, _ = make_context(tmp_path, tokenizer, steps_per_epoch=1)
     monitor = IterationMonitor(context)
-    context.clock.current = 0
+    context.start_iteration(IterationPoint(0, global_step=0))
     context.metrics.add_columns("train", _step_columns([20.0, 30.0, 1.0], [1.0, 1.0, 0.0]))
     state = TrainerState(global_step=1)
     with caplog.at_level("WARNING"):
@@ -294,7 +295,7 @@ def test_the_scorer_scores_greedy_responses_once_per_label(tmp_path, tokenizer, 
     scoring = ScoringCallback(context, scorer, held_out, encode)
     state, control = TrainerState(), TrainerControl()
     scoring.on_train_begin(context.args, state, control)
-    context.clock.current = 0
+    context.start_iteration(IterationPoint(0, global_step=0))
     for step in (1, 2, 3):
         state.global_step = step
         with caplog.at_level("ERROR"):

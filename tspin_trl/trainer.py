@@ -30,7 +30,6 @@ from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable_dropout_in_model, get_config_model_id
 
 from .attention import dense_block_mask, flex_block_mask, packed_attention_backend
-from .cache import model_fingerprint, tokenizer_fingerprint
 from .checked_io import atomic_write, follow_umask
 from .checkpoints import (
     CheckpointLoadError,
@@ -42,14 +41,13 @@ from .checkpoints import (
     last_checkpoint_on_every_node,
     last_complete_checkpoint,
 )
-from .clock import IterationClock
+from .clock import IterationClock, IterationPoint
 from .collator import ROLES as COLLATED_ROLES
 from .collator import DataCollatorForTriplet
 from .compat import quiet_checkpointing_renames, score_response_positions_only
 from .config import TSPINConfig
 from .context import RunContext
 from .data import TripletDataset, TripletTokenizer, check_columns, eos_token_ids, tokenize_dataset
-from .generation import PolicySampler
 from .locks import RunLock
 from .loss import tspin_loss
 from .metrics import MetricsLog, per_example_metrics
@@ -397,42 +395,25 @@ class TSPINTrainer(_BaseTrainer):
         self.metrics = MetricsLog(emit=super().log)
         self._metric_key_prefix = "eval"
         self._triplet_tokenizer = triplet_tokenizer
-        self.clock = IterationClock.from_config(args)
-        self.policy = ObjectivePolicy.from_config(args, own_synthetic=train_dataset.has("synthetic"))
-        self.precompute_ref_logps = self.policy.uses_reference
         self._steps_settings = (args.max_steps, args.num_iterations)
-        self.beta = self.policy.beta_for(0)
-        self.alpha = self.policy.alpha_for(0)
         self.run_folder = RunFolder(args.output_dir)
         self._run_lock = RunLock(self.run_folder.lock_path)
         self.node_layout = NodeLayout(1, True)  # found out at the start of `train()`
-        self.context = RunContext(
-            args=args,
-            accelerator=self.accelerator,
-            clock=self.clock,
-            policy=self.policy,
-            folder=self.run_folder,
+        self.context = RunContext.build(
+            args,
+            self.accelerator,
+            self.model,
+            processing_class,
             metrics=self.metrics,
-            sampler=PolicySampler(
-                self.accelerator,
-                policy=lambda: self.model_wrapped,
-                backend_factory=functools.partial(
-                    make_generation_backend, args, self.model, self.accelerator, processing_class
-                ),
-                pad_token_id=processing_class.pad_token_id,
-                eos_ids=self.eos_token_ids,
-                batch_size=args.generation_batch_size,
-                guard=lambda what: self._check_policy_is_finite(f"before {what[:1].lower()}{what[1:]}"),
+            sampled_model=lambda: self.model_wrapped,
+            backend_factory=functools.partial(
+                make_generation_backend, args, self.model, self.accelerator, processing_class
             ),
-            tokenizer=processing_class,
-            vocab_size=max(len(processing_class), self.model.config.get_text_config().vocab_size),
+            guard=lambda what: self._check_policy_is_finite(f"before {what[:1].lower()}{what[1:]}"),
             compute_logps=self.compute_dataset_logps,
-            start_iteration=self.start_iteration,
-            # Identity of the initial policy, taken before any sharding or training; it keys the proto cache.
-            initial_identity={
-                "initial_model": model_fingerprint(self.model),
-                "tokenizer": tokenizer_fingerprint(processing_class),
-            },
+            on_iteration_start=self._on_iteration_start,
+            own_synthetic=train_dataset.has("synthetic"),
+            eos_ids=self.eos_token_ids,
         )
 
         datasets = {"train": train_dataset}
@@ -474,25 +455,52 @@ class TSPINTrainer(_BaseTrainer):
     # ---- self-play state ------------------------------------------------------------------------------------------
 
     @property
+    def clock(self) -> IterationClock:
+        """The run's iteration clock (the context's: rebuilt from the settings as `train()` starts)."""
+        return self.context.clock
+
+    @property
+    def policy(self) -> ObjectivePolicy:
+        """The objective's policy (the context's: rebuilt from the settings as `train()` starts)."""
+        return self.context.policy
+
+    @property
     def iteration(self) -> int:
         """The self-play iteration whose triplets are loaded (0 before training)."""
         return self.clock.current or 0
 
+    @property
+    def alpha(self) -> float:
+        """The reward scale of the current iteration, as the policy decides it."""
+        return self.policy.alpha_for(self.iteration)
+
+    @property
+    def beta(self) -> float:
+        """The historical term's weight in the current iteration, as the policy decides it."""
+        return self.policy.beta_for(self.iteration)
+
+    @property
+    def precompute_ref_logps(self) -> bool:
+        """As `DPOTrainer`'s: whether reference log-probs are precomputed (once per iteration, for `objective="spin"`
+        or `"tspin_ref"`); T-SPIN never loads a reference model."""
+        return self.policy.uses_reference
+
     def start_iteration(self, iteration: int) -> None:
-        """Make `iteration` the current one: its alpha and beta for the loss, and, when every iteration is its own run
-        (`restart_each_iteration`) and the previous iteration's optimizer steps are behind, a fresh optimizer state.
+        """Make `iteration` the current one, as self-play does at its boundary: its alpha and beta for the loss, and a
+        fresh optimizer state when it starts here (see [`_on_iteration_start`])."""
+        self.context.start_iteration(self.clock.point(iteration, self.state.global_step))
+
+    def _on_iteration_start(self, point: IterationPoint) -> None:
+        """The trainer's part of starting an iteration: when every iteration is its own run (`restart_each_iteration`)
+        and the previous iteration's optimizer steps are behind, a fresh optimizer state.
 
         The learning-rate schedule needs no action: it is a function of the step (see [`create_scheduler`]). Resuming
         in the middle of an iteration keeps the checkpoint's optimizer state.
         """
-        self.clock.current = iteration
-        self.beta = self.policy.beta_for(iteration)
-        self.alpha = self.policy.alpha_for(iteration)
-        at_start = self.clock.at_start(iteration, self.state.global_step)
-        if self.args.restart_each_iteration and iteration > 0 and at_start and self.optimizer is not None:
+        if self.args.restart_each_iteration and point.iteration > 0 and point.at_start and self.optimizer is not None:
             cleared = _reset_optimizer_state(self.optimizer)
             self.metrics.record("self_play/optimizer_states_reset", float(cleared))
-            logger.info("Iteration %d: optimizer state reset (%d parameter states cleared).", iteration, cleared)
+            logger.info("Iteration %d: optimizer state reset (%d parameter states cleared).", point.iteration, cleared)
 
     # ---- training loop ----------------------------------------------------------------------------------------------
 
@@ -505,18 +513,10 @@ class TSPINTrainer(_BaseTrainer):
                 "`trainer.train(resume_from_checkpoint=True)`, or start a new self-play run from the trained model with "
                 "a new trainer: `TSPINTrainer(model=trainer.model, args=..., ...)` (a new `output_dir`)."
             )
-        self._apply_settings()
+        self._check_settings()
         self.metrics.clear()  # what an interrupted step of an earlier call recorded
-        output_dir = self.args.output_dir
-        self.node_layout = detect_node_layout(output_dir, self.accelerator)
-        self.node_layout.check_writers(output_dir, self.args.save_on_each_node)
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = last_checkpoint_on_every_node(
-                output_dir, self.accelerator, self.node_layout.num_nodes
-            )
-        elif resume_from_checkpoint and self.node_layout.num_nodes > 1:
-            check_complete_on_every_node(resume_from_checkpoint, self.accelerator)
-        self.context.resumed_from_checkpoint = resume_from_checkpoint or None
+        resume_from_checkpoint = self._checkpoint_to_resume(resume_from_checkpoint)
+        self._start_run_parts(resume_from_checkpoint or None)
         if self.args.should_save:
             self._run_lock.acquire()
         try:
@@ -524,10 +524,10 @@ class TSPINTrainer(_BaseTrainer):
         finally:
             self._run_lock.release()
 
-    def _apply_settings(self) -> None:
+    def _check_settings(self) -> None:
         """Read the settings as `train()` starts, as transformers reads its own: a field changed on `trainer.args`
-        after construction is validated and takes effect (iterations, objective, sampling, ...), or, where the
-        prepared data or model were built with it, is refused naming it."""
+        after construction is validated and takes effect (iterations, objective, sampling, ...; see
+        [`_start_run_parts`]), or, where the prepared data or model were built with it, is refused naming it."""
         args = self.args
         if args is not self.context.args:
             raise ValueError(
@@ -549,19 +549,31 @@ class TSPINTrainer(_BaseTrainer):
                 f"trainer.args changed after the trainer was built: {', '.join(changed)}. The data, collator and model "
                 "were prepared with the old values; build a new TSPINTrainer with the new settings."
             )
+
+    def _checkpoint_to_resume(self, resume_from_checkpoint: str | bool | None) -> str | bool | None:
+        """The node layout of `output_dir`, and the checkpoint `resume_from_checkpoint=True` means: the last one
+        complete on every node (a named one is checked complete on every node)."""
+        output_dir = self.args.output_dir
+        self.node_layout = detect_node_layout(output_dir, self.accelerator)
+        self.node_layout.check_writers(output_dir, self.args.save_on_each_node)
+        if resume_from_checkpoint is True:
+            return last_checkpoint_on_every_node(output_dir, self.accelerator, self.node_layout.num_nodes)
+        if resume_from_checkpoint and self.node_layout.num_nodes > 1:
+            check_complete_on_every_node(resume_from_checkpoint, self.accelerator)
+        return resume_from_checkpoint
+
+    def _start_run_parts(self, resumed_from_checkpoint: str | None) -> None:
+        """The run's clock and policy built again from the settings as they are now (by the context, their owner), and
+        transformers' epoch count set to the clock's."""
         epochs = self.clock.num_train_epochs
-        self.clock = self.context.clock = IterationClock.from_config(args)
-        if args.num_train_epochs not in (epochs, self.clock.num_train_epochs):
+        self.context.start_train(resumed_from_checkpoint)
+        if self.args.num_train_epochs not in (epochs, self.clock.num_train_epochs):
             logger.warning(
                 "`num_train_epochs=%s` is ignored: T-SPIN runs `num_iterations * epochs_per_iteration = %d` epochs.",
-                args.num_train_epochs,
+                self.args.num_train_epochs,
                 self.clock.num_train_epochs,
             )
-        args.num_train_epochs = self.clock.num_train_epochs
-        self.policy = self.context.policy = ObjectivePolicy.from_config(args, own_synthetic=self.policy.own_synthetic)
-        self.beta = self.policy.beta_for(0)
-        self.alpha = self.policy.alpha_for(0)
-        self.context.sampler.batch_size = args.generation_batch_size
+        self.args.num_train_epochs = self.clock.num_train_epochs
 
     def _probe_checkpointing(self) -> None:
         """The preflight's checkpoint check: save the model as a checkpoint does (every process takes part, as in a

@@ -149,52 +149,31 @@ def make_context(
 ):
     """
     A [`~tspin_trl.context.RunContext`] from real parts (config, clock, policy, run folder, metrics log, a sampler over
-    the tiny model), for testing the callbacks without a trainer.
+    the tiny model), built by the factory the trainer uses ([`RunContext.build`]), for testing the callbacks without a
+    trainer. It computes no log-probs (`compute_logps=None`); set `steps_per_epoch` for a clock that knows its steps.
 
     Returns:
         `tuple[RunContext, list[dict]]`: the context, and the list the lines it logs are collected in.
     """
     from accelerate import Accelerator
 
-    from ..cache import model_fingerprint, tokenizer_fingerprint
-    from ..clock import IterationClock
     from ..context import RunContext
-    from ..data import eos_token_ids
-    from ..generation import HFGenerationBackend, PolicySampler
+    from ..generation import HFGenerationBackend
     from ..metrics import MetricsLog
-    from ..objective import ObjectivePolicy
-    from ..run_folder import RunFolder
 
     args = make_config(output_dir, **config)
     model = model or build_tiny_model(tokenizer)
-    accelerator = Accelerator(cpu=True)
-    clock = IterationClock.from_config(args)
-    if steps_per_epoch is not None:
-        clock.set_steps_per_epoch(steps_per_epoch)
     logged: list[dict] = []
-
-    def start_iteration(iteration: int) -> None:
-        clock.current = iteration
-
-    context = RunContext(
-        args=args,
-        accelerator=accelerator,
-        clock=clock,
-        policy=ObjectivePolicy.from_config(args, own_synthetic=False),
-        folder=RunFolder(args.output_dir),
+    context = RunContext.build(
+        args,
+        Accelerator(cpu=True),
+        model,
+        tokenizer,
         metrics=MetricsLog(emit=logged.append),
-        sampler=PolicySampler(
-            accelerator,
-            policy=lambda: model,
-            backend_factory=HFGenerationBackend,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_ids=eos_token_ids(tokenizer, model.generation_config),
-            batch_size=args.generation_batch_size,
-        ),
-        tokenizer=tokenizer,
-        vocab_size=len(tokenizer),
+        sampled_model=lambda: model,
+        backend_factory=HFGenerationBackend,
         compute_logps=None,
-        start_iteration=start_iteration,
-        initial_identity={"initial_model": model_fingerprint(model), "tokenizer": tokenizer_fingerprint(tokenizer)},
     )
+    if steps_per_epoch is not None:
+        context.clock.set_steps_per_epoch(steps_per_epoch)
     return context, logged

@@ -98,7 +98,6 @@ class SelfPlayCallback(TrainerCallback):
         self.loaded_iteration = None
         self.final_measured = False
         self.selections = {}
-        context.clock.current = None
         self._compute_identity()
         main_decides(
             context.accelerator,
@@ -145,7 +144,7 @@ class SelfPlayCallback(TrainerCallback):
             dataset.include_proto = "proto" in policy.roles_for(iteration)
             selection = self.selections.get(iteration) if name == "train" else None
             dataset.serve(selection.served_rows() if selection is not None else None)
-        context.start_iteration(iteration)
+        context.start_iteration(context.clock.point(iteration, global_step))
         self.loaded_iteration = iteration
         settings = {
             "alpha": policy.alpha_for(iteration),
