@@ -81,7 +81,8 @@ class IterationClock:
         return self._current
 
     def enter(self, iteration: int) -> None:
-        """Make `iteration` the current one: the only writer of [`current`] (called by `RunContext.start_iteration`)."""
+        """Make `iteration` the current one: the only writer of [`current`] (called by
+        `RunContext.start_iteration`)."""
         self._current = iteration
 
     def point(self, iteration: int, global_step: int) -> IterationPoint:

@@ -56,7 +56,7 @@ from .objective import ObjectivePolicy
 from .preflight import PreflightCallback
 from .run_folder import RunFolder, check_dataset_name
 from .scoring import ScoringCallback
-from .self_play import SelfPlayCallback
+from .self_play import EvaluationResponses, SelfPlayCallback
 from .vllm_backend import make_generation_backend
 
 
@@ -368,6 +368,9 @@ class TSPINTrainer(_BaseTrainer):
         elif eval_dataset is not None:
             datasets["eval"] = eval_dataset
         self.self_play = SelfPlayCallback(self.context, datasets)
+        self.evaluation = EvaluationResponses(
+            self.context, self.self_play.responses, self.self_play.files, self.self_play.compute_identity
+        )
         self.monitor = IterationMonitor(self.context)
         self.add_callback(self.self_play)
         if self.args.preflight:
@@ -742,8 +745,8 @@ class TSPINTrainer(_BaseTrainer):
 
         A dataset passed here (a `Dataset`, `IterableDataset`, `DatasetDict` or dict of them, in any format the
         training data accepts) is prepared like the evaluation sets given at init: tokenised, then filled with
-        responses by self-play (see [`SelfPlayCallback.prepare_for_evaluation`]). A dict or `DatasetDict` is evaluated
-        set by set, each under `eval_<name>_` (the loss and T-SPIN's metrics alike).
+        responses by self-play (see [`~tspin_trl.self_play.EvaluationResponses.prepare`]). A dict or `DatasetDict` is
+        evaluated set by set, each under `eval_<name>_` (the loss and T-SPIN's metrics alike).
         """
         if eval_dataset is None and isinstance(self.eval_dataset, dict):
             eval_dataset = self.eval_dataset  # each set under eval_<name>_, as transformers does
@@ -794,7 +797,7 @@ class TSPINTrainer(_BaseTrainer):
             copy = TripletDataset(
                 [dict(example) for example in dataset.examples], num_source_rows=dataset.num_source_rows
             )
-            self.self_play.prepare_for_evaluation(check_dataset_name(name or "eval"), copy, self.state.global_step)
+            self.evaluation.prepare(check_dataset_name(name or "eval"), copy, self.state.global_step)
             return copy
         if not isinstance(dataset, (Dataset, IterableDataset)):
             raise TypeError(
@@ -803,7 +806,7 @@ class TSPINTrainer(_BaseTrainer):
             )
         name = check_dataset_name(name or "eval")
         prepared = tokenize_dataset(dataset, check_columns(dataset, name), self._triplet_tokenizer, name)
-        self.self_play.prepare_for_evaluation(name, prepared, self.state.global_step)
+        self.evaluation.prepare(name, prepared, self.state.global_step)
         return prepared
 
     # ---- used by self-play at iteration boundaries ---------------------------------------------------------------
@@ -973,7 +976,7 @@ class TSPINTrainer(_BaseTrainer):
                 atomic_write(os.path.join(folder, "latest"), os.path.basename(tags[0]))
 
 
-# ---- set-up steps that need no trainer -------------------------------------------------------------------------------
+# ---- set-up steps that need no trainer ---------------------------------------------------------------------------
 
 
 def _checked_args(model: "str | PreTrainedModel", args: TSPINConfig | None, ref_model: None) -> TSPINConfig:
