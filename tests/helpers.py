@@ -8,9 +8,18 @@ from tspin_trl.demo.builders import (
     StopAfter,
     make_config,
     make_context,
+    model_logps,
     self_play_trainer,
     sorting_rows,
 )
 
 
-__all__ = ["SELF_PLAY_SETTINGS", "StopAfter", "make_config", "make_context", "self_play_trainer", "sorting_rows"]
+__all__ = [
+    "SELF_PLAY_SETTINGS",
+    "StopAfter",
+    "make_config",
+    "make_context",
+    "model_logps",
+    "self_play_trainer",
+    "sorting_rows",
+]

