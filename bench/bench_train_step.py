@@ -157,6 +157,10 @@ def settings_from_args(args) -> Settings:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+# `tspin` and `tspin_pair` share one trainer: iteration 0 with the historical term (beta 0.1), iteration 1 without
+TSPIN_PAIR_SCHEDULE = {"num_iterations": 2, "beta_schedule": [0.1, 0.0]}
+
+
 @dataclass
 class Contender:
     name: str
@@ -164,14 +168,18 @@ class Contender:
     batches: list
     build_s: float
     precompute_s: float = 0.0
-    beta: float | None = None
+    iteration: int | None = None  # the self-play iteration whose beta the contender trains with (see `build`)
+
+    def enter_iteration(self) -> None:
+        """Make the contender's iteration the trainer's current one (a trainer shared by two contenders)."""
+        if self.iteration is not None:
+            self.trainer.start_iteration(self.iteration)
 
     def step_fn(self):
         step = make_step(self.trainer)
 
         def run(batch):
-            if self.beta is not None:
-                self.trainer.beta = self.beta
+            self.enter_iteration()
             return step(batch)
 
         return run
@@ -189,19 +197,20 @@ def build(settings: Settings, names: tuple[str, ...], workdir: str, tokenizer, d
         if name in ("tspin", "tspin_pair"):
             if tspin is None:
                 model = load_pretrained(model_path, dtype=settings.dtype, device=settings.device)
+                # one trainer for both: iteration 0 trains with the proto term (beta 0.1), iteration 1 without it
                 tspin = tspin_trainer(model, tokenizer, data.tspin_rows(), response_max=data.response_max,
                                       output_dir=os.path.join(workdir, "tspin"), **common,
-                                      **settings.tspin_args)  # fmt: skip
+                                      **(TSPIN_PAIR_SCHEDULE | settings.tspin_args))  # fmt: skip
             proto = name == "tspin"
             batches = tspin_batches(tspin, settings.batch_size, num_batches, proto=proto)
-            out[name] = Contender(name, tspin, batches, time.perf_counter() - start, beta=0.1 if proto else 0.0)
+            out[name] = Contender(name, tspin, batches, time.perf_counter() - start, iteration=0 if proto else 1)
         elif name == "tspin_stacked":
             model = load_pretrained(model_path, dtype=settings.dtype, device=settings.device)
             trainer = tspin_trainer(model, tokenizer, data.tspin_rows(), response_max=data.response_max,
                                     output_dir=os.path.join(workdir, name), **common,
                                     **{**settings.tspin_args, "share_prompt": False})  # fmt: skip
             batches = tspin_batches(trainer, settings.batch_size, num_batches, proto=True)
-            out[name] = Contender(name, trainer, batches, time.perf_counter() - start, beta=0.1)
+            out[name] = Contender(name, trainer, batches, time.perf_counter() - start)  # beta 0.1 (own synthetic)
         elif name in ("dpo_spin", "dpo_precompute"):
             precompute = name == "dpo_precompute"
             timer = _PrecomputeTimer() if precompute else None
@@ -326,6 +335,8 @@ def run(settings: Settings) -> dict:
                     continue
                 trainer = contenders[name].trainer
                 trainer.args.num_train_epochs = 1
+                if name == "tspin":  # one iteration with the proto term (`train()` reads the settings as it starts)
+                    trainer.args.num_iterations, trainer.args.beta_schedule = 1, None
                 seconds, _ = timed(trainer.train)
                 results["epoch"][name] = {"seconds": seconds, "examples": len(data.rows),
                                           "seconds_per_example": seconds / len(data.rows)}  # fmt: skip

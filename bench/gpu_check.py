@@ -147,8 +147,7 @@ def train_step(args, device: str) -> dict:
         results["profile"] = {}
         if args.profile:
             for name, c in contenders.items():
-                if c.beta is not None:
-                    c.trainer.beta = c.beta
+                c.enter_iteration()
                 results["profile"][name] = P.profile(c.trainer, c.batches, steps=1, device=device)
     return results
 

@@ -239,8 +239,7 @@ def main(argv=None) -> dict:
         contenders = T.build(settings, settings.contenders, workdir, tokenizer, data, path)
         profiles = {}
         for name, c in contenders.items():
-            if c.beta is not None:
-                c.trainer.beta = c.beta
+            c.enter_iteration()
             profiles[name] = profile(c.trainer, c.batches, args.steps, device)
     print_table(f"time per step by category ({args.preset}, batch {args.batch_size}, {device})",
                   ["category", *profiles], table_rows(profiles))  # fmt: skip

@@ -7,6 +7,30 @@ every other module asks this object instead of computing it.
 """
 
 import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class IterationPoint:
+    """
+    Where the run stands when an iteration's triplets are prepared: the clock's answers, taken once and handed on.
+
+    Args:
+        iteration (`int`):
+            The iteration being prepared.
+        global_step (`int`):
+            Optimizer steps taken so far (`state.global_step`).
+        begun (`bool`):
+            Whether training on `iteration` has taken a step already (a resume in its middle): its responses must
+            exist, regenerating them would sample from a partly trained policy.
+        at_start (`bool`):
+            Whether `global_step` is exactly where `iteration` starts (not a resume in its middle).
+    """
+
+    iteration: int
+    global_step: int
+    begun: bool = False
+    at_start: bool = False
 
 
 class IterationClock:
@@ -45,12 +69,27 @@ class IterationClock:
         self.num_iterations = num_iterations
         self.epochs_per_iteration = epochs_per_iteration
         self.steps_per_epoch: int | None = None
-        #: The iteration whose triplets are loaded (training on them, or about to); `None` before the first.
-        self.current: int | None = None
+        self._current: int | None = None
 
     @classmethod
     def from_config(cls, args) -> "IterationClock":
         return cls(args.num_iterations, args.epochs_per_iteration)
+
+    @property
+    def current(self) -> int | None:
+        """The iteration whose triplets are loaded (training on them, or about to); `None` before the first."""
+        return self._current
+
+    def enter(self, iteration: int) -> None:
+        """Make `iteration` the current one: the only writer of [`current`] (called by
+        `RunContext.start_iteration`)."""
+        self._current = iteration
+
+    def point(self, iteration: int, global_step: int) -> IterationPoint:
+        """Where `iteration` stands at `global_step`: whether its training has begun, or starts exactly here."""
+        return IterationPoint(
+            iteration, global_step, self.has_begun(iteration, global_step), self.at_start(iteration, global_step)
+        )
 
     @property
     def num_train_epochs(self) -> int:

@@ -5,7 +5,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -428,8 +428,9 @@ class PolicySampler:
             Builds the run's backend (`model.generate`, or a vLLM engine/connection), once per `train()`.
         pad_token_id (`int`), eos_ids (`list[int]`):
             Padding and end-of-sequence tokens.
-        batch_size (`int`, *optional*):
-            Prompts per `generate` call and process (automatic if unset).
+        batch_size (`Callable[[], int | None]`, *optional*):
+            Returns the prompts per `generate` call and process (automatic if it returns `None`), read at every pass:
+            the run's `generation_batch_size` as it is then.
         guard (`Callable[[str], None]`, *optional*):
             Called before every pass with its description; raises when the policy must not be sampled (its weights are
             not finite). Collective: every process calls it.
@@ -442,7 +443,7 @@ class PolicySampler:
         backend_factory: Any,
         pad_token_id: int,
         eos_ids: Sequence[int],
-        batch_size: int | None = None,
+        batch_size: Callable[[], int | None] | None = None,
         guard: Any = None,
     ):
         self.guard = guard
@@ -490,7 +491,7 @@ class PolicySampler:
             sampling=sampling,
             pad_token_id=self.pad_token_id,
             eos_ids=self.eos_ids,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size() if self.batch_size is not None else None,
             seed=seed,
             chunk_store=chunk_store,
             description=description,

@@ -30,7 +30,6 @@ from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable_dropout_in_model, get_config_model_id
 
 from .attention import dense_block_mask, flex_block_mask, packed_attention_backend
-from .cache import model_fingerprint, tokenizer_fingerprint
 from .checked_io import atomic_write, follow_umask
 from .checkpoints import (
     CheckpointLoadError,
@@ -42,14 +41,13 @@ from .checkpoints import (
     last_checkpoint_on_every_node,
     last_complete_checkpoint,
 )
-from .clock import IterationClock
+from .clock import IterationClock, IterationPoint
 from .collator import ROLES as COLLATED_ROLES
 from .collator import DataCollatorForTriplet
 from .compat import quiet_checkpointing_renames, score_response_positions_only
 from .config import TSPINConfig
 from .context import RunContext
 from .data import TripletDataset, TripletTokenizer, check_columns, eos_token_ids, tokenize_dataset
-from .generation import PolicySampler
 from .locks import RunLock
 from .loss import tspin_loss
 from .metrics import MetricsLog, per_example_metrics
@@ -58,7 +56,7 @@ from .objective import ObjectivePolicy
 from .preflight import PreflightCallback
 from .run_folder import RunFolder, check_dataset_name
 from .scoring import ScoringCallback
-from .self_play import SelfPlayCallback
+from .self_play import EvaluationResponses, SelfPlayCallback
 from .vllm_backend import make_generation_backend
 
 
@@ -207,111 +205,55 @@ class TSPINTrainer(_BaseTrainer):
         scorer_dataset: Dataset | None = None,
         ref_model: None = None,
     ):
-        if args is None:
-            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
-            args = TSPINConfig(f"{str(model_name).split('/')[-1]}-TSPIN")
-        elif not isinstance(args, TSPINConfig):
-            raise TypeError(f"`args` must be a TSPINConfig, got {type(args).__name__}.")
-        if ref_model is not None:
-            raise ValueError(
-                "TSPINTrainer takes no `ref_model`: T-SPIN is reference-free, and `objective='spin'`/`'tspin_ref'` "
-                "compute the reference log-probs from the policy at the start of each iteration. Remove `ref_model`."
-            )
-
-        # Validate the data before loading anything
-        if train_dataset is None:
-            raise ValueError("`train_dataset` is required.")
-        eval_datasets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
-        eval_datasets = {name: dataset for name, dataset in eval_datasets.items() if dataset is not None}
-        for name, dataset in {"train_dataset": train_dataset, **eval_datasets}.items():
-            if not isinstance(dataset, (Dataset, IterableDataset)):
-                raise TypeError(
-                    f"`{name}` must be a `datasets.Dataset` or `IterableDataset`, got {type(dataset).__name__}. Wrap "
-                    "a list of rows with `datasets.Dataset.from_list(rows)`."
-                )
-        for name in eval_datasets:
-            check_dataset_name(name)
-        data_formats = {"train": check_columns(train_dataset, "train")}
-        data_formats.update({name: check_columns(dataset, name) for name, dataset in eval_datasets.items()})
-
-        # Model
+        args = _checked_args(model, args, ref_model)
+        eval_datasets, data_formats = _checked_datasets(train_dataset, eval_dataset)
         set_seed(args.seed)  # PEFT initialises adapters randomly
-        if isinstance(model, str):
-            model_init_kwargs = dict(args.model_init_kwargs or {})
-            if quantization_config is not None:
-                if "quantization_config" in model_init_kwargs:
-                    raise ValueError(
-                        "`quantization_config` is set both as a trainer argument and in `args.model_init_kwargs`; "
-                        "set it in one place only."
-                    )
-                model_init_kwargs["quantization_config"] = quantization_config
-            if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
-                model_init_kwargs["device_map"] = None
-            model_init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
-            model_revision = model_init_kwargs.get("revision")
-            model = create_model_from_path(model, **model_init_kwargs)
-        else:
-            model_revision = None
-            if args.model_init_kwargs is not None:
-                logger.warning("`model_init_kwargs` is ignored because the model is already instantiated.")
-            if quantization_config is not None:
-                raise ValueError(
-                    "`quantization_config` applies only when the model is given as a string (Hub id or path); "
-                    "quantize your model instance yourself or pass its name instead."
-                )
-        is_quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
-
-        # Tokenizer
-        if processing_class is None:
-            processing_class = AutoTokenizer.from_pretrained(
-                get_config_model_id(model.config), revision=model_revision, trust_remote_code=args.trust_remote_code
+        model, model_revision = _loaded_model(model, args, quantization_config)
+        processing_class = _loaded_tokenizer(model, processing_class, args, model_revision)
+        model = _with_peft(model, peft_config, args)
+        train_dataset, eval_dataset = self._prepare_data(
+            model, processing_class, args, train_dataset, eval_dataset, eval_datasets, data_formats
+        )
+        self._choose_layout(model, args)
+        if data_collator is None:
+            data_collator = DataCollatorForTriplet(
+                pad_token_id=processing_class.pad_token_id,
+                max_length=args.max_length,
+                pad_to_multiple_of=args.pad_to_multiple_of,
+                share_prompt=self.share_prompt,
             )
-        if isinstance(processing_class, ProcessorMixin) or not isinstance(processing_class, PreTrainedTokenizerBase):
-            raise TypeError(
-                f"`processing_class` must be a text tokenizer (PreTrainedTokenizerBase), got "
-                f"{type(processing_class).__name__}. Vision-language processors are not supported."
-            )
-        if processing_class.pad_token is None and processing_class.eos_token is not None:
-            processing_class.pad_token = processing_class.eos_token
-        if processing_class.pad_token is not None:
-            model.config.get_text_config().pad_token_id = processing_class.pad_token_id
-            if getattr(model, "generation_config", None) is not None:
-                model.generation_config.pad_token_id = processing_class.pad_token_id
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        self._finish_model()
+        self._build_run_parts(train_dataset)
+        self._install_callbacks(train_dataset, eval_dataset, scorer, scorer_dataset)
 
-        # PEFT
-        if peft_config is not None:
-            if not is_peft_available():
-                raise ImportError("`peft_config` needs the `peft` library: `pip install tspin-trl[peft]`.")
-            if not isinstance(peft_config, PeftConfig):
-                raise TypeError(f"`peft_config` must be a `peft.PeftConfig`, got {type(peft_config).__name__}.")
-            if is_peft_model(model):
-                raise ValueError(
-                    "You passed a PeftModel together with a `peft_config`: merge and unload the existing adapter "
-                    "first, or pass the PeftModel without `peft_config`."
-                )
-            peft_kwargs = {}
-            if args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3 and not is_quantized:
-                peft_kwargs["autocast_adapter_dtype"] = False  # ZeRO-3 needs one dtype for its persistent params
-            model = get_peft_model(model, peft_config, **peft_kwargs)
-        if is_peft_model(model):
-            if isinstance(model.get_output_embeddings(), BaseTunerLayer):
-                raise ValueError(
-                    "An adapter on `lm_head` is not supported: log-probs are computed from `lm_head.weight` directly, "
-                    "so it would never train. Remove 'lm_head' from `target_modules`."
-                )
-            if args.activation_checkpointing or args.gradient_checkpointing:
-                if args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3:
-                    # transformers 5 reads `activation_checkpointing_kwargs` (`gradient_checkpointing_kwargs` is its
-                    # deprecated alias)
-                    args.activation_checkpointing_kwargs = {
-                        **(args.activation_checkpointing_kwargs or args.gradient_checkpointing_kwargs or {}),
-                        "use_reentrant": True,  # PEFT + ZeRO-3 (trl#2514)
-                    }
-                model.enable_input_require_grads()
+    # ---- set-up, step by step ------------------------------------------------------------------------------------
 
-        # Data
+    def _prepare_data(
+        self,
+        model: PreTrainedModel,
+        processing_class: PreTrainedTokenizerBase,
+        args: TSPINConfig,
+        train_dataset: Dataset | IterableDataset,
+        eval_dataset: Any,
+        eval_datasets: dict[str, Dataset | IterableDataset],
+        data_formats: dict[str, Any],
+    ) -> tuple[TripletDataset, TripletDataset | dict[str, TripletDataset] | None]:
+        """Tokenise the training and evaluation sets into triplet datasets (rows whose prompt leaves no room for a
+        response dropped or cut), warn when generated tokens could not be trained on, and give the evaluation sets
+        back in the form they were passed (one set, or a dict of them)."""
         self.eos_token_ids = eos_token_ids(processing_class, getattr(model, "generation_config", None))
-        triplet_tokenizer = TripletTokenizer(
+        self._triplet_tokenizer = TripletTokenizer(
             processing_class,
             args.max_length,
             args.max_prompt_length,
@@ -320,19 +262,26 @@ class TSPINTrainer(_BaseTrainer):
             max_completion_length=args.max_completion_length,
         )
         train_dataset = tokenize_dataset(
-            train_dataset, data_formats["train"], triplet_tokenizer, "train", mix_previous=args.mix_previous_iteration
+            train_dataset,
+            data_formats["train"],
+            self._triplet_tokenizer,
+            "train",
+            mix_previous=args.mix_previous_iteration,
         )
         prepared_eval = {
-            name: tokenize_dataset(dataset, data_formats[name], triplet_tokenizer, name)
+            name: tokenize_dataset(dataset, data_formats[name], self._triplet_tokenizer, name)
             for name, dataset in eval_datasets.items()
         }
         _warn_unusable_generation_length(args, model, train_dataset)
         if not prepared_eval:
-            eval_dataset = None
-        elif isinstance(eval_dataset, dict):
-            eval_dataset = prepared_eval
-        else:
-            eval_dataset = prepared_eval["eval"]
+            return train_dataset, None
+        if isinstance(eval_dataset, dict):
+            return train_dataset, prepared_eval
+        return train_dataset, prepared_eval["eval"]
+
+    def _choose_layout(self, model: PreTrainedModel, args: TSPINConfig) -> None:
+        """How a batch is laid out and what the forward pass adds: the packed layout behind a shared prompt (and its
+        attention backend) or stacked rows, the Mixture-of-Experts router loss, and `DPOTrainer`'s attributes."""
         self.packed_attention = (
             packed_attention_backend(model, args.packed_attention, args.device, dropout=not args.disable_dropout)
             if args.share_prompt
@@ -361,91 +310,72 @@ class TSPINTrainer(_BaseTrainer):
         # objective uses them, are precomputed from the policy); `padding_free` is the packed layout here
         self.ref_model = None
         self.padding_free = self.share_prompt
-        if data_collator is None:
-            data_collator = DataCollatorForTriplet(
-                pad_token_id=processing_class.pad_token_id,
-                max_length=args.max_length,
-                pad_to_multiple_of=args.pad_to_multiple_of,
-                share_prompt=self.share_prompt,
-            )
 
-        super().__init__(
-            model=model,
-            args=args,
-            data_collator=data_collator,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            compute_metrics=compute_metrics,
-            callbacks=callbacks,
-            optimizers=optimizers,
-        )
-        if args.n_gpu > 1:
+    def _finish_model(self) -> None:
+        """What follows transformers' set-up of the model: refuse `nn.DataParallel`, turn dropout off (if asked), put
+        in the fused head (per-token log-probs in tiles, without the `(batch, seq_len, vocab)` logits), tag it."""
+        if self.args.n_gpu > 1:
             raise ValueError(
                 "TSPINTrainer does not support `nn.DataParallel` (several GPUs visible to one process). Launch with "
                 "`accelerate launch` or `torchrun`, or make one GPU visible with `CUDA_VISIBLE_DEVICES`."
             )
-
-        if args.disable_dropout:
+        if self.args.disable_dropout:
             disable_dropout_in_model(self.model)
-        # Per-token log-probs in tiles, without materialising the (batch, seq_len, vocab) logits
         add_fused_lm_head(self.model.get_base_model() if is_peft_model(self.model) else self.model)
         self.model.add_model_tags(self._tag_names)
 
-        # What the prepared data, collator and model were built with: `train()` refuses a later change to these
+    def _build_run_parts(self, train_dataset: TripletDataset) -> None:
+        """The run's parts, once: what the prepared data was built with (`train()` refuses a later change to it), the
+        metrics log, the run folder and its lock, and the [`RunContext`] (clock, policy, sampler, ...) the callbacks
+        use, built by the factory the tests use too."""
+        args = self.args
         self._prepared_with = {name: getattr(args, name) for name in PREPARED_WITH}
+        self._steps_settings = (args.max_steps, args.num_iterations)
         self.metrics = MetricsLog(emit=super().log)
         self._metric_key_prefix = "eval"
-        self._triplet_tokenizer = triplet_tokenizer
-        self.clock = IterationClock.from_config(args)
-        self.policy = ObjectivePolicy.from_config(args, own_synthetic=train_dataset.has("synthetic"))
-        self.precompute_ref_logps = self.policy.uses_reference
-        self._steps_settings = (args.max_steps, args.num_iterations)
-        self.beta = self.policy.beta_for(0)
-        self.alpha = self.policy.alpha_for(0)
         self.run_folder = RunFolder(args.output_dir)
         self._run_lock = RunLock(self.run_folder.lock_path)
         self.node_layout = NodeLayout(1, True)  # found out at the start of `train()`
-        self.context = RunContext(
-            args=args,
-            accelerator=self.accelerator,
-            clock=self.clock,
-            policy=self.policy,
-            folder=self.run_folder,
+        self.context = RunContext.build(
+            args,
+            self.accelerator,
+            self.model,
+            self.processing_class,
             metrics=self.metrics,
-            sampler=PolicySampler(
-                self.accelerator,
-                policy=lambda: self.model_wrapped,
-                backend_factory=functools.partial(
-                    make_generation_backend, args, self.model, self.accelerator, processing_class
-                ),
-                pad_token_id=processing_class.pad_token_id,
-                eos_ids=self.eos_token_ids,
-                batch_size=args.generation_batch_size,
-                guard=lambda what: self._check_policy_is_finite(f"before {what[:1].lower()}{what[1:]}"),
+            sampled_model=lambda: self.model_wrapped,
+            backend_factory=functools.partial(
+                make_generation_backend, args, self.model, self.accelerator, self.processing_class
             ),
-            tokenizer=processing_class,
-            vocab_size=max(len(processing_class), self.model.config.get_text_config().vocab_size),
+            guard=lambda what: self._check_policy_is_finite(f"before {what[:1].lower()}{what[1:]}"),
             compute_logps=self.compute_dataset_logps,
-            start_iteration=self.start_iteration,
-            # Identity of the initial policy, taken before any sharding or training; it keys the proto cache.
-            initial_identity={
-                "initial_model": model_fingerprint(self.model),
-                "tokenizer": tokenizer_fingerprint(processing_class),
-            },
+            on_iteration_start=self._on_iteration_start,
+            own_synthetic=train_dataset.has("synthetic"),
+            eos_ids=self.eos_token_ids,
         )
 
+    def _install_callbacks(
+        self,
+        train_dataset: TripletDataset,
+        eval_dataset: TripletDataset | dict[str, TripletDataset] | None,
+        scorer: Callable[[list[str], list[dict[str, Any]]], float] | None,
+        scorer_dataset: Dataset | None,
+    ) -> None:
+        """The self-play callback over every dataset it fills (`"train"`, then `"eval"` or `"eval_<name>"`) and the
+        `evaluate()` service beside it, the preflight (if on), the iteration monitor, and the scorer (if given)."""
         datasets = {"train": train_dataset}
         if isinstance(eval_dataset, dict):
             datasets.update({f"eval_{name}": dataset for name, dataset in eval_dataset.items()})
         elif eval_dataset is not None:
             datasets["eval"] = eval_dataset
         self.self_play = SelfPlayCallback(self.context, datasets)
+        self.evaluation = EvaluationResponses(
+            self.context, self.self_play.responses, self.self_play.files, self.self_play.compute_identity
+        )
         self.monitor = IterationMonitor(self.context)
         self.add_callback(self.self_play)
-        if args.preflight:
-            will_generate = args.num_iterations > 1 or len(datasets) > 1 or scorer is not None
-            saves = args.save_strategy != "no"
+        if self.args.preflight:
+            will_generate = self.args.num_iterations > 1 or len(datasets) > 1 or scorer is not None
+            saves = self.args.save_strategy != "no"
             self.add_callback(
                 PreflightCallback(
                     self.context, train_dataset, will_generate, self._probe_checkpointing if saves else None
@@ -454,7 +384,7 @@ class TSPINTrainer(_BaseTrainer):
         self.add_callback(self.monitor)
         self.scoring = None
         if scorer is not None or scorer_dataset is not None:
-            self.scoring = ScoringCallback(self.context, scorer, scorer_dataset, triplet_tokenizer)
+            self.scoring = ScoringCallback(self.context, scorer, scorer_dataset, self._triplet_tokenizer)
             self.add_callback(self.scoring)
 
     # ---- data plumbing -------------------------------------------------------------------------------------------
@@ -474,25 +404,52 @@ class TSPINTrainer(_BaseTrainer):
     # ---- self-play state ------------------------------------------------------------------------------------------
 
     @property
+    def clock(self) -> IterationClock:
+        """The run's iteration clock (the context's: rebuilt from the settings as `train()` starts)."""
+        return self.context.clock
+
+    @property
+    def policy(self) -> ObjectivePolicy:
+        """The objective's policy (the context's: rebuilt from the settings as `train()` starts)."""
+        return self.context.policy
+
+    @property
     def iteration(self) -> int:
         """The self-play iteration whose triplets are loaded (0 before training)."""
         return self.clock.current or 0
 
+    @property
+    def alpha(self) -> float:
+        """The reward scale of the current iteration, as the policy decides it."""
+        return self.policy.alpha_for(self.iteration)
+
+    @property
+    def beta(self) -> float:
+        """The historical term's weight in the current iteration, as the policy decides it."""
+        return self.policy.beta_for(self.iteration)
+
+    @property
+    def precompute_ref_logps(self) -> bool:
+        """As `DPOTrainer`'s: whether reference log-probs are precomputed (once per iteration, for `objective="spin"`
+        or `"tspin_ref"`); T-SPIN never loads a reference model."""
+        return self.policy.uses_reference
+
     def start_iteration(self, iteration: int) -> None:
-        """Make `iteration` the current one: its alpha and beta for the loss, and, when every iteration is its own run
-        (`restart_each_iteration`) and the previous iteration's optimizer steps are behind, a fresh optimizer state.
+        """Make `iteration` the current one, as self-play does at its boundary: its alpha and beta for the loss, and a
+        fresh optimizer state when it starts here (see [`_on_iteration_start`])."""
+        self.context.start_iteration(self.clock.point(iteration, self.state.global_step))
+
+    def _on_iteration_start(self, point: IterationPoint) -> None:
+        """The trainer's part of starting an iteration: when every iteration is its own run (`restart_each_iteration`)
+        and the previous iteration's optimizer steps are behind, a fresh optimizer state.
 
         The learning-rate schedule needs no action: it is a function of the step (see [`create_scheduler`]). Resuming
         in the middle of an iteration keeps the checkpoint's optimizer state.
         """
-        self.clock.current = iteration
-        self.beta = self.policy.beta_for(iteration)
-        self.alpha = self.policy.alpha_for(iteration)
-        at_start = self.clock.at_start(iteration, self.state.global_step)
-        if self.args.restart_each_iteration and iteration > 0 and at_start and self.optimizer is not None:
+        if self.args.restart_each_iteration and point.iteration > 0 and point.at_start and self.optimizer is not None:
             cleared = _reset_optimizer_state(self.optimizer)
             self.metrics.record("self_play/optimizer_states_reset", float(cleared))
-            logger.info("Iteration %d: optimizer state reset (%d parameter states cleared).", iteration, cleared)
+            logger.info("Iteration %d: optimizer state reset (%d parameter states cleared).", point.iteration, cleared)
 
     # ---- training loop ----------------------------------------------------------------------------------------------
 
@@ -505,18 +462,10 @@ class TSPINTrainer(_BaseTrainer):
                 "`trainer.train(resume_from_checkpoint=True)`, or start a new self-play run from the trained model with "
                 "a new trainer: `TSPINTrainer(model=trainer.model, args=..., ...)` (a new `output_dir`)."
             )
-        self._apply_settings()
+        self._check_settings()
         self.metrics.clear()  # what an interrupted step of an earlier call recorded
-        output_dir = self.args.output_dir
-        self.node_layout = detect_node_layout(output_dir, self.accelerator)
-        self.node_layout.check_writers(output_dir, self.args.save_on_each_node)
-        if resume_from_checkpoint is True:
-            resume_from_checkpoint = last_checkpoint_on_every_node(
-                output_dir, self.accelerator, self.node_layout.num_nodes
-            )
-        elif resume_from_checkpoint and self.node_layout.num_nodes > 1:
-            check_complete_on_every_node(resume_from_checkpoint, self.accelerator)
-        self.context.resumed_from_checkpoint = resume_from_checkpoint or None
+        resume_from_checkpoint = self._checkpoint_to_resume(resume_from_checkpoint)
+        self._start_run_parts(resume_from_checkpoint or None)
         if self.args.should_save:
             self._run_lock.acquire()
         try:
@@ -524,10 +473,10 @@ class TSPINTrainer(_BaseTrainer):
         finally:
             self._run_lock.release()
 
-    def _apply_settings(self) -> None:
+    def _check_settings(self) -> None:
         """Read the settings as `train()` starts, as transformers reads its own: a field changed on `trainer.args`
-        after construction is validated and takes effect (iterations, objective, sampling, ...), or, where the
-        prepared data or model were built with it, is refused naming it."""
+        after construction is validated and takes effect (iterations, objective, sampling, ...; see
+        [`_start_run_parts`]), or, where the prepared data or model were built with it, is refused naming it."""
         args = self.args
         if args is not self.context.args:
             raise ValueError(
@@ -549,19 +498,31 @@ class TSPINTrainer(_BaseTrainer):
                 f"trainer.args changed after the trainer was built: {', '.join(changed)}. The data, collator and model "
                 "were prepared with the old values; build a new TSPINTrainer with the new settings."
             )
+
+    def _checkpoint_to_resume(self, resume_from_checkpoint: str | bool | None) -> str | bool | None:
+        """The node layout of `output_dir`, and the checkpoint `resume_from_checkpoint=True` means: the last one
+        complete on every node (a named one is checked complete on every node)."""
+        output_dir = self.args.output_dir
+        self.node_layout = detect_node_layout(output_dir, self.accelerator)
+        self.node_layout.check_writers(output_dir, self.args.save_on_each_node)
+        if resume_from_checkpoint is True:
+            return last_checkpoint_on_every_node(output_dir, self.accelerator, self.node_layout.num_nodes)
+        if resume_from_checkpoint and self.node_layout.num_nodes > 1:
+            check_complete_on_every_node(resume_from_checkpoint, self.accelerator)
+        return resume_from_checkpoint
+
+    def _start_run_parts(self, resumed_from_checkpoint: str | None) -> None:
+        """The run's clock and policy built again from the settings as they are now (by the context, their owner), and
+        transformers' epoch count set to the clock's."""
         epochs = self.clock.num_train_epochs
-        self.clock = self.context.clock = IterationClock.from_config(args)
-        if args.num_train_epochs not in (epochs, self.clock.num_train_epochs):
+        self.context.start_train(resumed_from_checkpoint)
+        if self.args.num_train_epochs not in (epochs, self.clock.num_train_epochs):
             logger.warning(
                 "`num_train_epochs=%s` is ignored: T-SPIN runs `num_iterations * epochs_per_iteration = %d` epochs.",
-                args.num_train_epochs,
+                self.args.num_train_epochs,
                 self.clock.num_train_epochs,
             )
-        args.num_train_epochs = self.clock.num_train_epochs
-        self.policy = self.context.policy = ObjectivePolicy.from_config(args, own_synthetic=self.policy.own_synthetic)
-        self.beta = self.policy.beta_for(0)
-        self.alpha = self.policy.alpha_for(0)
-        self.context.sampler.batch_size = args.generation_batch_size
+        self.args.num_train_epochs = self.clock.num_train_epochs
 
     def _probe_checkpointing(self) -> None:
         """The preflight's checkpoint check: save the model as a checkpoint does (every process takes part, as in a
@@ -784,8 +745,8 @@ class TSPINTrainer(_BaseTrainer):
 
         A dataset passed here (a `Dataset`, `IterableDataset`, `DatasetDict` or dict of them, in any format the
         training data accepts) is prepared like the evaluation sets given at init: tokenised, then filled with
-        responses by self-play (see [`SelfPlayCallback.prepare_for_evaluation`]). A dict or `DatasetDict` is evaluated
-        set by set, each under `eval_<name>_` (the loss and T-SPIN's metrics alike).
+        responses by self-play (see [`~tspin_trl.self_play.EvaluationResponses.prepare`]). A dict or `DatasetDict` is
+        evaluated set by set, each under `eval_<name>_` (the loss and T-SPIN's metrics alike).
         """
         if eval_dataset is None and isinstance(self.eval_dataset, dict):
             eval_dataset = self.eval_dataset  # each set under eval_<name>_, as transformers does
@@ -836,7 +797,7 @@ class TSPINTrainer(_BaseTrainer):
             copy = TripletDataset(
                 [dict(example) for example in dataset.examples], num_source_rows=dataset.num_source_rows
             )
-            self.self_play.prepare_for_evaluation(check_dataset_name(name or "eval"), copy, self.state.global_step)
+            self.evaluation.prepare(check_dataset_name(name or "eval"), copy, self.state.global_step)
             return copy
         if not isinstance(dataset, (Dataset, IterableDataset)):
             raise TypeError(
@@ -845,7 +806,7 @@ class TSPINTrainer(_BaseTrainer):
             )
         name = check_dataset_name(name or "eval")
         prepared = tokenize_dataset(dataset, check_columns(dataset, name), self._triplet_tokenizer, name)
-        self.self_play.prepare_for_evaluation(name, prepared, self.state.global_step)
+        self.evaluation.prepare(name, prepared, self.state.global_step)
         return prepared
 
     # ---- used by self-play at iteration boundaries ---------------------------------------------------------------
@@ -1013,6 +974,137 @@ class TSPINTrainer(_BaseTrainer):
             tags = sorted(glob.glob(os.path.join(folder, "global_step*")))
             if len(tags) == 1 and not os.path.isfile(os.path.join(folder, "latest")):
                 atomic_write(os.path.join(folder, "latest"), os.path.basename(tags[0]))
+
+
+# ---- set-up steps that need no trainer ---------------------------------------------------------------------------
+
+
+def _checked_args(model: "str | PreTrainedModel", args: TSPINConfig | None, ref_model: None) -> TSPINConfig:
+    """The configuration: `TSPINConfig("<model name>-TSPIN")` when unset; anything but a `TSPINConfig`, or a
+    `ref_model`, refused."""
+    if args is None:
+        model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+        args = TSPINConfig(f"{str(model_name).split('/')[-1]}-TSPIN")
+    elif not isinstance(args, TSPINConfig):
+        raise TypeError(f"`args` must be a TSPINConfig, got {type(args).__name__}.")
+    if ref_model is not None:
+        raise ValueError(
+            "TSPINTrainer takes no `ref_model`: T-SPIN is reference-free, and `objective='spin'`/`'tspin_ref'` "
+            "compute the reference log-probs from the policy at the start of each iteration. Remove `ref_model`."
+        )
+    return args
+
+
+def _checked_datasets(
+    train_dataset: Dataset | IterableDataset | None, eval_dataset: Any
+) -> tuple[dict[str, Dataset | IterableDataset], dict[str, Any]]:
+    """Validate the data before loading anything: the types, the evaluation sets' names and every set's columns.
+    Returns the evaluation sets by name (`"eval"` for a single one) and the format of every set."""
+    if train_dataset is None:
+        raise ValueError("`train_dataset` is required.")
+    eval_datasets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
+    eval_datasets = {name: dataset for name, dataset in eval_datasets.items() if dataset is not None}
+    for name, dataset in {"train_dataset": train_dataset, **eval_datasets}.items():
+        if not isinstance(dataset, (Dataset, IterableDataset)):
+            raise TypeError(
+                f"`{name}` must be a `datasets.Dataset` or `IterableDataset`, got {type(dataset).__name__}. Wrap "
+                "a list of rows with `datasets.Dataset.from_list(rows)`."
+            )
+    for name in eval_datasets:
+        check_dataset_name(name)
+    data_formats = {"train": check_columns(train_dataset, "train")}
+    data_formats.update({name: check_columns(dataset, name) for name, dataset in eval_datasets.items()})
+    return eval_datasets, data_formats
+
+
+def _loaded_model(
+    model: "str | PreTrainedModel", args: TSPINConfig, quantization_config: Any
+) -> tuple[PreTrainedModel, str | None]:
+    """The model: loaded from a Hub id or path with `args.model_init_kwargs` (and `quantization_config`), or the
+    instance given. Returns it and the revision it was loaded at."""
+    if not isinstance(model, str):
+        if args.model_init_kwargs is not None:
+            logger.warning("`model_init_kwargs` is ignored because the model is already instantiated.")
+        if quantization_config is not None:
+            raise ValueError(
+                "`quantization_config` applies only when the model is given as a string (Hub id or path); "
+                "quantize your model instance yourself or pass its name instead."
+            )
+        return model, None
+    model_init_kwargs = dict(args.model_init_kwargs or {})
+    if quantization_config is not None:
+        if "quantization_config" in model_init_kwargs:
+            raise ValueError(
+                "`quantization_config` is set both as a trainer argument and in `args.model_init_kwargs`; "
+                "set it in one place only."
+            )
+        model_init_kwargs["quantization_config"] = quantization_config
+    if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
+        model_init_kwargs["device_map"] = None
+    model_init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+    return create_model_from_path(model, **model_init_kwargs), model_init_kwargs.get("revision")
+
+
+def _loaded_tokenizer(
+    model: PreTrainedModel,
+    processing_class: PreTrainedTokenizerBase | None,
+    args: TSPINConfig,
+    model_revision: str | None,
+) -> PreTrainedTokenizerBase:
+    """The tokenizer: the one given or the model's; a text tokenizer only. Padding falls back to the eos token, and the
+    model's configs learn the padding id."""
+    if processing_class is None:
+        processing_class = AutoTokenizer.from_pretrained(
+            get_config_model_id(model.config), revision=model_revision, trust_remote_code=args.trust_remote_code
+        )
+    if isinstance(processing_class, ProcessorMixin) or not isinstance(processing_class, PreTrainedTokenizerBase):
+        raise TypeError(
+            f"`processing_class` must be a text tokenizer (PreTrainedTokenizerBase), got "
+            f"{type(processing_class).__name__}. Vision-language processors are not supported."
+        )
+    if processing_class.pad_token is None and processing_class.eos_token is not None:
+        processing_class.pad_token = processing_class.eos_token
+    if processing_class.pad_token is not None:
+        model.config.get_text_config().pad_token_id = processing_class.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = processing_class.pad_token_id
+    return processing_class
+
+
+def _with_peft(model: PreTrainedModel, peft_config: "PeftConfig | None", args: TSPINConfig) -> PreTrainedModel:
+    """The model wrapped with `peft_config` (if given), and a PEFT model checked and prepared: no adapter on `lm_head`,
+    input gradients for activation checkpointing (re-entrant under ZeRO-3)."""
+    if peft_config is not None:
+        if not is_peft_available():
+            raise ImportError("`peft_config` needs the `peft` library: `pip install tspin-trl[peft]`.")
+        if not isinstance(peft_config, PeftConfig):
+            raise TypeError(f"`peft_config` must be a `peft.PeftConfig`, got {type(peft_config).__name__}.")
+        if is_peft_model(model):
+            raise ValueError(
+                "You passed a PeftModel together with a `peft_config`: merge and unload the existing adapter "
+                "first, or pass the PeftModel without `peft_config`."
+            )
+        is_quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+        peft_kwargs = {}
+        if args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3 and not is_quantized:
+            peft_kwargs["autocast_adapter_dtype"] = False  # ZeRO-3 needs one dtype for its persistent params
+        model = get_peft_model(model, peft_config, **peft_kwargs)
+    if is_peft_model(model):
+        if isinstance(model.get_output_embeddings(), BaseTunerLayer):
+            raise ValueError(
+                "An adapter on `lm_head` is not supported: log-probs are computed from `lm_head.weight` directly, "
+                "so it would never train. Remove 'lm_head' from `target_modules`."
+            )
+        if args.activation_checkpointing or args.gradient_checkpointing:
+            if args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3:
+                # transformers 5 reads `activation_checkpointing_kwargs` (`gradient_checkpointing_kwargs` is its
+                # deprecated alias)
+                args.activation_checkpointing_kwargs = {
+                    **(args.activation_checkpointing_kwargs or args.gradient_checkpointing_kwargs or {}),
+                    "use_reentrant": True,  # PEFT + ZeRO-3 (trl#2514)
+                }
+            model.enable_input_require_grads()
+    return model
 
 
 def _reset_optimizer_state(optimizer: torch.optim.Optimizer) -> int:

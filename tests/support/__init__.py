@@ -15,6 +15,7 @@ from .builders import (
     iteration_rows,
     make_config,
     make_context,
+    model_logps,
     self_play_trainer,
     sorting_rows,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "iteration_rows",
     "make_config",
     "make_context",
+    "model_logps",
     "self_play_trainer",
     "sorting_rows",
 ]

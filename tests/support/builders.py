@@ -143,6 +143,33 @@ class StopAfter(TrainerCallback):
             control.should_training_stop = True
 
 
+def model_logps(model: PreTrainedModel):
+    """
+    A `compute_logps` for a [`~tspin_trl.context.RunContext`] without a trainer: the summed log-probs of each example's
+    responses (`"real"`, `"synthetic"`, `"proto"`, `"previous_synthetic"`) under `model` as it is at the call, one
+    plain forward per response (no batching, no packing: an independent check of the trainer's computation).
+    """
+    import torch
+
+    @torch.no_grad()
+    def compute_logps(dataset: Any, roles: tuple[str, ...]) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {role: [] for role in roles}
+        was_training = model.training
+        model.eval()
+        for example in dataset.examples:
+            prompt = example["prompt_ids"]
+            for role in roles:
+                ids = torch.tensor([prompt + example[f"{role}_ids"]])
+                logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+                targets = ids[0, 1:]
+                per_token = logps.gather(1, targets[:, None])[:, 0]
+                out[role].append(per_token[len(prompt) - 1 :].sum().item())
+        model.train(was_training)
+        return out
+
+    return compute_logps
+
+
 def make_context(
     output_dir: Any,
     tokenizer: PreTrainedTokenizerBase,
@@ -152,54 +179,34 @@ def make_context(
 ):
     """
     A [`~tspin_trl.context.RunContext`] from real parts (config, clock, policy, run folder, metrics log, a sampler over
-    the tiny model), for testing the callbacks without a trainer.
+    the tiny model, log-probs from it by [`model_logps`]), built by the factory the trainer uses
+    ([`RunContext.build`]), for testing the callbacks without a trainer. Set `steps_per_epoch` for a clock that knows
+    its steps.
 
     Returns:
         `tuple[RunContext, list[dict]]`: the context, and the list the lines it logs are collected in.
     """
     from accelerate import Accelerator
 
-    from tspin_trl.cache import model_fingerprint, tokenizer_fingerprint
-    from tspin_trl.clock import IterationClock
     from tspin_trl.context import RunContext
-    from tspin_trl.data import eos_token_ids
-    from tspin_trl.generation import HFGenerationBackend, PolicySampler
+    from tspin_trl.generation import HFGenerationBackend
     from tspin_trl.metrics import MetricsLog
-    from tspin_trl.objective import ObjectivePolicy
-    from tspin_trl.run_folder import RunFolder
 
     args = make_config(output_dir, **config)
     model = model or build_tiny_model(tokenizer)
-    accelerator = Accelerator(cpu=True)
-    clock = IterationClock.from_config(args)
-    if steps_per_epoch is not None:
-        clock.set_steps_per_epoch(steps_per_epoch)
     logged: list[dict] = []
-
-    def start_iteration(iteration: int) -> None:
-        clock.current = iteration
-
-    context = RunContext(
-        args=args,
-        accelerator=accelerator,
-        clock=clock,
-        policy=ObjectivePolicy.from_config(args, own_synthetic=False),
-        folder=RunFolder(args.output_dir),
+    context = RunContext.build(
+        args,
+        Accelerator(cpu=True),
+        model,
+        tokenizer,
         metrics=MetricsLog(emit=logged.append),
-        sampler=PolicySampler(
-            accelerator,
-            policy=lambda: model,
-            backend_factory=HFGenerationBackend,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_ids=eos_token_ids(tokenizer, model.generation_config),
-            batch_size=args.generation_batch_size,
-        ),
-        tokenizer=tokenizer,
-        vocab_size=len(tokenizer),
-        compute_logps=None,
-        start_iteration=start_iteration,
-        initial_identity={"initial_model": model_fingerprint(model), "tokenizer": tokenizer_fingerprint(tokenizer)},
+        sampled_model=lambda: model,
+        backend_factory=HFGenerationBackend,
+        compute_logps=model_logps(model),
     )
+    if steps_per_epoch is not None:
+        context.clock.set_steps_per_epoch(steps_per_epoch)
     return context, logged
 
 

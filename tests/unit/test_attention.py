@@ -105,7 +105,7 @@ def test_gradients_are_equal_in_every_layout(tmp_path, tokenizer, model_kind, mo
     monkeypatch.setattr(torch_flex, "_validate_device", lambda *tensors: None)  # torch's CPU guard only
     gradients = {}
     for name, trainer in trainers(tmp_path, tokenizer, MODELS[model_kind]).items():
-        trainer.beta = 0.1
+        assert trainer.beta == 0.1  # the rows bring their own synthetic responses: iteration 0 has the proto term
         batch = batch_of(trainer, 3)
         trainer.compute_loss(trainer.model, batch).backward()
         gradients[name] = {n: p.grad.clone() for n, p in trainer.model.named_parameters()}

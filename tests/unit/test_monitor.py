@@ -6,6 +6,7 @@ import torch
 from transformers import TrainerControl, TrainerState
 
 from tests.support import make_context
+from tspin_trl.clock import IterationPoint
 from tspin_trl.monitor import IterationMonitor
 
 
@@ -22,12 +23,12 @@ def test_the_monitor_summarises_each_iteration_from_all_its_steps(tmp_path, toke
     context, logged = make_context(tmp_path, tokenizer, steps_per_epoch=2, num_iterations=2)
     monitor = IterationMonitor(context)
     state, control = TrainerState(), TrainerControl()
-    context.clock.current = 0
+    context.start_iteration(IterationPoint(0, global_step=0))
     steps = {1: ([1.0, 3.0], [0.0, 0.0]), 2: ([20.0, 30.0], [1.0, 1.0]), 3: ([0.01, 0.02], [0.0, 0.0])}
     with caplog.at_level("WARNING"):
         for step, (current, saturated) in steps.items():
             if step == 3:
-                context.clock.current = 1
+                context.start_iteration(IterationPoint(1, global_step=2))
             context.metrics.add_columns("train", _step_columns(current, saturated))
             context.metrics.add_columns("eval", _step_columns([99.0], [1.0]))  # evaluation is not training
             state.global_step = step
@@ -47,8 +48,9 @@ def test_the_monitor_summarises_each_iteration_from_all_its_steps(tmp_path, toke
     checkpoint = str(tmp_path / "checkpoint-3")
     monitor.save(checkpoint)
     resumed_context, resumed_logged = make_context(tmp_path, tokenizer, steps_per_epoch=2, num_iterations=2)
-    resumed_context.resumed_from_checkpoint = checkpoint
-    resumed_context.clock.current = 1
+    resumed_context.start_train(resumed_from_checkpoint=checkpoint)  # as the trainer's `train()` does
+    resumed_context.clock.set_steps_per_epoch(2)  # as `train()` does once it has sized the dataloader
+    resumed_context.start_iteration(IterationPoint(1, global_step=3))
     resumed = IterationMonitor(resumed_context)
     state.global_step = 3
     resumed.on_train_begin(resumed_context.args, state, control)
@@ -67,7 +69,7 @@ def test_the_monitor_summarises_each_iteration_from_all_its_steps(tmp_path, toke
 def test_the_monitor_raises_the_saturation_alarm(tmp_path, tokenizer, caplog):
     context, _ = make_context(tmp_path, tokenizer, steps_per_epoch=1)
     monitor = IterationMonitor(context)
-    context.clock.current = 0
+    context.start_iteration(IterationPoint(0, global_step=0))
     context.metrics.add_columns("train", _step_columns([20.0, 30.0, 1.0], [1.0, 1.0, 0.0]))
     state = TrainerState(global_step=1)
     with caplog.at_level("WARNING"):

@@ -8,6 +8,7 @@ from transformers import TrainerControl, TrainerState
 
 from tests.support import make_config, make_context, sorting_rows
 from tspin_trl import TSPINTrainer
+from tspin_trl.clock import IterationPoint
 from tspin_trl.data import TripletTokenizer
 from tspin_trl.demo import build_tiny_model
 from tspin_trl.scoring import ScoringCallback
@@ -29,7 +30,7 @@ def test_the_scorer_scores_greedy_responses_once_per_label(tmp_path, tokenizer, 
     scoring = ScoringCallback(context, scorer, held_out, encode)
     state, control = TrainerState(), TrainerControl()
     scoring.on_train_begin(context.args, state, control)
-    context.clock.current = 0
+    context.start_iteration(IterationPoint(0, global_step=0))
     for step in (1, 2, 3):
         state.global_step = step
         with caplog.at_level("ERROR"):

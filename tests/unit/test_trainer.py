@@ -24,7 +24,7 @@ def test_shared_prompt_layout_gives_the_same_logps_and_loss(tmp_path, model, tok
             train_dataset=dataset,
             processing_class=tokenizer,
         )
-        trainer.beta = 0.1
+        assert trainer.beta == 0.1  # the rows bring their own synthetic responses: iteration 0 has the proto term
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
         assert ("segment_ids" in batch) == share_prompt
         with torch.no_grad():

@@ -1,12 +1,14 @@
 """Iteration files: the responses (and reference log-probs) each iteration trains on, read, validated and written.
 
 `self_play/iteration_<t>/<name>.jsonl` holds one row per example (the texts people read, and the token ids and
-log-probs training uses); its sidecar holds the checksum, the count and the run's identity digest. A file is used only
-when it is intact, belongs to this run and iteration, and holds valid token ids and finite log-probs.
+log-probs training uses); its sidecar holds the checksum, the count, the run's identity digest and what made the
+responses ([`iteration_meta`]). A file is used only when it is intact, belongs to this run and iteration, and holds
+valid token ids and finite log-probs.
 """
 
 import logging
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..checked_io import read_checked_jsonl, valid_token_ids, write_checked_jsonl
@@ -15,7 +17,10 @@ from ..checked_io import read_checked_jsonl, valid_token_ids, write_checked_json
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from ..clock import IterationPoint
+    from ..context import RunContext
     from ..data import TripletDataset
+    from ..generation import GenerationStats
     from ..run_folder import RunFolder
 
 
@@ -120,6 +125,23 @@ class IterationFiles:
             rows.append(row)
         return rows
 
+    def write_iteration(
+        self,
+        iteration: int,
+        name: str,
+        dataset: "TripletDataset",
+        tokenizer: "PreTrainedTokenizerBase",
+        meta: dict[str, Any],
+        row_fields: Callable[[int], dict[str, Any]] | None = None,
+    ) -> None:
+        """Write `iteration`'s file of the dataset `name`: its rows, each with `row_fields(index)` added (a prompt's
+        selection, where the iteration selected prompts), and `meta` (see [`iteration_meta`])."""
+        rows = self.rows_of(dataset, tokenizer)
+        if row_fields is not None:
+            for index, row in enumerate(rows):
+                row.update(row_fields(index))
+        self.write(iteration, name, rows, meta)
+
     def write(
         self, iteration: int, name: str, rows: list[dict[str, Any]], meta: dict[str, Any], step: int | None = None
     ) -> None:
@@ -128,3 +150,29 @@ class IterationFiles:
             rows,
             {"iteration": iteration, "identity": self.identity_digest, "num_examples": len(rows), **meta},
         )
+
+
+def iteration_meta(
+    context: "RunContext",
+    point: "IterationPoint",
+    name: str,
+    sampling: dict[str, Any],
+    generation_stats: dict[str, "GenerationStats"],
+    prompt_selection: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What an iteration file's sidecar records of how its responses were made: the step, the sampling settings, the
+    seed, the objective, the iteration's alpha and beta, the statistics of the dataset's generation passes (those of
+    `generation_stats` whose key names it), and the prompt selection's summary if any."""
+    policy, iteration = context.policy, point.iteration
+    meta = {
+        "global_step": point.global_step,
+        "sampling": sampling,
+        "seed": context.args.seed,
+        "objective": context.args.objective,
+        "alpha": policy.alpha_for(iteration),
+        "beta": policy.beta_for(iteration),
+        "generation": {key: stats.to_dict() for key, stats in generation_stats.items() if name in key},
+    }
+    if prompt_selection is not None:
+        meta["prompt_selection"] = prompt_selection
+    return meta

@@ -17,6 +17,7 @@ from .identity import SelfPlayError
 
 
 if TYPE_CHECKING:
+    from ..clock import IterationPoint
     from ..context import RunContext
     from ..data import TripletDataset
     from .iteration_files import IterationFiles
@@ -77,11 +78,12 @@ class ResponseMaker:
         return responses
 
     def synthetic(
-        self, iteration: int, global_step: int, name: str, dataset: "TripletDataset", indices: list[int] | None = None
+        self, point: "IterationPoint", name: str, dataset: "TripletDataset", indices: list[int] | None = None
     ) -> list[list[int]]:
-        """`iteration`'s synthetic responses, sampled from the current policy (resumable chunk by chunk): for every
-        prompt, or, with `indices` (prompt selection), for those prompts only, in that order."""
-        context = self.context
+        """`point.iteration`'s synthetic responses, sampled from the current policy (resumable chunk by chunk, the
+        chunks keyed by the point): for every prompt, or, with `indices` (prompt selection), for those prompts only,
+        in that order."""
+        context, iteration = self.context, point.iteration
         seed = self.iteration_seed(iteration)
         prompts = dataset.column("prompt_ids")
         if indices is not None:
@@ -90,7 +92,7 @@ class ResponseMaker:
             [
                 self.files.identity_digest,
                 iteration,
-                global_step,
+                point.global_step,
                 context.accelerator.num_processes,
                 context.args.generation_batch_size,
                 seed,
@@ -125,11 +127,12 @@ class ResponseMaker:
         for role, values in self.context.compute_logps(dataset, roles).items():
             dataset.set_column(f"ref_{role}_logps", values)
 
-    def proto(self, name: str, dataset: "TripletDataset", iteration: int, global_step: int) -> None:
-        """Proto responses from an earlier iteration file, the cache, or the initial policy (then cached)."""
+    def proto(self, name: str, dataset: "TripletDataset", point: "IterationPoint") -> None:
+        """Proto responses from an earlier iteration file (before `point.iteration`), the cache, or the initial policy
+        (then cached): sampled only while the policy is the initial one (at step 0 of iteration 0)."""
         context = self.context
         args, accelerator = context.args, context.accelerator
-        for earlier in range(iteration):
+        for earlier in range(point.iteration):
             rows = main_decides(accelerator, self.files.read, earlier, name, len(dataset.examples))
             if rows is not None and all("proto_ids" in row for row in rows):
                 dataset.set_column("proto_ids", [row["proto_ids"] for row in rows])
@@ -163,7 +166,7 @@ class ResponseMaker:
             dataset.set_column("proto_ids", cached)
             return
         try:
-            if global_step > 0 or iteration > 0:
+            if point.global_step > 0 or point.iteration > 0:
                 raise SelfPlayError(
                     f"The proto-synthetic responses of the {name} dataset must come from the initial policy, but they "
                     "are in neither the proto cache nor an earlier iteration's files, and the model has already been "

@@ -22,16 +22,25 @@ The decisions (`selected`, `selection_margin`) are stored with every row of the 
 exactly the rows the interrupted run did.
 """
 
+import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..data import TripletDataset
+from ..distributed import main_decides
+from .identity import SelfPlayError
 
 
 if TYPE_CHECKING:
+    from ..clock import IterationPoint
     from ..context import RunContext
+    from .iteration_files import IterationFiles
+
+
+logger = logging.getLogger(__name__)
 
 
 # What an iteration file keeps of each row's selection
@@ -121,6 +130,23 @@ class PromptSelection:
         """What the iteration file stores of prompt `index`'s selection."""
         return {"selected": self.kept[index], "selection_margin": self.margins[index]}
 
+    def summary(self, context: "RunContext", iteration: int) -> dict[str, Any]:
+        """What the iteration file's sidecar records of the selection: its settings and counts."""
+        return {
+            "threshold": context.policy.prompt_selection_threshold,
+            "min_share": context.args.prompt_selection_min_share,
+            "alpha": context.policy.alpha_for(iteration),
+            "kept": self.num_kept,
+            "skipped": self.num_skipped,
+        }
+
+    def merged(self, last_synthetic: list[list[int]], sampled: list[list[int]]) -> list[list[int]]:
+        """Every prompt's synthetic response for the iteration: `sampled` (in the order of [`kept_indices`]) for the
+        kept prompts; a skipped prompt keeps its last one. Fills `last_synthetic` in place and returns it."""
+        for index, response in zip(self.kept_indices, sampled, strict=True):
+            last_synthetic[index] = response
+        return last_synthetic
+
 
 def score_last_pairs(
     context: "RunContext", dataset: TripletDataset, last_synthetic: list[list[int]], alpha: float
@@ -135,3 +161,40 @@ def score_last_pairs(
     )
     logps = context.compute_logps(probe, ("real", "synthetic"))
     return [alpha * (real - synthetic) for real, synthetic in zip(logps["real"], logps["synthetic"], strict=True)]
+
+
+def select_prompts(
+    context: "RunContext", files: "IterationFiles", dataset: TripletDataset, point: "IterationPoint"
+) -> tuple[PromptSelection, list[list[int]]]:
+    """Decide which prompts `point.iteration` keeps, from every prompt's last pair (in the previous iteration's file)
+    scored by the current policy; log the counts and record them in the run's per-iteration records. Returns the
+    selection and every prompt's last synthetic response (collective)."""
+    args, policy, iteration = context.args, context.policy, point.iteration
+    rows = main_decides(context.accelerator, files.read, iteration - 1, "train", len(dataset.examples))
+    if rows is None:
+        raise SelfPlayError(
+            f"Prompt selection judges each prompt by its last pair, kept in iteration {iteration - 1}'s file "
+            f"({files.path(iteration - 1, 'train')}), which is missing or invalid. Restore it, or resume from a "
+            f"checkpoint taken before iteration {iteration - 1} began."
+        )
+    synthetic = [row["synthetic_ids"] for row in rows]
+    start = time.perf_counter()
+    margins = score_last_pairs(context, dataset, synthetic, policy.alpha_for(iteration))
+    selection = PromptSelection.decide(margins, policy.prompt_selection_threshold, args.prompt_selection_min_share)
+    seconds = time.perf_counter() - start
+    counts = {"prompts_kept": selection.num_kept, "prompts_skipped": selection.num_skipped}
+    logger.info(
+        "Self-play iteration %d: %d prompts kept, %d skipped (scaled current advantage above %s), scored in %.1f s.",
+        iteration,
+        selection.num_kept,
+        selection.num_skipped,
+        policy.prompt_selection_threshold,
+        seconds,
+    )
+    line = {f"self_play/{key}": float(value) for key, value in counts.items()}
+    context.metrics.log_now(line | {"self_play/prompt_selection_seconds": seconds}, iteration)
+    if args.should_save:
+        context.folder.append_iteration_record(
+            {"iteration": iteration, "step": point.global_step, **counts, "prompt_selection_seconds": seconds}
+        )
+    return selection, synthetic
