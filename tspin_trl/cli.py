@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tspin_trl.scripts.help import help_requested, print_train_help
 
         if help_requested(rest) and "--config" not in rest:  # a config file sets the defaults --help shows
-            return print_train_help(prog)
+            return print_train_help(prog, real_parser=lambda: _train_parser(prog))
         try:
             with sigterm_as_interrupt():
                 from tspin_trl.scripts.train import run
@@ -131,6 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tspin-trl: unknown command {command!r}{hint}\n\n{USAGE}", end="", file=sys.stderr)
         return EXIT_USAGE
     return 0
+
+
+def _train_parser(prog: str):
+    from tspin_trl.scripts.train import make_parser
+
+    return make_parser(prog=prog)
 
 
 def _command_line(from_sys_argv: bool) -> list[str]:

@@ -353,6 +353,7 @@ def test_sigterm_prints_the_command_that_resumes_and_the_resumed_run_says_where_
     step = int(checkpoint.group(2))
     assert f"tspin-trl train: resuming from {checkpoint.group(1)} (saved after step {step} of 4): " in resumed.stdout
     assert re.search(
-        r"iteration [01] \(of 0-1\) (continues|starts) with step \d \(steps [13]-[24]\)\.", resumed.stdout
+        r"iteration [01] \(of 2, counted from 0\) (continues|starts) with step \d \(steps [13]-[24]\)\.",
+        resumed.stdout,
     )
     assert json.loads((tmp_path / "my out" / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4

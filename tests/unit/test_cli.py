@@ -36,6 +36,6 @@ def test_train_help_comes_from_the_record_and_exits_0(capsys):
     from tspin_trl.cli import main as cli_main
     from tspin_trl.scripts.help import load_record
 
-    assert load_record() is not None, "the shipped help record is stale: python -m tspin_trl.scripts.help --write"
+    assert load_record() is not None, "the shipped help record is stale (tests/unit/test_scripts_help.py)"
     assert cli_main(["train", "--task", "sorting", "--help"]) == 0
     assert capsys.readouterr().out.startswith("usage: tspin-trl train [--config FILE]")

@@ -13,10 +13,10 @@ PROG = "tspin-trl train"
 
 
 def test_the_shipped_record_is_this_installations_and_up_to_date():
-    """Fails when a flag, its help or a default changed without regenerating the record:
-    `python -m tspin_trl.scripts.help --write` (then commit tspin_trl/scripts/train_help.json)."""
+    """Fails when a flag, its help or a default changed without regenerating the record (then commit
+    tspin_trl/scripts/train_help.json)."""
     stored = json.loads(train_help.SHIPPED.read_text())
-    regenerate = "stale: run `python -m tspin_trl.scripts.help --write`"
+    regenerate = 'stale: python -c "from tspin_trl.scripts.train import write_help_record; write_help_record()"'
     assert stored["key"] == train_help.record_key(), regenerate
     assert stored["record"] == train_help.record_of(make_parser(prog=PROG)), regenerate
 
@@ -45,7 +45,7 @@ def test_another_installation_gets_the_real_parsers_help_once_then_the_cached_on
         train_help, "SHIPPED", tmp_path / "absent.json"
     )  # as if TRL or transformers were another release
     assert train_help.load_record() is None
-    assert train_help.print_train_help(PROG) == 0
+    assert train_help.print_train_help(PROG, lambda: make_parser(prog=PROG)) == 0
     first = capsys.readouterr().out
     assert first == make_parser(prog=PROG).format_help()
     cached = list((tmp_path / "cache" / "tspin_trl" / "help").glob("train-*.json"))
@@ -53,7 +53,7 @@ def test_another_installation_gets_the_real_parsers_help_once_then_the_cached_on
     stored = json.loads(cached[0].read_text())
     stored["record"]["description"] = "read from the cache"
     cached[0].write_text(json.dumps(stored))
-    train_help.print_train_help(PROG)
+    train_help.print_train_help(PROG, lambda: make_parser(prog=PROG))
     assert "read from the cache" in capsys.readouterr().out
     stored["key"]["trl"] = "0.0"  # a record of another key is not used
     cached[0].write_text(json.dumps(stored))

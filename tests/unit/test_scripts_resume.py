@@ -160,18 +160,18 @@ def test_a_resumed_run_says_where_it_continues():
     clock.set_steps_per_epoch(8)
     middle = resumed_message("out/checkpoint-3", _state(3, 16, 0.375), clock)
     assert middle == (
-        "resuming from out/checkpoint-3 (saved after step 3 of 16): iteration 0 (of 0-1) continues with step 4 "
+        "resuming from out/checkpoint-3 (saved after step 3 of 16): iteration 0 (of 2, counted from 0) continues with step 4 "
         "(steps 1-8)."
     )
     boundary = resumed_message("out/checkpoint-8", _state(8, 16, 1.0), clock)
     assert boundary == (
-        "resuming from out/checkpoint-8 (saved after step 8 of 16): iteration 1 (of 0-1) starts with step 9 "
+        "resuming from out/checkpoint-8 (saved after step 8 of 16): iteration 1 (of 2, counted from 0) starts with step 9 "
         "(steps 9-16)."
     )
     done = resumed_message("out/checkpoint-16", _state(16, 16, 2.0), clock)
     assert done.endswith("the run had finished all its steps; nothing is left to train.")
     two_epochs = IterationClock(num_iterations=2, epochs_per_iteration=2)
     two_epochs.set_steps_per_epoch(4)
-    assert "iteration 0 (of 0-1) continues with step 5 (steps 1-8)" in resumed_message(
+    assert "iteration 0 (of 2, counted from 0) continues with step 5 (steps 1-8)" in resumed_message(
         "c", _state(4, 16, 1.0), two_epochs
     )

@@ -5,7 +5,7 @@ seconds it takes to import torch and transformers, whose `TrainingArguments` dec
 The record is keyed by what the flags come from: the versions of tspin-trl, TRL and transformers and the sources of
 the modules that declare T-SPIN's flags. When the key does not match (another TRL or transformers release, an edited
 `config.py`), the help comes from the real parser, as before, and its record is kept in the user's cache
-(`~/.cache/tspin_trl/help/`), so the next `--help` is fast again. `python -m tspin_trl.scripts.help --write`
+(`~/.cache/tspin_trl/help/`), so the next `--help` is fast again. `tspin_trl.scripts.train.write_help_record()`
 regenerates the shipped record (tests/unit/test_scripts_help.py fails when it is stale).
 
 This module imports only the standard library.
@@ -15,8 +15,7 @@ import argparse
 import hashlib
 import json
 import os
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -148,37 +147,18 @@ def save_record(record: dict[str, Any], key: dict[str, str], path: Path) -> None
     os.replace(temporary, path)
 
 
-def print_train_help(prog: str) -> int:
-    """Print `tspin-trl train --help`: from the record when it matches this installation, else from the real parser
+def print_train_help(prog: str, real_parser: Callable[[], argparse.ArgumentParser]) -> int:
+    """Print `tspin-trl train --help`: from the record when it matches this installation, else from `real_parser()`
     (then recorded in the user's cache). Returns the exit code, 0."""
     key = record_key()
     record = load_record(key)
     if record is not None:
         parser_from(record, prog).print_help()
         return 0
-    from .train import make_parser
-
-    parser = make_parser(prog=prog)
+    parser = real_parser()
     try:
         save_record(record_of(parser), key, _cache_path(key))
     except OSError:  # a read-only home: the help is slow each time, and still right
         pass
     parser.print_help()
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m tspin_trl.scripts.help --write`: regenerate the shipped record from the real parser."""
-    arguments = argparse.ArgumentParser(prog="python -m tspin_trl.scripts.help", description=main.__doc__)
-    arguments.add_argument("--write", action="store_true", help=f"write {SHIPPED}")
-    if not arguments.parse_args(argv).write:
-        arguments.print_help()
-        return
-    from .train import make_parser
-
-    save_record(record_of(make_parser(prog="tspin-trl train")), record_key(), SHIPPED)
-    print(f"wrote {SHIPPED}", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    main()

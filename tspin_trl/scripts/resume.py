@@ -205,9 +205,8 @@ def resumed_message(checkpoint: str, state, clock) -> str:
     start = f"resuming from {checkpoint} (saved after step {done} of {total})"
     if done >= total:
         return f"{start}: the run had finished all its steps; nothing is left to train."
-    iteration = clock.iteration_of_epoch(state.epoch)
-    last = clock.num_iterations - 1
+    iteration, of = clock.iteration_of_epoch(state.epoch), f"of {clock.num_iterations}, counted from 0"
     steps = f"steps {clock.start_step(iteration) + 1}-{clock.end_step(iteration)}"
     if clock.at_start(iteration, done):
-        return f"{start}: iteration {iteration} (of 0-{last}) starts with step {done + 1} ({steps})."
-    return f"{start}: iteration {iteration} (of 0-{last}) continues with step {done + 1} ({steps})."
+        return f"{start}: iteration {iteration} ({of}) starts with step {done + 1} ({steps})."
+    return f"{start}: iteration {iteration} ({of}) continues with step {done + 1} ({steps})."

@@ -403,6 +403,16 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
     )
 
 
+def write_help_record() -> None:
+    """Regenerate the recorded help page `tspin-trl train --help` prints without importing torch
+    (`tspin_trl/scripts/train_help.json`, see `tspin_trl.scripts.help`), after a flag, its help or a default changed:
+    `python -c "from tspin_trl.scripts.train import write_help_record; write_help_record()"`."""
+    from .help import SHIPPED, record_key, record_of, save_record
+
+    save_record(record_of(make_parser(prog="tspin-trl train")), record_key(), SHIPPED)
+    print(f"wrote {SHIPPED}", file=sys.stderr)
+
+
 def run(
     argv: list[str] | None = None,
     prog: str | None = None,
