@@ -160,15 +160,16 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise Terminated()
 
+    unset = object()
     try:
         previous = signal.signal(signal.SIGTERM, terminate)
     except ValueError:  # not the main thread
-        yield
-        return
+        previous = unset
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not unset:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -78,11 +78,9 @@ def program() -> list[str]:
             if found and os.path.abspath(found) == os.path.abspath(sys.executable):
                 return [name, "-m", "tspin_trl"]
         return [sys.executable, "-m", "tspin_trl"]
-    found = shutil.which("tspin-trl")
-    if script and os.path.basename(script).startswith("tspin-trl"):
-        if found and os.path.abspath(found) == os.path.abspath(script):
-            return ["tspin-trl"]
-        return [script]
+    if os.path.basename(script).startswith("tspin-trl"):
+        found = shutil.which("tspin-trl")
+        return ["tspin-trl"] if found and os.path.abspath(found) == os.path.abspath(script) else [script]
     return ["tspin-trl"]
 
 
