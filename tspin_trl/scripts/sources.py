@@ -30,7 +30,7 @@ def looks_local(name: str, data: bool = False) -> bool:
     """
     if os.path.exists(os.path.expanduser(name)) or os.path.isabs(name):
         return True
-    if name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", ""):
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name):
         return True
     if "/" in name and os.path.isdir(name.split("/", 1)[0]):
         return True
