@@ -9,11 +9,13 @@ tspin-trl env
 ```
 """
 
+import contextlib
 import difflib
 import os
 import platform
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 
@@ -92,17 +94,25 @@ def print_env() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `tspin-trl` and `python -m tspin_trl`; returns the exit code (see `tspin_trl.scripts.errors`)."""
+    """Entry point of `tspin-trl` and `python -m tspin_trl`; returns the exit code (see `tspin_trl.scripts.errors`).
+
+    `--version`, `--help` and `train --help` answer without importing torch (see `tspin_trl.scripts.help`)."""
     from tspin_trl.scripts.errors import EXIT_USAGE, debug_requested, report
 
-    debug, argv = debug_requested(list(sys.argv[1:] if argv is None else argv))
-    command, rest = (argv[0], argv[1:]) if argv else (None, [])
+    given = list(sys.argv[1:] if argv is None else argv)
+    debug, args = debug_requested(given)
+    command, rest = (args[0], args[1:]) if args else (None, [])
     if command == "train":
         prog = "tspin-trl train"
-        try:
-            from tspin_trl.scripts.train import run
+        from tspin_trl.scripts.help import help_requested, print_train_help
 
-            run(rest, prog=prog)
+        if help_requested(rest) and "--config" not in rest:  # a config file sets the defaults --help shows
+            return print_train_help(prog, real_parser=lambda: _train_parser(prog))
+        try:
+            with sigterm_as_interrupt():
+                from tspin_trl.scripts.train import run
+
+                run(rest, prog=prog, command=_command_line(argv is None), as_typed=given[given.index("train") + 1 :])
         except (Exception, KeyboardInterrupt) as error:
             return report(error, prog, debug=debug)
     elif command == "plot":
@@ -121,6 +131,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tspin-trl: unknown command {command!r}{hint}\n\n{USAGE}", end="", file=sys.stderr)
         return EXIT_USAGE
     return 0
+
+
+def _train_parser(prog: str):
+    from tspin_trl.scripts.train import make_parser
+
+    return make_parser(prog=prog)
+
+
+def _command_line(from_sys_argv: bool) -> list[str]:
+    """The command as the user started it, for the line that resumes an interrupted run: `tspin-trl train` for a call
+    from Python, else what `sys.argv` tells (`tspin-trl`, `python -m tspin_trl`, a path)."""
+    from tspin_trl.scripts.resume import program
+
+    return [*(program() if from_sys_argv else ["tspin-trl"]), "train"]
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """
+    While training, SIGTERM (`kill`, a scheduler's preemption, a launcher stopping its processes) ends the run as
+    Ctrl-C does: the locks are released, the checkpoint to resume from and the command that resumes are printed, and
+    the exit code is 143. Once: a second SIGTERM kills at once. Left as it is outside the main thread.
+    """
+    from tspin_trl.scripts.errors import Terminated
+
+    def terminate(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise Terminated()
+
+    unset = object()
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread
+        previous = unset
+    try:
+        yield
+    finally:
+        if previous is not unset:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ from .metrics import MetricsLog, per_example_metrics
 from .monitor import IterationMonitor
 from .objective import ObjectivePolicy
 from .preflight import PreflightCallback
+from .presets import resolve_model
 from .run_folder import RunFolder, check_dataset_name
 from .scoring import ScoringCallback
 from .self_play import EvaluationResponses, SelfPlayCallback
@@ -135,8 +136,8 @@ class TSPINTrainer(_BaseTrainer):
 
     Args:
         model (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
-            Model to train: a Hub id or local path (loaded with `args.model_init_kwargs`), a causal LM instance, or a
-            PEFT model.
+            Model to train: a Hub id or local path (loaded with `args.model_init_kwargs`), a preset name
+            (`"preset:tiny"`, offline, see `tspin_trl.presets`), a causal LM instance, or a PEFT model.
         args ([`TSPINConfig`], *optional*):
             Configuration. Defaults to `TSPINConfig("<model name>-TSPIN")`.
         data_collator (`DataCollator`, *optional*):
@@ -984,7 +985,7 @@ def _checked_args(model: "str | PreTrainedModel", args: TSPINConfig | None, ref_
     `ref_model`, refused."""
     if args is None:
         model_name = model if isinstance(model, str) else get_config_model_id(model.config)
-        args = TSPINConfig(f"{str(model_name).split('/')[-1]}-TSPIN")
+        args = TSPINConfig(f"{str(model_name).split('/')[-1].removeprefix('preset:')}-TSPIN")
     elif not isinstance(args, TSPINConfig):
         raise TypeError(f"`args` must be a TSPINConfig, got {type(args).__name__}.")
     if ref_model is not None:
@@ -1020,8 +1021,8 @@ def _checked_datasets(
 def _loaded_model(
     model: "str | PreTrainedModel", args: TSPINConfig, quantization_config: Any
 ) -> tuple[PreTrainedModel, str | None]:
-    """The model: loaded from a Hub id or path with `args.model_init_kwargs` (and `quantization_config`), or the
-    instance given. Returns it and the revision it was loaded at."""
+    """The model: loaded from a Hub id, a path or a `preset:` name with `args.model_init_kwargs` (and
+    `quantization_config`), or the instance given. Returns it and the revision it was loaded at."""
     if not isinstance(model, str):
         if args.model_init_kwargs is not None:
             logger.warning("`model_init_kwargs` is ignored because the model is already instantiated.")
@@ -1042,6 +1043,7 @@ def _loaded_model(
     if args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
         model_init_kwargs["device_map"] = None
     model_init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+    model = resolve_model(model)  # `preset:tiny` and the like: their folder, written once
     return create_model_from_path(model, **model_init_kwargs), model_init_kwargs.get("revision")
 
 

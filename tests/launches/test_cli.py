@@ -7,7 +7,9 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import venv
@@ -180,6 +182,10 @@ def test_pip_install_into_a_fresh_venv_then_train_outside_the_checkout(tmp_path)
     work.mkdir()
     origin = run([str(python), "-c", "import tspin_trl; print(tspin_trl.__file__)"], work).stdout.strip()
     assert origin.startswith(str(env_dir)), origin
+    # the recorded help page travels with the wheel: `train --help` imports no torch there either
+    code = "import sys; from tspin_trl.cli import main; main(['train', '--help']); print('torch' in sys.modules)"
+    helped = run([str(python), "-c", code], work, env={"XDG_CACHE_HOME": str(tmp_path / "empty-cache")}).stdout
+    assert "--num_iterations" in helped and helped.endswith("False\n"), helped[-300:]
     # the license travels with the wheel
     installed_license = Path(site.decode().strip(), "tspin_trl-0.1.0.dist-info", "licenses", "LICENSE")
     assert installed_license.read_text() == (ROOT / "LICENSE").read_text()
@@ -258,3 +264,96 @@ def test_a_launch_that_asked_for_two_processes_and_got_one_is_warned_about(tmp_p
     warning = "tspin-trl train: warning: this looks like `accelerate launch --num_processes N` with N > 1 that started"
     assert completed.stderr.count(warning) == 1, completed.stderr[-3000:]
     assert "tspin-trl train: error: The model folder './no_model' does not exist" in completed.stderr
+
+
+def test_version_and_help_answer_without_importing_torch(tmp_path):
+    """`--version`, `--help` and `train --help` import neither torch nor transformers (they took 7-8 s on 2 cores
+    when they did); `train --help` prints the recorded page (tspin_trl/scripts/help.py)."""
+    code = (
+        "import sys; from tspin_trl.cli import main; "
+        "codes = [main(['--version']), main(['--help']), main(['train', '--help'])]; "
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'datasets', 'accelerate') if m in sys.modules]; "
+        "print('RESULT', codes, heavy, file=sys.stderr)"
+    )
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "empty-cache"))  # the shipped record, not a cached one
+    completed = run([sys.executable, "-c", code], tmp_path, env=env)
+    assert "RESULT [0, 0, 0] []" in completed.stderr, completed.stderr[-2000:]
+    assert completed.stdout.startswith("tspin-trl 0.1.0\nusage: tspin-trl [--version]")
+    assert "usage: tspin-trl train [--config FILE]" in completed.stdout and "--num_iterations" in completed.stdout
+    assert not (tmp_path / "empty-cache").exists()
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 600) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.2)
+
+
+RESUMABLE_RUN = [
+    *TINY_RUN,
+    "--task",
+    "sorting",
+    "--num_train_prompts",
+    "8",
+    "--num_eval_prompts",
+    "4",
+    "--output_dir",
+    "my out",
+]
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_the_run_starts_again(tmp_path):
+    """Ctrl-C (SIGINT) while the run is being set up: exit code 130, no checkpoint yet, and the command that starts it
+    again (the same arguments, quoted for a shell)."""
+    env = dict(os.environ, TSPIN_TRL_CACHE=str(tmp_path / "proto"), TSPIN_TRL_MODELS=str(tmp_path / "models"))
+    command = [sys.executable, "-m", "tspin_trl", "train", *RESUMABLE_RUN, "--save_strategy", "no"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _wait_for(tmp_path / "my out" / "self_play", process)  # the trainer is being built: the arguments were parsed
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 130, stderr[-3000:]
+    note = stderr[stderr.index("tspin-trl train: interrupted.") :].splitlines()
+    assert note[0] == (
+        "tspin-trl train: interrupted. No checkpoint was saved yet (none in my out): the run starts again from the "
+        f"beginning. To start it, run (in {tmp_path}):"
+    )
+    typed = shlex.split(note[1])
+    assert typed[1:] == ["-m", "tspin_trl", "train", *RESUMABLE_RUN, "--save_strategy", "no"]
+    assert typed[0] in ("python", "python3", sys.executable)
+
+
+@pytest.mark.slow
+def test_sigterm_prints_the_command_that_resumes_and_the_resumed_run_says_where_it_continues(tmp_path):
+    """A run stopped by SIGTERM after its first checkpoint: exit code 143, the checkpoint and the command that resumes
+    from it (`--resume_from_checkpoint last`); that command, run as printed, continues from that checkpoint, says
+    where, and finishes."""
+    env = dict(os.environ, TSPIN_TRL_CACHE=str(tmp_path / "proto"), TSPIN_TRL_MODELS=str(tmp_path / "models"))
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
+    command = [sys.executable, "-m", "tspin_trl", "train", *RESUMABLE_RUN, "--save_steps", "1"]
+    command += ["--num_iterations", "2"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _wait_for(tmp_path / "my out" / "checkpoint-1" / "trainer_state.json", process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 143, stderr[-3000:]
+    text, line = stderr[stderr.index("tspin-trl train: stopped by SIGTERM.") :].splitlines()[:2]
+    checkpoint = re.search(r"The last complete checkpoint is (my out/checkpoint-(\d+)) \(step \d+ of 4\)", text)
+    assert checkpoint and text.endswith(f"To resume from it, run (in {tmp_path}):"), text
+    assert shlex.split(line)[-2:] == ["--resume_from_checkpoint", "last"]
+
+    resumed = run(["bash", "-c", line], tmp_path, env={"PATH": env["PATH"]})  # as a person pastes it
+    step = int(checkpoint.group(2))
+    assert f"tspin-trl train: resuming from {checkpoint.group(1)} (saved after step {step} of 4): " in resumed.stdout
+    assert re.search(
+        r"iteration [01] \(of 2, counted from 0\) (continues|starts) with step \d \(steps [13]-[24]\)\.",
+        resumed.stdout,
+    )
+    assert json.loads((tmp_path / "my out" / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4

@@ -56,6 +56,22 @@ CASES = {
         EXIT_ERROR,
         PREFIX + "The model folder './no_model' does not exist",
     ),
+    "model_path_typo": (  # `models/tiny` exists: a path, never looked up on the Hub (it used to wait ~35 s there)
+        ["--model_name_or_path", "models/tinyy", "--task", "sorting"],
+        EXIT_ERROR,
+        PREFIX + "The model folder 'models/tinyy' does not exist ({tmp}/models/tinyy) (the closest existing folder: "
+        "'models/tiny'). A name that looks like a path is never looked up on the Hub.",
+    ),
+    "resume_without_checkpoint": (
+        [*TINY, "--task", "sorting", "--resume_from_checkpoint", "true"],
+        EXIT_ERROR,
+        PREFIX + "--resume_from_checkpoint true found no complete checkpoint in output_dir '{tmp}/out'",
+    ),
+    "resume_from_a_missing_folder": (
+        [*TINY, "--task", "sorting", "--resume_from_checkpoint", "out/checkpoint-5"],
+        EXIT_ERROR,
+        PREFIX + "The checkpoint folder 'out/checkpoint-5' given to --resume_from_checkpoint does not exist.",
+    ),
     "unreachable_hub_model": (
         ["--model_name_or_path", "nobody-here/no-such-model", "--task", "sorting"],
         EXIT_ERROR,
@@ -105,7 +121,7 @@ def inputs(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("TSPIN_TRL_DEBUG", raising=False)
     monkeypatch.setenv("TSPIN_TRL_MODELS", str(tmp_path / "models"))
     monkeypatch.setenv("TSPIN_TRL_CACHE", str(tmp_path / "proto"))
-    from tspin_trl.scripts.train import resolve_model
+    from tspin_trl.presets import resolve_model
 
     resolve_model("preset:tiny")
     Dataset.from_list(rows(8)).to_json(tmp_path / "train.jsonl")

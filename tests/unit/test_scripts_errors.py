@@ -1,8 +1,17 @@
-"""`tspin_trl/scripts/errors.py`: which errors are known (raised on purpose) and their exit codes."""
+"""`tspin_trl/scripts/errors.py`: which errors are known (raised on purpose), their exit codes, an interruption's note."""
 
 import pytest
 
-from tspin_trl.scripts.errors import EXIT_ERROR, EXIT_UNEXPECTED, exit_code, raised_on_purpose
+from tspin_trl.scripts.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_UNEXPECTED,
+    Terminated,
+    exit_code,
+    raised_on_purpose,
+    report,
+)
 
 
 def test_only_errors_raised_on_purpose_are_known():
@@ -17,3 +26,13 @@ def test_only_errors_raised_on_purpose_are_known():
     with pytest.raises(KeyError) as theirs:
         {}["missing"]
     assert exit_code(theirs.value) == EXIT_UNEXPECTED
+
+
+def test_an_interruption_prints_its_resume_note_and_sigterm_has_its_own_code(capsys):
+    interrupt = KeyboardInterrupt()
+    interrupt.resume_note = "The last complete checkpoint is out/checkpoint-3 (step 3 of 16). To resume from it, run"
+    assert report(interrupt, "tspin-trl train") == EXIT_INTERRUPTED == 130
+    assert capsys.readouterr().err == f"\ntspin-trl train: interrupted. {interrupt.resume_note}\n"
+    assert report(Terminated(), "tspin-trl train") == EXIT_TERMINATED == 143
+    assert capsys.readouterr().err == "\ntspin-trl train: stopped by SIGTERM.\n"
+    assert isinstance(Terminated(), KeyboardInterrupt)  # no `except Exception` swallows it

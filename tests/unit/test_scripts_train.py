@@ -1,8 +1,7 @@
 """`tspin_trl/scripts/train.py`: `tspin-trl train`'s data loading (local files in any format, mixtures, evaluation
-data), its model presets, the shipped configs and the run's `results.md` links."""
+data), the shipped configs and the run's `results.md` links (its model presets: tests/unit/test_presets.py)."""
 
 import gzip
-import json
 import os
 import warnings
 from pathlib import Path
@@ -54,24 +53,6 @@ def test_defaults_and_shipped_configs_raise_no_deprecation_warning(tmp_path):
     assert config.activation_checkpointing is True and config.gradient_checkpointing is True  # TRL's default
     with pytest.warns(FutureWarning, match="gradient_checkpointing"):  # the old name, set by the user, still warns
         assert TSPINConfig(output_dir=str(tmp_path), gradient_checkpointing=False).activation_checkpointing is False
-
-
-def test_a_preset_folder_appears_complete_or_not_at_all(tmp_path):
-    from tspin_trl.scripts.train import _write_once
-
-    folder = tmp_path / "models" / "tiny"
-    seen = []
-
-    def slow_writer(path):  # rank 0, interrupted half-way by rank 1 doing the same
-        (Path(path) / "config.json").write_text("{}")
-        seen.append(folder.exists())
-        _write_once(str(folder), lambda other: (Path(other) / "config.json").write_text('{"winner": 1}'))
-        (Path(path) / "model.safetensors").write_text("")
-
-    assert _write_once(str(folder), slow_writer) == str(folder)
-    assert seen == [False]  # nobody saw the half-written folder
-    assert json.loads((folder / "config.json").read_text()) == {"winner": 1}
-    assert os.listdir(folder.parent) == ["tiny"]  # no staging folder left behind
 
 
 def test_the_paper_config_says_what_the_paper_says_and_starts_until_it_needs_the_hub(tmp_path, monkeypatch):

@@ -8,6 +8,10 @@ anything else prints its traceback; each kind has its own exit code.
 | 2 | the command line or the config file is wrong: an unknown flag or key, a bad value, an invalid setting |
 | 3 | an unexpected error: its traceback is printed (a bug, or a failure of the environment) |
 | 130 | interrupted (Ctrl-C) |
+| 143 | stopped by SIGTERM (`kill`, a scheduler) |
+
+An interrupted `train` prints the last complete checkpoint and the command that resumes from it
+(`tspin_trl.scripts.resume`).
 
 A known error is one this package raises on purpose (a `raise` statement in `tspin_trl`, whose message names the fix),
 or one of the errors below that the command line raises after checking its inputs. `TSPIN_TRL_DEBUG=1` (or `--debug`)
@@ -26,6 +30,7 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNEXPECTED = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 DEBUG_ENV = "TSPIN_TRL_DEBUG"
 DEBUG_FLAG = "--debug"
@@ -34,6 +39,11 @@ _PACKAGE = str(Path(__file__).resolve().parents[1]) + os.sep
 
 class UsageError(ValueError):
     """The command line or the config file is wrong (exit code 2): an unknown flag or key, a bad or invalid value."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is so that it ends as after Ctrl-C (exit code 143). A `KeyboardInterrupt`, so
+    that no `except Exception` swallows it."""
 
 
 class InputNotFoundError(FileNotFoundError):
@@ -64,6 +74,8 @@ def raised_on_purpose(error: BaseException) -> bool:
 
 def exit_code(error: BaseException) -> int:
     """The exit code of `error` (see the module's table)."""
+    if isinstance(error, Terminated):
+        return EXIT_TERMINATED
     if isinstance(error, KeyboardInterrupt):
         return EXIT_INTERRUPTED
     if isinstance(error, UsageError):
@@ -78,11 +90,14 @@ def report(error: BaseException, prog: str, debug: bool = False) -> int:
     Print `error` for a person at a terminal and return its exit code.
 
     A known error prints `<prog>: error: <message>` and a line on how to see the traceback; an unexpected one prints
-    its traceback and a line on how to report it. With `debug`, every error prints its traceback.
+    its traceback and a line on how to report it. With `debug`, every error prints its traceback. An interruption
+    prints "interrupted." and the `resume_note` the command attached to it, if any.
     """
     code = exit_code(error)
-    if code == EXIT_INTERRUPTED:
-        print(f"\n{prog}: interrupted.", file=sys.stderr)
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        what = "interrupted" if code == EXIT_INTERRUPTED else "stopped by SIGTERM"
+        note = getattr(error, "resume_note", None)
+        print(f"\n{prog}: {what}." + (f" {note}" if note else ""), file=sys.stderr, flush=True)
         return code
     if debug or code == EXIT_UNEXPECTED:
         traceback.print_exception(error, file=sys.stderr)

@@ -13,6 +13,7 @@ import yaml
 from trl import TrlParser
 
 from .errors import DEBUG_ENV, DEBUG_FLAG, InputNotFoundError, UsageError
+from .help import HelpFormatter
 
 
 # The README's first command (tests/launches/test_cli.py runs it as written there): offline, about a minute on 2 CPUs.
@@ -39,10 +40,6 @@ Errors print their cause and fix; {DEBUG_FLAG} (or {DEBUG_ENV}=1) adds the trace
 1 error explained in its message, 2 bad command line or config, 3 unexpected error (traceback printed),
 130 interrupted. More: docs/cli.md.
 """
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults after each flag's help (HfArgumentParser's choice) and the epilog's line breaks kept."""
 
 
 class TSPINParser(TrlParser):
@@ -82,7 +79,7 @@ class TSPINParser(TrlParser):
         self._own_title = own_title
         self._overridden_title = overridden_title
         self._groups: dict[str, argparse._ArgumentGroup] = {}
-        kwargs.setdefault("formatter_class", _HelpFormatter)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(dataclass_types, **kwargs)
         order = [own_title, overridden_title, *group_titles.values()]
         named = sorted(self._groups.values(), key=lambda group: order.index(group.title))

@@ -1,6 +1,7 @@
 """Where `tspin-trl train` reads its model and data from: a local path, which must exist, or a Hub id, which must be
 reachable. Checked before anything heavy runs, with errors that say which of the two the name was taken for."""
 
+import difflib
 import glob
 import os
 from collections.abc import Iterable
@@ -22,12 +23,38 @@ def _data_suffixes() -> set[str]:
 
 def looks_local(name: str, data: bool = False) -> bool:
     """
-    Whether `name` can only be a local path: absolute, starting with `./`, `../` or `~`, with more than one `/` (a Hub
-    id is `name` or `org/name`), or (with `data`) ending with a suffix of a data file (`.jsonl`, `.csv.gz`, ...).
+    Whether `name` can only be a local path, so that it is never looked up on the Hub: it exists; it starts with `.`,
+    `/` or `~` (a Hub id cannot); it has more than one `/` (a Hub id is `name` or `org/name`); its first folder exists
+    here (`models/tinyy` when `./models` exists, a typo of `models/tiny`); or (with `data`) it ends with a suffix of a
+    data file (`.jsonl`, `.csv.gz`, ...).
     """
-    if name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.path.isabs(name):
+    if os.path.exists(os.path.expanduser(name)) or os.path.isabs(name):
+        return True
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name):
+        return True
+    if "/" in name and os.path.isdir(name.split("/", 1)[0]):
         return True
     return data and Path(name.lower()).suffix in _data_suffixes()
+
+
+def closest_existing(name: str, folders_only: bool = False) -> str | None:
+    """The existing path closest to a missing `name`: in its deepest existing folder, the entry whose name is closest
+    to the next part of `name` (`models/tiny` for `models/tinyy`), or `None` when none is close."""
+    path = Path(os.path.expanduser(name))
+    parent, missing = path.parent, path.name
+    while not parent.is_dir() and parent != parent.parent:
+        parent, missing = parent.parent, parent.name
+    if not parent.is_dir():
+        return None
+    try:
+        entries = [entry.name for entry in parent.iterdir() if not folders_only or entry.is_dir()]
+    except OSError:
+        return None
+    close = difflib.get_close_matches(missing, entries, n=1, cutoff=0.6)
+    if not close:
+        return None
+    found = parent / close[0]
+    return str(found) if os.path.isabs(os.path.expanduser(name)) else os.path.relpath(found)
 
 
 def _hub_hint() -> str:
@@ -40,18 +67,20 @@ def check_model_source(name_or_path: str, revision: str | None = None) -> None:
     """
     Raise an [`InputNotFoundError`] when `name_or_path` is neither an existing model folder nor a reachable Hub model.
 
-    A local-looking name must be a folder with a `config.json` (or a PEFT adapter's `adapter_config.json`). Anything
-    else is taken for a Hub id, and its `config.json` is fetched (from the cache when `HF_HUB_OFFLINE` is set): a
+    A local-looking name (see [`looks_local`]) must be a folder with a `config.json` (or a PEFT adapter's
+    `adapter_config.json`), and a missing one is reported at once with the closest existing folder. Anything else is
+    taken for a Hub id, and its `config.json` is fetched (from the cache when `HF_HUB_OFFLINE` is set): a
     repository that does not exist, cannot be reached or is not cached offline is reported here, before the data is
     loaded. A repository that exists but has no `config.json` is left for transformers to judge.
     """
     path = Path(name_or_path).expanduser()
-    if path.exists() or looks_local(name_or_path):
+    if looks_local(name_or_path):
         if not path.is_dir():
             raise InputNotFoundError(
-                f"The model folder {name_or_path!r} does not exist ({path.resolve()}). --model_name_or_path takes a "
-                "folder written by `save_pretrained`, a Hub id such as `Qwen/Qwen2.5-0.5B-Instruct`, or "
-                "`preset:tiny` (offline)."
+                f"The model folder {name_or_path!r} does not exist ({path.resolve()}){_closest(name_or_path, True)}. "
+                "A name that looks like a path is never looked up on the Hub. --model_name_or_path takes a folder "
+                "written by `save_pretrained`, a Hub id such as `Qwen/Qwen2.5-0.5B-Instruct` (run from a folder "
+                "without a subfolder of its first part), or `preset:tiny` (offline)."
             )
         if not any((path / name).is_file() for name in ("config.json", "adapter_config.json")):
             raise InputNotFoundError(
@@ -98,9 +127,15 @@ def check_model_source(name_or_path: str, revision: str | None = None) -> None:
             failure = error
             break
     raise InputNotFoundError(
-        f"The model {name_or_path!r} is not a local folder, and it could not be fetched from the Hub "
-        f"({type(failure).__name__}): {_hub_hint()}. Or give a local folder written by `save_pretrained`."
+        f"The model {name_or_path!r} is not a local folder{_closest(name_or_path, True)}, and it could not be fetched "
+        f"from the Hub ({type(failure).__name__}): {_hub_hint()}. Or give a local folder written by `save_pretrained`."
     ) from failure
+
+
+def _closest(name: str, folders_only: bool = False) -> str:
+    """`" (the closest existing one: 'x')"` for a missing path, or `""`."""
+    close = closest_existing(name, folders_only)
+    return f" (the closest existing {'folder' if folders_only else 'path'}: {close!r})" if close else ""
 
 
 def check_dataset_source(name: str, flag: str = "--dataset_name") -> None:
@@ -108,8 +143,8 @@ def check_dataset_source(name: str, flag: str = "--dataset_name") -> None:
     not exist, so that it is not looked up on the Hub."""
     if looks_local(name, data=True) and not Path(name).expanduser().exists():
         raise InputNotFoundError(
-            f"The dataset file or folder {name!r} given to {flag} does not exist ({Path(name).expanduser().resolve()})."
-            " Check the path; a Hub dataset id has the form `org/name`."
+            f"The dataset file or folder {name!r} given to {flag} does not exist ({Path(name).expanduser().resolve()})"
+            f"{_closest(name)}. Check the path; a Hub dataset id has the form `org/name`."
         )
 
 

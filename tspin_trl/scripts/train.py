@@ -23,16 +23,16 @@ folder once (`$TSPIN_TRL_MODELS`, default `~/.cache/tspin_trl/models`) and then 
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments
 from trl.scripts.utils import DatasetConfig
+
+from tspin_trl.presets import resolve_model
 
 from .errors import UsageError
 from .sources import check_data_files, check_model_source, load_named_dataset
@@ -108,44 +108,6 @@ class SelfPlayScriptArguments:
         default_factory=list,
         metadata={"help": "YAML only: evaluation files or Hub datasets, the same entries as `datasets:`."},
     )
-
-
-def resolve_model(name_or_path: str, cache_root: str | None = None) -> str:
-    """Turn a `preset:` name into a local folder (written once); anything else is returned unchanged."""
-    if not name_or_path.startswith("preset:"):
-        return name_or_path
-    from tspin_trl.demo import materialize_smollm2, save_tiny_preset
-
-    if cache_root is None:
-        default = os.path.join(os.path.expanduser("~"), ".cache", "tspin_trl", "models")
-        cache_root = os.environ.get("TSPIN_TRL_MODELS", default)
-    preset = name_or_path.removeprefix("preset:")
-    writers = {"smollm2-135m-instruct": materialize_smollm2, "tiny": save_tiny_preset}
-    if preset not in writers:
-        raise ValueError(f"Unknown preset {preset!r}: use 'preset:smollm2-135m-instruct' or 'preset:tiny'.")
-    return _write_once(os.path.join(cache_root, preset), writers[preset])
-
-
-def _write_once(folder: str, write: Callable[[str], Any]) -> str:
-    """
-    Create `folder` with `write(path)` unless it exists. Every process of a launch calls this at the same time: each
-    writes into its own staging folder and renames it into place (atomic; the first rename wins), so no process ever
-    loads a half-written folder (rank 1 used to find `config.json` before rank 0 had written the weights).
-    """
-    if os.path.isdir(folder):
-        return folder
-    parent = os.path.dirname(folder) or "."
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(folder)}-", dir=parent)
-    try:
-        write(staging)
-        os.rename(staging, folder)
-    except OSError:
-        if not os.path.isdir(folder):  # not another process winning the race: a real error
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
 
 
 def _mixture_names(config) -> list[str]:
@@ -343,6 +305,8 @@ def main(script_args, training_args, model_args, dataset_args, self_play_args) -
     from tspin_trl import TSPINTrainer
     from tspin_trl.plot import console_iteration_table, iteration_table
 
+    from .resume import ResumeNotice, resume_target
+
     model_init_kwargs = dict(
         revision=model_args.model_revision,
         trust_remote_code=training_args.trust_remote_code,
@@ -353,6 +317,7 @@ def main(script_args, training_args, model_args, dataset_args, self_play_args) -
     training_args.model_init_kwargs = {k: v for k, v in model_init_kwargs.items() if v is not None}
     if not model_args.model_name_or_path:
         raise UsageError("No model: give --model_name_or_path (a folder, a Hub id, or preset:tiny to start offline).")
+    resume = resume_target(training_args.resume_from_checkpoint, training_args.output_dir)
     model_path = resolve_model(model_args.model_name_or_path)
     check_model_source(model_path, model_args.model_revision)
     data = load_data(script_args, dataset_args, self_play_args, eval_strategy=str(training_args.eval_strategy.value))
@@ -375,7 +340,8 @@ def main(script_args, training_args, model_args, dataset_args, self_play_args) -
             name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool
         ]
 
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.add_callback(ResumeNotice(trainer.context))
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)
     trainer.create_model_card(model_name=Path(training_args.output_dir).name, dataset_name=data["dataset_name"])
 
@@ -437,8 +403,29 @@ def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str 
     )
 
 
-def run(argv: list[str] | None = None, prog: str | None = None) -> None:
-    """Parse `argv` (default: `sys.argv[1:]`, with `--config FILE`) and train."""
+def write_help_record() -> None:
+    """Regenerate the recorded help page `tspin-trl train --help` prints without importing torch
+    (`tspin_trl/scripts/train_help.json`, see `tspin_trl.scripts.help`), after a flag, its help or a default changed:
+    `python -c "from tspin_trl.scripts.train import write_help_record; write_help_record()"`."""
+    from .help import SHIPPED, record_key, record_of, save_record
+
+    save_record(record_of(make_parser(prog="tspin-trl train")), record_key(), SHIPPED)
+    print(f"wrote {SHIPPED}", file=sys.stderr)
+
+
+def run(
+    argv: list[str] | None = None,
+    prog: str | None = None,
+    command: Sequence[str] = ("tspin-trl", "train"),
+    as_typed: Sequence[str] | None = None,
+) -> None:
+    """
+    Parse `argv` (default: `sys.argv[1:]`, with `--config FILE`) and train.
+
+    An interruption (Ctrl-C, or SIGTERM turned into one) after the arguments are parsed leaves with a `resume_note` for
+    the message: the checkpoint to resume from and the command that resumes, `command` followed by `as_typed` (the
+    arguments as the user gave them; default `argv`) with `--resume_from_checkpoint last`.
+    """
     from .launch import lone_process_warning, single_process_launch_warning
 
     parser = make_parser(prog=prog)
@@ -446,7 +433,15 @@ def run(argv: list[str] | None = None, prog: str | None = None) -> None:
     warning = single_process_launch_warning() or lone_process_warning(args[1].world_size)
     if warning:
         print(f"{prog or 'tspin-trl train'}: warning: {warning}", file=sys.stderr, flush=True)
-    main(*args)
+    try:
+        main(*args)
+    except KeyboardInterrupt as interrupt:
+        if os.environ.get("RANK", "0") == "0":  # the main process says how to resume; the others only stop
+            from .resume import interrupted_note
+
+            typed = list(sys.argv[1:] if argv is None else argv) if as_typed is None else list(as_typed)
+            interrupt.resume_note = interrupted_note(command, typed, args[1].output_dir)
+        raise
 
 
 if __name__ == "__main__":
