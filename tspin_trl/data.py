@@ -227,9 +227,14 @@ def _check_prompt_turns(prompt: list[dict[str, Any]], column: str, index: int) -
             )
 
 
-def _without_none(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    # `datasets` gives every message every key of its column (absent ones as None): compare what is set
-    return [{key: value for key, value in turn.items() if value is not None} for turn in turns]
+def _without_none(value: Any) -> Any:
+    # `datasets` gives every dict (message, tool call, arguments) every key of its column, absent ones as None: two
+    # columns holding the same turns may differ in those, so compare what is set
+    if isinstance(value, dict):
+        return {key: _without_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_none(item) for item in value]
+    return value
 
 
 def split_multi_turn(value: Any, column: str, index: int) -> tuple[list[dict[str, Any]], Any]:

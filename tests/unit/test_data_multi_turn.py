@@ -145,6 +145,26 @@ def test_given_responses_must_continue_the_new_prompt():
             normalize_row(ROWS[0] | {"synthetic": synthetic}, "prompt_completion", 0, "last_assistant")
 
 
+def test_given_responses_read_from_a_dataset_compare_what_is_set():
+    """`datasets` fills every dict with every key its column has (absent ones as None), down to the tool call's
+    arguments: the same turns stored in two columns still compare equal."""
+    with_units = [tool_call("Oslo"), tool_result("snow"), assistant("Cold.")]
+    with_units[0]["tool_calls"][0]["function"]["arguments"]["units"] = "C"
+    rows = [
+        ROWS[0] | {"synthetic": agent_trace("Rome", "rain", "Wet.")},
+        {
+            "prompt": [user("Weather in Oslo?")],
+            "completion": agent_trace("Oslo", "snow", "It snows."),
+            "synthetic": with_units,
+        },
+    ]
+    dataset = Dataset.from_list([{key: row[key] for key in ("prompt", "completion", "synthetic")} for row in rows])
+    assert dataset[0]["synthetic"][0]["tool_calls"][0]["function"]["arguments"] == {"city": "Rome", "units": None}
+    assert normalize_row(dataset[0], "prompt_completion", 0, "last_assistant")["synthetic"]["content"] == "Wet."
+    with pytest.raises(DataFormatError, match="Row 1, column 'synthetic'"):  # its call had other arguments
+        normalize_row(dataset[1], "prompt_completion", 1, "last_assistant")
+
+
 def test_a_trace_must_end_with_the_assistant():
     row = {"prompt": [user("Weather in Rome?")], "completion": [tool_call("Rome"), tool_result("rain")]}
     with pytest.raises(DataFormatError, match=r"Row 0, column 'completion': .* must end with an assistant message"):
