@@ -42,6 +42,7 @@ DEFAULT_SOURCES = {
     "top_k": "ours: off",
     "disable_dropout": "ours (TRL's DPO does the same)",
     "pad_to_multiple_of": "ours: none (DPO's `'auto'` is accepted and means the same here)",
+    "multi_turn_completions": "ours: refuse (as before the option existed); `'last_assistant'` is opt-in",
     "learning_rate_schedule": "paper (one rate for every iteration); SPIN's scripts lower it from iteration 2 "
     "(`examples/configs/spin_scripts.yaml`)",
     "alpha_schedule": "paper (one alpha for every iteration); SPIN's scripts raise their reward scale in iteration 3",

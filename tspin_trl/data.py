@@ -44,6 +44,12 @@ SUPPORTED_FORMATS_TEXT = (
 # Where the prompt and the real response of each format come from, for error messages.
 _PROMPT_COLUMN = {"messages": "messages", "spin": "real", "implicit_preference": "chosen"}
 _REAL_COLUMN = {"messages": "messages", "spin": "real", "prompt_completion": "completion"}
+# `multi_turn_completions`: what to do with a conversational response of several turns (see `split_multi_turn`).
+MULTI_TURN_COMPLETIONS = ("error", "last_assistant")
+_MULTI_TURN_HINT = (
+    " Or set `multi_turn_completions='last_assistant'` (`--multi_turn_completions last_assistant`) to train on such "
+    "rows: the turns before the last assistant message then move into the prompt (see docs/data_formats.md)."
+)
 
 
 class DataFormatError(ValueError):
@@ -135,10 +141,12 @@ def _response(value: Any, column: str, index: int, conversational: bool) -> str 
         )
     _check_messages(value, column, index)
     if len(value) != 1 or value[0]["role"] != "assistant":
+        several_turns = len(value) > 1 and value[-1]["role"] == "assistant"
         raise DataFormatError(
             f"Row {index}, column '{column}': a conversational response must be a list with exactly one assistant "
             f"message (text or a tool call), got roles {[m['role'] for m in value]}. T-SPIN compares one generated "
             "assistant turn with the real one; put earlier turns (tool results included) in the prompt."
+            + (_MULTI_TURN_HINT if several_turns else "")
         )
     message = value[0]
     if not (message.get("content") or "").strip() and not message.get("tool_calls"):
@@ -219,13 +227,70 @@ def _check_prompt_turns(prompt: list[dict[str, Any]], column: str, index: int) -
             )
 
 
-def normalize_row(row: dict[str, Any], data_format: str, index: int) -> dict[str, Any]:
+def _without_none(value: Any) -> Any:
+    # `datasets` gives every dict (message, tool call, arguments) every key of its column, absent ones as None: two
+    # columns holding the same turns may differ in those, so compare what is set
+    if isinstance(value, dict):
+        return {key: _without_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_none(item) for item in value]
+    return value
+
+
+def split_multi_turn(value: Any, column: str, index: int) -> tuple[list[dict[str, Any]], Any]:
+    """A conversational response of several turns as (the turns before its last message, `[last message]`), for
+    `multi_turn_completions="last_assistant"`; anything else (one message, a string) as `([], value)` unchanged.
+
+    The last message must be the assistant's: it is the response trained on."""
+    if not _is_message_list(value) or len(value) < 2:
+        return [], value
+    _check_messages(value, column, index)
+    if value[-1]["role"] != "assistant":
+        raise DataFormatError(
+            f"Row {index}, column '{column}': with multi_turn_completions='last_assistant' a response of several "
+            f"turns must end with an assistant message (the one trained on), got roles {[m['role'] for m in value]}. "
+            "End it with the assistant's answer, or drop the row."
+        )
+    return value[:-1], value[-1:]
+
+
+def _move_earlier_turns(
+    prompt: list[dict[str, Any]], real: Any, given: dict[str, Any], real_column: str, index: int
+) -> tuple[list[dict[str, Any]], Any, dict[str, Any], int]:
+    """`multi_turn_completions="last_assistant"`: the real response's turns before its last assistant message join
+    the prompt. Given synthetic/proto responses must continue that prompt: the same earlier turns, then their own
+    last message. Returns the prompt, the real response, the given responses and the number of turns moved."""
+    earlier, real = split_multi_turn(real, real_column, index)
+    kept = {}
+    for column, value in given.items():
+        lead, last = split_multi_turn(value, column, index)
+        if _without_none(lead) != _without_none(earlier):
+            raise DataFormatError(
+                f"Row {index}, column '{column}': with multi_turn_completions='last_assistant' this row's prompt is "
+                f"its prompt plus the {len(earlier)} turn(s) of '{real_column}' before its last assistant message, "
+                f"so a given {column} response must continue that prompt: the same {len(earlier)} earlier turn(s), "
+                f"then one assistant message (it has {len(lead)} earlier turn(s), not the same). Give it those turns, "
+                "or drop the column (the responses are then generated from the new prompt)."
+            )
+        kept[column] = last
+    return prompt + earlier, real, kept, len(earlier)
+
+
+def normalize_row(
+    row: dict[str, Any], data_format: str, index: int, multi_turn_completions: str = "error"
+) -> dict[str, Any]:
     """Map a row of any supported format to `{"prompt", "real", "synthetic"?, "proto"?, "tools"?,
-    "chat_template_kwargs"?}`.
+    "chat_template_kwargs"?, "moved_turns"?}`.
 
     `prompt` is a string or a list of messages; responses are strings (standard data) or one assistant message each
-    (conversational data).
+    (conversational data). A conversational response of several turns (e.g. a tool call, its result and the answer)
+    is an error, unless `multi_turn_completions="last_assistant"`: the turns before its last assistant message then
+    move into the prompt, and `moved_turns` gives their number (rows with none have no such key).
     """
+    if multi_turn_completions not in MULTI_TURN_COMPLETIONS:
+        raise ValueError(
+            f"multi_turn_completions={multi_turn_completions!r} is invalid: use one of {list(MULTI_TURN_COMPLETIONS)}."
+        )
     synthetic = None
     if data_format == "messages":
         messages = row["messages"]
@@ -270,12 +335,17 @@ def normalize_row(row: dict[str, Any], data_format: str, index: int) -> dict[str
     real_column = _REAL_COLUMN.get(data_format, "chosen")
     if real is None:
         raise DataFormatError(f"Row {index}, column '{real_column}': the real response is missing.")
+    given = {column: row[column] for column in OPTIONAL_RESPONSE_COLUMNS if row.get(column) is not None}
+    moved = 0
+    if conversational and multi_turn_completions == "last_assistant":
+        prompt, real, given, moved = _move_earlier_turns(prompt, real, given, real_column, index)
     out = {"prompt": prompt, "real": _response(real, real_column, index, conversational)}
     if synthetic is not None:
         out["synthetic"] = _response(synthetic, "generated", index, conversational)
-    for column in OPTIONAL_RESPONSE_COLUMNS:
-        if row.get(column) is not None:
-            out[column] = _response(row[column], column, index, conversational)
+    for column, value in given.items():
+        out[column] = _response(value, column, index, conversational)
+    if moved:
+        out["moved_turns"] = moved
     options = _row_options(row, index)
     if options and not conversational:
         raise DataFormatError(
@@ -330,6 +400,10 @@ class TripletTokenizer:
         max_completion_length (`int`, *optional*):
             Room a `"keep_end"` cut leaves for a generated response; without it, `"keep_end"` drops prompts with no
             room too.
+        multi_turn_completions (`str`, *optional*, defaults to `"error"`):
+            What [`tokenize_dataset`] does with a conversational response of several turns: `"error"` refuses it,
+            `"last_assistant"` moves the turns before its last assistant message into the prompt (see
+            [`normalize_row`]).
     """
 
     def __init__(
@@ -340,6 +414,7 @@ class TripletTokenizer:
         truncation_mode: str,
         eos_ids: list[int],
         max_completion_length: int | None = None,
+        multi_turn_completions: str = "error",
     ):
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -347,6 +422,7 @@ class TripletTokenizer:
         self.truncation_mode = truncation_mode
         self.eos_ids = eos_ids
         self.max_completion_length = max_completion_length
+        self.multi_turn_completions = multi_turn_completions
         self._warned_prefix = False
 
     def _template(self, example: dict[str, Any], options: dict[str, Any], index: int) -> dict[str, str]:
@@ -496,9 +572,11 @@ def tokenize_dataset(
 
     Rows whose prompt leaves no room for a response (see [`TripletTokenizer`]) are dropped with one warning giving
     their count; the result records which source rows it kept (`row_indices`) and dropped (`dropped_row_indices`).
-    A dataset where no row is left is an error.
+    A dataset where no row is left is an error. With `multi_turn_completions="last_assistant"` (on the
+    `triplet_tokenizer`), one warning gives the number of rows whose earlier response turns moved into the prompt.
     """
-    rows = [normalize_row(row, data_format, index) for index, row in enumerate(dataset)]
+    rule = triplet_tokenizer.multi_turn_completions
+    rows = [normalize_row(row, data_format, index, rule) for index, row in enumerate(dataset)]
     if not rows:
         raise DataFormatError(f"The {name} dataset is empty.")
     conversational = not isinstance(rows[0]["prompt"], str)
@@ -529,6 +607,20 @@ def tokenize_dataset(
             "`max_prompt_length` to truncate prompts, or use truncation_mode='keep_end' to cut prompts from the left."
         )
     if _on_main_process():
+        moved = [index for index, row in enumerate(rows) if row.get("moved_turns")]
+        if moved:
+            logger.warning(
+                "multi_turn_completions=%r: in %d of %d rows of the %s dataset (rows %s) the response had several "
+                "turns; the turns before its last assistant message (%d in all) were moved into the prompt, and the "
+                "last assistant message is the real response. Synthetic and proto responses are sampled from that "
+                "longer prompt.",
+                rule,
+                len(moved),
+                len(rows),
+                name,
+                _rows_text(moved),
+                sum(rows[index]["moved_turns"] for index in moved),
+            )
         if dropped:
             logger.warning(
                 "Dropped %d of %d rows of the %s dataset (rows %s): their prompt leaves no room for a response within "

@@ -97,6 +97,7 @@ PREPARED_WITH = (
     "max_length",
     "max_prompt_length",
     "truncation_mode",
+    "multi_turn_completions",
     "max_completion_length",  # over-long prompts are dropped or cut to leave it room
     "mix_previous_iteration",
     "pad_to_multiple_of",
@@ -261,6 +262,7 @@ class TSPINTrainer(_BaseTrainer):
             args.truncation_mode,
             self.eos_token_ids,
             max_completion_length=args.max_completion_length,
+            multi_turn_completions=args.multi_turn_completions,
         )
         train_dataset = tokenize_dataset(
             train_dataset,

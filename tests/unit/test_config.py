@@ -31,6 +31,7 @@ def test_epochs_follow_the_iterations(tmp_path):
         ("objective", "dpo"),
         ("loss_type", "hinge"),
         ("truncation_mode", "middle"),
+        ("multi_turn_completions", "all"),
         ("alpha", 0.0),
         ("beta", -0.1),
         ("beta_first_iteration", -1.0),
