@@ -10,12 +10,13 @@ of DPO's metrics in the entry of one of several evaluation sets (`DPOTrainer` wr
 T-SPIN under the set's `eval_<name>_`, as the loss is named: a deliberate difference, docs/migration.md)."""
 
 import math
+import shutil
 
 import pytest
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
-from tests.support import make_config, sorting_rows, tiny_mixtral
+from tests.support import make_config, self_play_trainer, sorting_rows, tiny_mixtral
 from tspin_trl import TSPINTrainer
 from tspin_trl.demo import build_tiny_model
 
@@ -216,3 +217,44 @@ def test_a_window_across_a_boundary_and_a_summary_with_the_pending_router_loss(t
     assert math.isfinite(summary["aux_loss"])  # TRL's test_train reads it for MoE models
     assert (line["self_play/iteration"], line["beta"]) == (1, 0.1), "the iteration and beta at the entry's step"
     assert "iteration/logps/real" in line and "iteration/logps/real" in summary
+
+
+def test_a_resumed_run_logs_what_an_uninterrupted_one_does(tmp_path, tokenizer):
+    # 2 iterations of 4 steps, a training entry every 3 steps (3, 6), a checkpoint at every step. At the boundary after
+    # step 4 self-play measures the iteration's summary, the score, the likelihood inversion: they ride on step 6.
+    held_out = Dataset.from_list(sorting_rows(10)[8:])
+
+    def run(output_dir, resume_from=None):
+        trainer = self_play_trainer(
+            output_dir,
+            tokenizer,
+            eval_dataset=held_out,
+            scorer=lambda responses, rows: sum(len(r) for r in responses) / 100,
+            scorer_dataset=held_out,
+            logging_steps=3,
+            save_strategy="steps",
+            save_steps=1,
+        )
+        trainer.train(resume_from_checkpoint=resume_from)
+        return trainer.state.log_history
+
+    full = run(tmp_path / "full")
+    assert [(h["step"], kind(h)) for h in full] == [(3, "train"), (6, "train"), (8, "summary")]
+    riders = ["iteration/logps/real", "self_play/score", "self_play/likelihood_inversion"]
+    assert all(name in full[1] and name in full[2] for name in riders)
+    # checkpoint-4 is saved before the boundary's measurements (the resume measures them again); checkpoint-5 after
+    # them, before they are logged (the checkpoint keeps them pending; measured again, they are not logged twice)
+    for step in (4, 5):
+        copy = tmp_path / f"resumed_{step}"
+        shutil.copytree(tmp_path / "full", copy)
+        resumed = run(copy, resume_from=str(copy / f"checkpoint-{step}"))
+        # what the resumed process ran itself: its preflight, and no generation pass at step 4 (iteration 1's
+        # responses are read back from their file)
+        own = {"self_play/preflight_seconds"} | (
+            {k for k in full[1] if k.startswith("generation/")} if step == 4 else set()
+        )
+        for got, want in zip(resumed, full, strict=True):
+            assert set(got) - own == set(want) - own, (step, set(got) ^ set(want))
+        for name in riders:  # on the same entries (checked above), with the same values
+            got, want = [h[name] for h in resumed if name in h], [h[name] for h in full if name in h]
+            assert got == pytest.approx(want, rel=1e-5), (step, name)
