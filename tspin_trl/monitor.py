@@ -12,8 +12,9 @@ the train summary; see [`~tspin_trl.metrics.MetricsLog.log_now`]), appends the s
   there is below 5e-5 and teaches almost nothing.
 
 The logging windows are transformers' (`logging_steps`), as in `DPOTrainer`: a window may span an iteration boundary;
-the summary is the exact per-iteration mean. Its sums are saved with every checkpoint (`checkpoint-<step>/tspin_iteration_monitor.json`) and restored on resume, so a
-resumed iteration's summary covers all its steps.
+the summary is the exact per-iteration mean. Its sums are saved with every checkpoint
+(`checkpoint-<step>/tspin_iteration_monitor.json`) and restored on resume, so a resumed iteration's summary covers all
+its steps.
 """
 
 import json
