@@ -106,8 +106,18 @@ def per_example_metrics(
 
 
 ITERATION_KEY = "self_play/iteration"
+
+
 # The file a checkpoint keeps the log's pending values in (next to `trainer_state.json`, which has the logged ones)
 STATE_FILE = "tspin_metrics_log.json"
+
+
+def _plain(value: Any) -> Any:
+    """A number as a Python float (a tensor, a NumPy scalar, a bool); anything else as it is."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
 
 
 class MetricsLog:
@@ -187,7 +197,7 @@ class MetricsLog:
                 The self-play iteration they describe; `None` for a value of no iteration (the score before training).
         """
         seen = {(name, line.get(ITERATION_KEY)) for line in self._announced for name in line if name != ITERATION_KEY}
-        fresh = {name: float(value) for name, value in metrics.items() if (name, iteration) not in seen}
+        fresh = {name: _plain(value) for name, value in metrics.items() if (name, iteration) not in seen}
         if fresh:
             self._announced.append(fresh if iteration is None else {**fresh, ITERATION_KEY: iteration})
 
