@@ -474,6 +474,18 @@ def _(ctx, which):
     return f"ok: keys {sorted(trainer.state.log_history[-1])}"
 
 
+@probe("log_history_shape", "the entries of trainer.state.log_history after train(): kind@step, in order")
+def _(ctx, which):
+    trainer, _, _ = trained(ctx, which)
+
+    def kind(entry: dict) -> str:
+        if "train_runtime" in entry:
+            return "summary"
+        return "train" if "loss" in entry else "eval" if "eval_loss" in entry else "other"
+
+    return "ok: " + ", ".join(f"{kind(h)}@{h.get('step')}" for h in trainer.state.log_history)
+
+
 @probe("train_metric_names", "metric names of the training log lines")
 def _(ctx, which):
     trainer, _, _ = trained(ctx, which)

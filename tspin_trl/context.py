@@ -55,7 +55,8 @@ class RunContext:
         folder ([`~tspin_trl.run_folder.RunFolder`]):
             Where the run's self-play files live.
         metrics ([`~tspin_trl.metrics.MetricsLog`]):
-            Recording values for the next logged line, logging a line now, listening to every step's metrics.
+            Recording values for the next logged entry, logging self-play quantities with the next training entry
+            or the train summary (`log_now`), listening to every step's metrics.
         sampler ([`~tspin_trl.generation.PolicySampler`]):
             Generation with the current policy (the run's backend).
         tokenizer ([`~transformers.PreTrainedTokenizerBase`]):

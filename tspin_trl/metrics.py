@@ -4,14 +4,26 @@ Per-example metrics are computed on the device, gathered over processes once per
 and converted to floats only when a line is logged (no host sync in the training step). NaN marks a value an example
 does not have (the proto response in iteration 0, a reference log-prob for T-SPIN). Listeners (the iteration
 monitor) see every step's gathered columns.
+
+Self-play's own quantities (per-iteration summaries, the likelihood inversion, prompt-selection counts, scores) add no
+entry of their own to `trainer.state.log_history`: [`MetricsLog.log_now`] keeps them for the next training entry, or
+the train summary when no training entry follows, so `log_history` has `DPOTrainer`'s entries in `DPOTrainer`'s order.
 """
 
+import json
+import logging
+import os
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
+from .checked_io import atomic_write
 from .loss import clamped, rewards
+
+
+logger = logging.getLogger(__name__)
 
 
 # Log-likelihood (and reward) differences within this many nats are ties: neither an accuracy win nor a disagreement.
@@ -93,23 +105,41 @@ def per_example_metrics(
     return columns
 
 
+ITERATION_KEY = "self_play/iteration"
+
+
+# The file a checkpoint keeps the log's pending values in (next to `trainer_state.json`, which has the logged ones)
+STATE_FILE = "tspin_metrics_log.json"
+
+
+def _plain(value: Any) -> Any:
+    """A number as a Python float (a tensor, a NumPy scalar, a bool); anything else as it is."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
 class MetricsLog:
     """
-    The metrics of the running `train()` or `evaluate()` until the next logged line.
+    The metrics of the running `train()` or `evaluate()` until the next logged entry, and self-play's quantities
+    waiting to ride on it.
 
-    Args:
-        emit (`Callable[[dict[str, float]], None]`):
-            Writes one line to the trainer's log (and its reporters), as `Trainer.log` does.
+    Averaged values ([`record`], [`add_columns`]) go into the next entry of their mode, as `DPOTrainer`'s metrics do
+    ([`flush`]). Self-play's quantities ([`log_now`]) go into the next *training* entry or the train summary
+    ([`take_riding`]), never into an evaluation entry, so `log_history` keeps `DPOTrainer`'s entries and order.
     """
 
-    def __init__(self, emit: Callable[[dict[str, float]], None]):
-        self._emit = emit
+    def __init__(self):
         self._values: dict[str, dict[str, list]] = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._columns: dict[str, dict[str, list[torch.Tensor]]] = {
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
         self._listeners: list[Callable[[str, dict[str, torch.Tensor]], None]] = []
+        # every `log_now` of the run, in order, each tagged with its iteration; those from `_ridden` on wait
+        self._announced: list[dict[str, float]] = []
+        self._ridden = 0
 
     def record(self, name: str, value: float | torch.Tensor, mode: str = "train") -> None:
         """Add a value to the next logged line (values of one name are averaged over the logging window)."""
@@ -142,10 +172,95 @@ class MetricsLog:
         return metrics
 
     def clear(self) -> None:
-        """Drop everything not logged yet (benchmarks that step outside `train()` call it after every step)."""
+        """Drop everything not logged yet, and forget the run's self-play quantities (a `train()` starting afresh;
+        benchmarks that step outside `train()` call it after every step)."""
         for store in (*self._values.values(), *self._columns.values()):
             store.clear()
+        self._announced.clear()
+        self._ridden = 0
+
+    # ---- self-play's quantities ----------------------------------------------------------------------------------
 
     def log_now(self, metrics: dict[str, float], iteration: int | None = None) -> None:
-        """Log self-play metrics (of `iteration`, if given) as their own line, not merged into a training-step line."""
-        self._emit(metrics if iteration is None else {**metrics, "self_play/iteration": iteration})
+        """
+        Log self-play quantities (of `iteration`, if given): they are measured now and logged with the next training
+        entry, or with the train summary when no training entry follows (see [`take_riding`]); reporters
+        (`report_to`) receive them with that entry, at its step.
+
+        A quantity already logged for the same iteration in this run (also before the checkpoint a run resumed from)
+        is not logged again: a resume that measures it again adds nothing.
+
+        Args:
+            metrics (`dict[str, float]`):
+                Values by name (e.g. `{"self_play/likelihood_inversion": 0.25}`).
+            iteration (`int`, *optional*):
+                The self-play iteration they describe; `None` for a value of no iteration (the score before training).
+        """
+        seen = {(name, line.get(ITERATION_KEY)) for line in self._announced for name in line if name != ITERATION_KEY}
+        fresh = {name: _plain(value) for name, value in metrics.items() if (name, iteration) not in seen}
+        if fresh:
+            self._announced.append(fresh if iteration is None else {**fresh, ITERATION_KEY: iteration})
+
+    @property
+    def announced(self) -> list[dict[str, float]]:
+        """Every self-play quantity logged in this run, in order: one dict per [`log_now`] call, tagged with its
+        iteration under `self_play/iteration` (untagged for none)."""
+        return self._announced
+
+    def take_riding(self) -> dict[str, float]:
+        """
+        The self-play quantities logged since the last training entry or train summary, for the entry being logged
+        (the trainer calls it for exactly those entries); they are then marked as logged.
+
+        When a name was logged for several iterations in that time (more than one iteration boundary before the next
+        training entry, e.g. `logging_steps` longer than an iteration), the name holds the latest iteration's value,
+        and each earlier one is kept under `<name>/iteration_<t>` (`<name>/start` for a value of no iteration).
+        """
+        latest: dict[str, tuple[int | None, float]] = {}
+        earlier: dict[str, float] = {}
+        for line in self._announced[self._ridden :]:
+            iteration = line.get(ITERATION_KEY)
+            for name, value in line.items():
+                if name == ITERATION_KEY:
+                    continue
+                if name in latest:
+                    before, previous = latest[name]
+                    earlier[f"{name}/" + ("start" if before is None else f"iteration_{int(before)}")] = previous
+                latest[name] = (iteration, value)
+        self._ridden = len(self._announced)
+        return {name: value for name, (_, value) in latest.items()} | earlier
+
+    # ---- checkpoints ------------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the self-play quantities of the run (how many have been logged, so that the others
+        still ride after a resume and none is logged twice) and the averaged training values not logged yet."""
+        values = {name: [float(v) for v in values] for name, values in self._values["train"].items()}
+        return {"announced": self._announced, "ridden": self._ridden, "train_values": values}
+
+    def save(self, checkpoint_dir: str) -> None:
+        """Write [`state_dict`] into a checkpoint folder (called by the trainer when it saves one)."""
+        atomic_write(os.path.join(checkpoint_dir, STATE_FILE), json.dumps(self.state_dict()))
+
+    def restore(self, checkpoint_dir: str) -> None:
+        """Take back what [`save`] wrote into `checkpoint_dir` (a resume); a checkpoint without a readable file (one
+        written by an older version) changes nothing, with a warning."""
+        path = os.path.join(checkpoint_dir, STATE_FILE)
+        try:
+            with open(path) as f:
+                state = json.load(f)
+            announced, ridden = list(state["announced"]), int(state["ridden"])
+            values = {str(name): [float(v) for v in vs] for name, vs in state.get("train_values", {}).items()}
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            logger.warning(
+                "No readable %s (%s): self-play quantities measured before the checkpoint and not logged yet are not "
+                "logged, and one measured again after the resume may be logged twice.",
+                path,
+                type(error).__name__,
+            )
+            return
+        self.clear()
+        self._announced.extend(announced)
+        self._ridden = min(ridden, len(announced))
+        for name, vs in values.items():
+            self._values["train"][name].extend(vs)

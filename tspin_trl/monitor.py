@@ -2,17 +2,19 @@
 
 The run's metrics log hands every training step's per-example metrics to the monitor (see
 [`~tspin_trl.metrics.MetricsLog.add_listener`]); the monitor keeps their sums for the current iteration on the device (no
-host sync per step). At the end of each iteration it logs one summary line tagged with the iteration, appends the
-same numbers to `self_play/iterations.jsonl`, and checks two alarms:
+host sync per step). At the end of each iteration it logs the summary (on the next training entry of `log_history`, or
+the train summary; see [`~tspin_trl.metrics.MetricsLog.log_now`]), appends the same numbers to
+`self_play/iterations.jsonl`, and checks two alarms:
 
 - **vanishing advantage**: the mean likelihood gap `|logp(y) - logp(y')|` fell below `vanishing_advantage_threshold`,
   or more than 90% of synthetic responses equal the real ones: the model no longer tells its own responses apart.
 - **saturation**: more than half of the pairs had a scaled current advantage above `saturation_threshold`: the loss
   there is below 5e-5 and teaches almost nothing.
 
-It also makes the logging windows end at iteration boundaries, so that no logged line mixes two iterations. Its
-sums are saved with every checkpoint (`checkpoint-<step>/tspin_iteration_monitor.json`) and restored on resume, so a
-resumed iteration's summary covers all its steps.
+The logging windows are transformers' (`logging_steps`), as in `DPOTrainer`: a window may span an iteration boundary;
+the summary is the exact per-iteration mean. Its sums are saved with every checkpoint
+(`checkpoint-<step>/tspin_iteration_monitor.json`) and restored on resume, so a resumed iteration's summary covers all
+its steps.
 """
 
 import json
@@ -139,8 +141,6 @@ class IterationMonitor(TrainerCallback):
         if self.first_step is None:
             self.first_step = state.global_step
         self.last_step = state.global_step
-        if self._iteration_complete(state.global_step):
-            control.should_log = True  # the logging window ends with the iteration
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
@@ -158,7 +158,8 @@ class IterationMonitor(TrainerCallback):
     # ---- the summary ---------------------------------------------------------------------------------------------
 
     def summarize(self, global_step: int, complete: bool = True) -> dict[str, float]:
-        """Log the current iteration's means over all its steps, write them to `iterations.jsonl`, check the alarms."""
+        """Log the current iteration's means over all its steps (with the next training entry or the train summary),
+        write them to `iterations.jsonl`, check the alarms."""
         context, args, iteration = self.context, self.context.args, self.iteration
         names = list(self.sums)
         totals = torch.stack([self.sums[n] for n in names]).tolist() if names else []

@@ -133,7 +133,8 @@ def _iteration_files(output_dir: str) -> dict[int, tuple[list[dict[str, Any]], d
 
 
 def _iteration_of(record: dict[str, Any]) -> int | None:
-    """The iteration a logged line belongs to: its own tag (a logging window never spans two iterations)."""
+    """The iteration a logged line belongs to: its own tag, the iteration of its step (a logging window may span a
+    boundary, as `logging_steps` makes it)."""
     value = record.get(ITERATION_KEY)
     return int(value) if isinstance(value, (int, float)) and float(value).is_integer() else None
 
@@ -159,8 +160,14 @@ def _series(lines: list[dict[str, Any]], key: str) -> tuple[list[float], list[fl
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def _boundaries(lines: list[dict[str, Any]]) -> list[tuple[float, int]]:
-    """`(x, t)` where iteration `t` begins, after the last logged step of the previous one."""
+def _boundaries(lines: list[dict[str, Any]], records: dict[int, dict[str, Any]]) -> list[tuple[float, int]]:
+    """`(x, t)` where iteration `t` begins, within the logged steps: before its first step, from the per-iteration
+    records; without them, after the last logged step of the previous iteration (exact when every step logs)."""
+    starts = sorted((r["first_step"], t) for t, r in records.items() if isinstance(r.get("first_step"), int))
+    tagged = {line["iteration"] for line in lines} - {None}
+    if lines and starts and tagged <= {t for _, t in starts}:
+        first, last = lines[0]["step"], lines[-1]["step"]
+        return [(step - 0.5, t) for step, t in starts[1:] if first < step <= last]
     found = []
     for before, after in zip(lines, lines[1:]):
         if (
@@ -178,7 +185,8 @@ def _mark_iterations(ax, lines: list[dict[str, Any]], boundaries: list[tuple[flo
     if not label or not lines or lines[0]["iteration"] is None:
         return
     edges = [lines[0]["step"] - 0.5, *(x for x, _ in boundaries), lines[-1]["step"] + 0.5]
-    names = [lines[0]["iteration"], *(t for _, t in boundaries)]
+    # the first line's own iteration, or the one before the first boundary (the first line's window may span it)
+    names = [boundaries[0][1] - 1 if boundaries else lines[0]["iteration"], *(t for _, t in boundaries)]
     for left, right, t in zip(edges, edges[1:], names):
         ax.text(
             (left + right) / 2,
@@ -534,7 +542,7 @@ def plot_run(output_dir: str, out_dir: str | None = None, num_examples: int = 5)
     folder = RunFolder(output_dir)
     iterations = _iteration_files(output_dir)
     lines = _training_lines(records)
-    boundaries = _boundaries(lines)
+    boundaries = _boundaries(lines, folder.iteration_records())
     scores = folder.scores()
     written: list[str] = []
     notes = [f"Logs read from `{source}`."]

@@ -26,7 +26,8 @@ class ScoringCallback(TrainerCallback):
     Greedy responses of the current policy to held-out prompts, scored by a user function, before training
     (`"start"`) and after every iteration (`"iteration_<t>"`). [`TSPINTrainer`] installs it when given a `scorer`.
 
-    Each score is logged as `self_play/score` and written with the responses to `output_dir/self_play/scores.jsonl`.
+    Each score is logged as `self_play/score` (with the next training entry, or the train summary) and written with
+    the responses to `output_dir/self_play/scores.jsonl`.
     A scorer that raises does not stop training: the error is logged with the scorer's name and recorded in
     `scores.jsonl`, and the iteration's checkpoint is still saved. A score that is not a finite number is recorded
     with a warning.
@@ -63,14 +64,32 @@ class ScoringCallback(TrainerCallback):
         ]
         self.scores: list[dict[str, Any]] = []
 
-    def _recorded(self, label: str) -> bool:
-        """Whether `label` was scored before (a resumed run); decided by the main process, whose file is the reference
-        (every process must agree: scoring generates on all of them)."""
+    def _recorded(self) -> dict[str, tuple[int, float]]:
+        """The scores recorded before (a resumed run), by label: their step and score; read by the main process,
+        whose file is the reference (every process must agree: scoring generates on all of them)."""
         folder = self.context.folder
-        return main_decides(self.context.accelerator, lambda: any(r.get("label") == label for r in folder.scores()))
+
+        def read() -> dict[str, tuple[int, float]]:
+            return {
+                r["label"]: (int(r.get("step", 0)), float(r.get("score", float("nan"))))
+                for r in folder.scores()
+                if isinstance(r.get("label"), str)
+            }
+
+        return main_decides(self.context.accelerator, read)
+
+    @staticmethod
+    def _iteration_of(label: str) -> int | None:
+        return None if label == "start" else int(label.removeprefix("iteration_"))
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if not self._recorded("start"):
+        recorded = self._recorded()
+        # A resume logs again the scores measured up to its step: the metrics log keeps only those the checkpoint it
+        # resumed from had not logged yet (measured after it was saved), so none is lost and none is logged twice.
+        for label, (step, value) in recorded.items():
+            if step <= state.global_step:
+                self.context.metrics.log_now({"self_play/score": value}, self._iteration_of(label))
+        if "start" not in recorded:
             self.score("start", state.global_step)
         return control
 
@@ -78,8 +97,11 @@ class ScoringCallback(TrainerCallback):
         clock = self.context.clock
         if clock.is_iteration_end(state.global_step):
             label = f"iteration_{clock.iteration_of_step(state.global_step)}"
-            if not self._recorded(label):
+            recorded = self._recorded().get(label)
+            if recorded is None:
                 self.score(label, state.global_step)
+            else:  # scored by the run this one resumes, after the checkpoint it resumed from
+                self.context.metrics.log_now({"self_play/score": recorded[1]}, self._iteration_of(label))
         return control
 
     def score(self, label: str, global_step: int) -> float:

@@ -334,7 +334,7 @@ class TSPINTrainer(_BaseTrainer):
         args = self.args
         self._prepared_with = {name: getattr(args, name) for name in PREPARED_WITH}
         self._steps_settings = (args.max_steps, args.num_iterations)
-        self.metrics = MetricsLog(emit=super().log)
+        self.metrics = MetricsLog()
         self._metric_key_prefix = "eval"
         self.run_folder = RunFolder(args.output_dir)
         self._run_lock = RunLock(self.run_folder.lock_path)
@@ -468,6 +468,8 @@ class TSPINTrainer(_BaseTrainer):
         self._check_settings()
         self.metrics.clear()  # what an interrupted step of an earlier call recorded
         resume_from_checkpoint = self._checkpoint_to_resume(resume_from_checkpoint)
+        if resume_from_checkpoint:  # what the checkpoint's `log_history` has not logged yet, and what it has
+            self.metrics.restore(resume_from_checkpoint)
         self._start_run_parts(resume_from_checkpoint or None)
         if self.args.should_save:
             self._run_lock.acquire()
@@ -715,12 +717,18 @@ class TSPINTrainer(_BaseTrainer):
         return columns
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """As `DPOTrainer.log`: the averaged metrics of the mode (training or evaluation) join the entry. A training
+        entry also gets the iteration, alpha and beta at its step, and a training entry or the train summary gets the
+        self-play quantities measured since the last one (see [`~tspin_trl.metrics.MetricsLog.take_riding`]): self-play
+        adds no entry of its own to `log_history`."""
         mode = "train" if self.model.training else "eval"
         metrics = self.metrics.flush(mode)
         if mode == "eval":  # `eval_`, or `eval_<name>_` for one of several evaluation sets, as the loss is named
             metrics = {f"{self._metric_key_prefix}_{key}": value for key, value in metrics.items()}
-        elif "loss" in logs:  # a training line: a logging window never spans two iterations (see IterationMonitor)
+        elif "loss" in logs:  # a training entry: the iteration of its step (a logging window may span a boundary)
             metrics.update({"self_play/iteration": self.iteration, "alpha": self.alpha, "beta": self.beta})
+        if "loss" in logs or "train_runtime" in logs:
+            metrics.update(self.metrics.take_riding())
         logs.update(metrics)
         super().log(logs, start_time)
 
@@ -969,6 +977,7 @@ class TSPINTrainer(_BaseTrainer):
         folder = checkpoint_dir(self._get_output_dir(trial=trial), self.state.global_step)
         if self.args.should_save:
             self.monitor.save(folder)
+            self.metrics.save(folder)
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
             follow_umask(folder)

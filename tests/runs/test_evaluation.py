@@ -31,7 +31,8 @@ def test_eval_dataset_gets_its_own_responses(tmp_path, tokenizer):
     )
     # the likelihood inversion on the evaluation data, after every iteration
     inversion = [h for h in trainer.state.log_history if "self_play/likelihood_inversion" in h]
-    assert [h["self_play/iteration"] for h in inversion] == [0, 1]
+    # after iteration 0: on the first training entry of iteration 1 (step 3); after iteration 1: on the train summary
+    assert [(h["step"], "loss" in h, "train_runtime" in h) for h in inversion] == [(3, True, False), (4, False, True)]
     assert all(0 <= h["self_play/likelihood_inversion"] <= 1 for h in inversion)
     records = trainer.run_folder.iteration_records()
     assert all("likelihood_inversion" in records[t] for t in (0, 1))

@@ -159,7 +159,7 @@ def test_single_schedule_is_kept_as_an_option(tmp_path, tokenizer):
     assert not any("self_play/optimizer_states_reset" in h for h in trainer.state.log_history)
 
 
-def test_logging_window_never_straddles_two_iterations(tmp_path, tokenizer):
+def test_a_logging_window_longer_than_an_iteration_keeps_every_iterations_summary(tmp_path, tokenizer):
     trainer = TSPINTrainer(
         model=build_tiny_model(tokenizer),
         args=make_config(tmp_path, num_iterations=2, per_device_train_batch_size=2, logging_steps=100),
@@ -167,15 +167,19 @@ def test_logging_window_never_straddles_two_iterations(tmp_path, tokenizer):
         processing_class=tokenizer,
     )
     trainer.train()
-    lines = [h for h in trainer.state.log_history if "loss" in h]
-    assert [(h["step"], h["self_play/iteration"], h["beta"]) for h in lines] == [(4, 0, 0.0), (8, 1, 0.1)]
-    summaries = [h for h in trainer.state.log_history if "self_play/advantage_vanished" in h]
-    assert [h["self_play/iteration"] for h in summaries] == [0, 1]
+    # as DPOTrainer's: no training entry (8 steps < logging_steps), the summary carries the pending averaged metrics
+    assert len(trainer.state.log_history) == 1
+    summary = trainer.state.log_history[0]
+    assert "train_runtime" in summary and "loss" not in summary
     records = trainer.run_folder.iteration_records()
     assert [(r["first_step"], r["last_step"], r["complete"]) for r in records.values()] == [(1, 4, True), (5, 8, True)]
-    # the summary is the mean over every step, and the one line of the iteration averages the same steps
-    for line, summary in zip(lines, summaries, strict=True):
-        assert summary["iteration/logps/real"] == pytest.approx(line["logps/real"], rel=1e-5)
+    # both iterations' summaries ride on it: the latest under its name, the earlier one under `<name>/iteration_0`
+    means = [records[t]["means"]["logps/real"] for t in (0, 1)]
+    assert summary["iteration/logps/real"] == pytest.approx(means[1], rel=1e-5)
+    assert summary["iteration/logps/real/iteration_0"] == pytest.approx(means[0], rel=1e-5)
+    assert summary["self_play/advantage_vanished/iteration_0"] == 0.0 == summary["self_play/advantage_vanished"]
+    # the window's mean over all 8 steps is the mean of the two iterations' (4 steps each)
+    assert summary["logps/real"] == pytest.approx(sum(means) / 2, rel=1e-5)
 
 
 def test_spin_with_identical_pairs_has_no_wins_and_no_disagreement(tmp_path, tokenizer):
@@ -252,10 +256,15 @@ def test_vanishing_advantage_alarm(tmp_path, tokenizer, caplog):
     assert trainer.monitor.alarms["vanishing"] == [0]
     assert "current advantage has vanished" in caplog.text
     vanished = [h for h in trainer.state.log_history if "self_play/advantage_vanished" in h]
-    assert [(h["self_play/iteration"], h["self_play/advantage_vanished"]) for h in vanished] == [(0, 1.0)]
+    # the last iteration's summary rides on the train summary
+    assert [("train_runtime" in h, h["self_play/advantage_vanished"]) for h in vanished] == [(True, 1.0)]
 
     normal = self_play_trainer(tmp_path / "normal", tokenizer, num_iterations=2)
     normal.train()
     assert normal.monitor.alarms["vanishing"] == []
     finals = [h for h in normal.state.log_history if "self_play/advantage_vanished" in h]
-    assert [(h["self_play/iteration"], h["self_play/advantage_vanished"]) for h in finals] == [(0, 0.0), (1, 0.0)]
+    # iteration 0's on the first training entry of iteration 1 (step 5), iteration 1's on the train summary
+    assert [(h["step"], "loss" in h, h["self_play/advantage_vanished"]) for h in finals] == [
+        (5, True, 0.0),
+        (8, False, 0.0),
+    ]

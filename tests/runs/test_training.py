@@ -10,7 +10,7 @@ from datasets import Dataset
 from peft import LoraConfig
 from transformers import TrainerCallback
 
-from tests.support import make_config, self_play_trainer, sorting_rows
+from tests.support import make_config, self_play_trainer, sorting_rows, tiny_mixtral
 from tests.support.tools import TOOL_ROWS
 from tspin_trl import TSPINTrainer
 from tspin_trl.demo import build_tiny_model
@@ -86,27 +86,6 @@ def test_a_diverged_policy_is_stopped_before_a_checkpoint_and_before_sampling(tm
         NonFinitePolicyError, match=r"step 4, in self-play iteration 0, before generating iteration_1/train.*bf16"
     ):
         unsaved.train()
-
-
-def tiny_mixtral(tokenizer):
-    from transformers import MixtralConfig, MixtralForCausalLM
-
-    torch.manual_seed(0)
-    config = MixtralConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        num_local_experts=4,
-        num_experts_per_tok=2,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return MixtralForCausalLM(config)
 
 
 def test_a_mixture_of_experts_trains_with_the_router_loss(tmp_path, tokenizer):

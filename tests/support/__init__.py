@@ -1,8 +1,8 @@
 """What the tests share: builders of small self-play runs (`builders.py`: sorting rows, a fast CPU configuration of the
-tiny preset, a self-play trainer, `StopAfter`, a `RunContext` from real parts, a run's iteration files), tool-call
-data (`tools.py`), the docs' code blocks (`docs.py`), pairwise covering arrays (`covering.py`, for the matrix) and the
-scripts that launches run as subprocesses (`scripts/`). The fault campaign (`tests/faults/`) builds its runs with the
-same builders.
+tiny preset, a self-play trainer, a tiny Mixture-of-Experts model, `StopAfter`, a `RunContext` from real parts, a
+run's iteration files), tool-call data (`tools.py`), the docs' code blocks (`docs.py`), pairwise covering arrays
+(`covering.py`, for the matrix) and the scripts that launches run as subprocesses (`scripts/`). The fault campaign
+(`tests/faults/`) builds its runs with the same builders.
 
 Tests import them as `from tests.support import make_config, ...`."""
 
@@ -18,6 +18,7 @@ from .builders import (
     model_logps,
     self_play_trainer,
     sorting_rows,
+    tiny_mixtral,
 )
 
 
@@ -38,4 +39,5 @@ __all__ = [
     "model_logps",
     "self_play_trainer",
     "sorting_rows",
+    "tiny_mixtral",
 ]

@@ -132,6 +132,30 @@ def self_play_trainer(
     )
 
 
+def tiny_mixtral(tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A tiny Mixtral (a Mixture-of-Experts model with router logits: 4 experts, 2 per token) for `tokenizer`, with
+    seeded weights."""
+    import torch
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    torch.manual_seed(0)
+    config = MixtralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return MixtralForCausalLM(config)
+
+
 class StopAfter(TrainerCallback):
     """Stops training gracefully after optimizer step `step` (an interrupted run, with the checkpoints it saved)."""
 
@@ -184,7 +208,8 @@ def make_context(
     its steps.
 
     Returns:
-        `tuple[RunContext, list[dict]]`: the context, and the list the lines it logs are collected in.
+        `tuple[RunContext, list[dict]]`: the context, and the self-play quantities logged through it
+        ([`~tspin_trl.metrics.MetricsLog.announced`]: one dict per `log_now` call, tagged with its iteration).
     """
     from accelerate import Accelerator
 
@@ -194,20 +219,20 @@ def make_context(
 
     args = make_config(output_dir, **config)
     model = model or build_tiny_model(tokenizer)
-    logged: list[dict] = []
+    metrics = MetricsLog()
     context = RunContext.build(
         args,
         Accelerator(cpu=True),
         model,
         tokenizer,
-        metrics=MetricsLog(emit=logged.append),
+        metrics=metrics,
         sampled_model=lambda: model,
         backend_factory=HFGenerationBackend,
         compute_logps=model_logps(model),
     )
     if steps_per_epoch is not None:
         context.clock.set_steps_per_epoch(steps_per_epoch)
-    return context, logged
+    return context, metrics.announced
 
 
 def iteration_rows(output_dir: Any, iteration: int, split: str = "train") -> list[dict]:

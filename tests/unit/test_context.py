@@ -19,7 +19,7 @@ def build(tmp_path, tokenizer, model, **config):
         Accelerator(cpu=True),
         model,
         tokenizer,
-        metrics=MetricsLog(emit=lambda line: None),
+        metrics=MetricsLog(),
         sampled_model=lambda: model,
         backend_factory=HFGenerationBackend,
         compute_logps=model_logps(model),

@@ -33,14 +33,14 @@ def test_the_monitor_summarises_each_iteration_from_all_its_steps(tmp_path, toke
             context.metrics.add_columns("eval", _step_columns([99.0], [1.0]))  # evaluation is not training
             state.global_step = step
             control = monitor.on_step_end(context.args, state, control)
-            assert control.should_log == (step == 2), "the logging window ends with the iteration"
-            control.should_log = False
+            assert not control.should_log, "the logging windows are transformers' (logging_steps), as DPO's"
             monitor.on_epoch_end(context.args, state, control)
     summary = monitor.summaries[0]
     assert summary["advantage/current"] == pytest.approx(13.5) and summary["advantage/saturated"] == 0.5
     assert monitor.alarms == {"vanishing": [], "saturated": []}, "exactly half saturated is not most"
     line = logged[0]
     assert line["self_play/iteration"] == 0 and line["self_play/iteration_steps"] == 2.0
+    assert context.metrics.take_riding()["iteration/advantage/current"] == pytest.approx(13.5), "for the next entry"
     record = context.folder.iteration_records()[0]
     assert (record["first_step"], record["last_step"], record["complete"]) == (1, 2, True)
 

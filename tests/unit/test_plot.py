@@ -219,3 +219,13 @@ def test_console_table_shows_schedules_and_selection_counts(tmp_path):
     assert header[:3] == ["iter", "steps", "loss"], "metrics first, then the settings"
     last = dict(zip(header, console.splitlines()[3].split()))
     assert (last["iter"], last["steps"], last["lr"], last["kept"]) == ("2", "9-12", "2.5e-05", "2"), console
+
+
+def test_iteration_boundaries_come_from_the_records_when_a_logging_window_spans_one():
+    from tspin_trl.plot import _boundaries
+
+    # logging_steps=3 over iterations of 4 steps: the entry at step 6 averages steps 4-6, and is tagged 1
+    lines = [{"step": 3, "iteration": 0}, {"step": 6, "iteration": 1}, {"step": 9, "iteration": 2}]
+    records = {0: {"first_step": 1}, 1: {"first_step": 5}, 2: {"first_step": 9}}
+    assert _boundaries(lines, records) == [(4.5, 1), (8.5, 2)], "before each iteration's first step"
+    assert _boundaries(lines, {}) == [(3.5, 1), (6.5, 2)], "without records: after the last entry of the previous one"

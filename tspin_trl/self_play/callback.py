@@ -31,7 +31,7 @@ from .identity import RunBinding, SelfPlayError, dataset_digest, run_identity
 from .inversion import measure_inversion
 from .iteration_files import IterationFiles, iteration_meta
 from .responses import ResponseMaker
-from .selection import PromptSelection, select_prompts
+from .selection import PromptSelection, log_selection, select_prompts
 
 
 if TYPE_CHECKING:
@@ -130,8 +130,8 @@ class SelfPlayCallback(TrainerCallback):
         return control
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        # The last pass happens here, not at `on_train_end`, so that the train summary (`train_loss`, `train_runtime`)
-        # stays the last line of `log_history`, as scripts and notebooks expect.
+        # The last pass happens here, not at `on_train_end` (after the train summary is logged), so that its likelihood
+        # inversion rides on the train summary, the last entry of `log_history`.
         ending = control.should_training_stop or self.context.clock.run_is_over(state.epoch)
         if ending and self.loaded_iteration is not None and not self.final_measured:
             self._measure_inversion(self.loaded_iteration, state.global_step, final=True)
@@ -227,6 +227,7 @@ class SelfPlayCallback(TrainerCallback):
         files.load_into(rows, dataset)
         if selecting:
             self.selections[iteration] = PromptSelection.from_rows(rows)
+            log_selection(self.context, iteration, self.selections[iteration])
         logger.info("Self-play iteration %d (%s) loaded from %s.", iteration, name, files.path(iteration, name))
         return True
 

@@ -163,6 +163,21 @@ def score_last_pairs(
     return [alpha * (real - synthetic) for real, synthetic in zip(logps["real"], logps["synthetic"], strict=True)]
 
 
+def log_selection(
+    context: "RunContext", iteration: int, selection: PromptSelection, seconds: float | None = None
+) -> None:
+    """Log an iteration's prompt-selection counts (`self_play/prompts_kept`, `self_play/prompts_skipped`) and, when it
+    was scored in this process, the scoring time (`self_play/prompt_selection_seconds`). A resume that loads the
+    selection from the iteration's file logs its counts again; the metrics log keeps them once."""
+    line = {
+        "self_play/prompts_kept": float(selection.num_kept),
+        "self_play/prompts_skipped": float(selection.num_skipped),
+    }
+    if seconds is not None:
+        line["self_play/prompt_selection_seconds"] = seconds
+    context.metrics.log_now(line, iteration)
+
+
 def select_prompts(
     context: "RunContext", files: "IterationFiles", dataset: TripletDataset, point: "IterationPoint"
 ) -> tuple[PromptSelection, list[list[int]]]:
@@ -191,8 +206,7 @@ def select_prompts(
         policy.prompt_selection_threshold,
         seconds,
     )
-    line = {f"self_play/{key}": float(value) for key, value in counts.items()}
-    context.metrics.log_now(line | {"self_play/prompt_selection_seconds": seconds}, iteration)
+    log_selection(context, iteration, selection, seconds)
     if args.should_save:
         context.folder.append_iteration_record(
             {"iteration": iteration, "step": point.global_step, **counts, "prompt_selection_seconds": seconds}
