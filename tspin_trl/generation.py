@@ -195,6 +195,14 @@ class ChunkStore:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def no_router_logits(model: torch.nn.Module) -> dict[str, bool]:
+    """The keyword that keeps a Mixture-of-Experts model from returning its router logits in a forward that is not
+    the training loss (`{}` for other models). With `output_router_logits=True` in its config (the usual way to train
+    Mixtral with its load-balancing loss), `generate` would compute that loss at every decoding step, where the step's
+    router logits and the whole attention mask differ in size (a crash once a batch has padding)."""
+    return {"output_router_logits": False} if hasattr(model.config.get_text_config(), "output_router_logits") else {}
+
+
 def _left_pad(prompts: list[list[int]], pad_token_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(p) for p in prompts)
     input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
@@ -271,6 +279,7 @@ class HFGenerationBackend:
                 pad_token_id=pad_token_id,
                 eos_token_id=list(eos_ids),
                 use_cache=True,
+                **no_router_logits(self._model),
                 **sampling.generate_kwargs(),
             )
         return output[:, input_ids.size(1) :].tolist()

@@ -18,6 +18,7 @@ from .builders import (
     model_logps,
     self_play_trainer,
     sorting_rows,
+    tiny_moe,
 )
 
 
@@ -38,4 +39,5 @@ __all__ = [
     "model_logps",
     "self_play_trainer",
     "sorting_rows",
+    "tiny_moe",
 ]
