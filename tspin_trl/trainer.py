@@ -40,6 +40,8 @@ from .checkpoints import (
     detect_node_layout,
     last_checkpoint_on_every_node,
     last_complete_checkpoint,
+    load_model_weights,
+    round_trip_problems,
 )
 from .clock import IterationClock, IterationPoint
 from .collator import ROLES as COLLATED_ROLES
@@ -526,23 +528,54 @@ class TSPINTrainer(_BaseTrainer):
 
     def _probe_checkpointing(self) -> None:
         """The preflight's checkpoint check: save the model as a checkpoint does (every process takes part, as in a
-        save), load it back where a resume loads it this way (not under DeepSpeed or FSDP, whose engines load their
-        own files), then remove the folder."""
+        save); where a resume loads it this way (not under DeepSpeed or FSDP, whose engines load their own files),
+        compare every tensor with the value a resume reads back for it, then load it; remove the folder."""
         folder = self.run_folder.preflight_dir
         self.save_model(folder, _internal_call=True)
         self.accelerator.wait_for_everyone()
-        quantized = getattr(self.model, "is_loaded_in_4bit", False) or getattr(self.model, "is_loaded_in_8bit", False)
-        if not (self.is_deepspeed_enabled or self.is_fsdp_enabled or quantized):
+        if not (self.is_deepspeed_enabled or self.is_fsdp_enabled or self._quantized):
+            problems = round_trip_problems(self.model, folder)
+            if problems:
+                raise CheckpointLoadError(
+                    f"The model saved as a checkpoint ({folder}) does not load back as it was: {'; '.join(problems)}. A "
+                    f"resume would not continue from the saved weights of this {type(self.model).__name__}."
+                )
             self._load_from_checkpoint(folder)
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             shutil.rmtree(folder, ignore_errors=True)
 
+    @property
+    def _quantized(self) -> bool:
+        return getattr(self.model, "is_loaded_in_4bit", False) or getattr(self.model, "is_loaded_in_8bit", False)
+
+    def _loads_whole_weights(self, model: torch.nn.Module) -> bool:
+        """Whether a checkpoint's model weights are loaded here, converted to the model's layout (see
+        [`~tspin_trl.checkpoints.load_model_weights`]): a whole model, not an adapter, not under DeepSpeed or FSDP
+        (whose engines load their own files), not quantized."""
+        return isinstance(model, PreTrainedModel) and not (
+            self.is_deepspeed_enabled or self.is_fsdp_enabled or self._quantized
+        )
+
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # transformers loads a whole model's weights with a plain `load_state_dict`, which leaves the experts of a
+        # Mixtral or Qwen2-MoE checkpoint (saved per expert, held fused) at their current values with only a warning
+        model = self.model if model is None else model
         try:
+            if self._loads_whole_weights(model) and load_model_weights(model, resume_from_checkpoint):
+                return None
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        except CheckpointLoadError:
+            raise
         except Exception as error:
             raise checkpoint_load_error("the model weights", resume_from_checkpoint, error) from error
+
+    def _load_best_model(self) -> None:
+        best = self.state.best_model_checkpoint
+        if self._loads_whole_weights(self.model) and load_model_weights(self.model, best):
+            logger.info("Loaded the best model from %s (score: %s).", best, self.state.best_metric)
+            return
+        super()._load_best_model()
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         try:

@@ -33,3 +33,16 @@ def test_a_checkpoint_that_cannot_be_written_fails_at_step_0(tmp_path, tokenizer
     with pytest.raises(PreflightError, match="'checkpoint save and load' failed"):
         trainer.train()
     assert trainer.state.global_step == 0
+
+
+def test_a_checkpoint_that_does_not_load_back_as_saved_fails_at_step_0(tmp_path, tokenizer):
+    from tspin_trl.demo import build_tiny_model
+
+    model = build_tiny_model(tokenizer)
+    model._keys_to_ignore_on_save = {"model.norm.weight"}  # saves leave a trained tensor out
+    trainer = self_play_trainer(tmp_path, tokenizer, model=model, save_strategy="steps", save_steps=2)
+    with pytest.raises(
+        PreflightError, match="'checkpoint save and load' failed.*no saved value for model.norm.weight"
+    ):
+        trainer.train()
+    assert trainer.state.global_step == 0
