@@ -43,6 +43,43 @@ _UPPER_BOUNDS = {
     "temperature": 100.0,
 }
 LOSS_TYPES = ("sigmoid", "exponential")
+# `generation_kwargs` keys of `model.generate` checked like the other fields: integers with their lowest value, and
+# numbers with their range (lowest, whether the lowest is allowed, highest). Other keys go to `generate` unchecked (it
+# refuses one a model does not take, and the preflight runs it before step 0).
+_GENERATION_INTEGERS = {
+    "max_new_tokens": 1,
+    "min_new_tokens": 0,
+    "max_length": 1,
+    "min_length": 0,
+    "num_beams": 1,
+    "num_beam_groups": 1,
+    "top_k": 0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "num_return_sequences": 1,
+}
+_GENERATION_NUMBERS: dict[str, tuple[float | None, bool, float | None]] = {
+    "temperature": (0.0, False, _UPPER_BOUNDS["temperature"]),
+    "top_p": (0.0, False, 1.0),
+    "min_p": (0.0, True, 1.0),
+    "typical_p": (0.0, False, 1.0),
+    "epsilon_cutoff": (0.0, True, 1.0),
+    "eta_cutoff": (0.0, True, 1.0),
+    "repetition_penalty": (0.0, False, None),
+    "encoder_repetition_penalty": (0.0, False, None),
+    "diversity_penalty": (0.0, True, None),
+    "length_penalty": (None, True, None),
+}
+_GENERATION_FLAGS = ("do_sample", "renormalize_logits", "remove_invalid_values")
+# What the trainer passes to `generate` itself: a second value would be a TypeError at the first generation pass
+_GENERATION_SET_BY_TRAINER = {
+    "input_ids": "the prompts",
+    "attention_mask": "the prompts' padding",
+    "pad_token_id": "the tokenizer's pad token (`tokenizer.pad_token`)",
+    "eos_token_id": "the tokenizer's eos token and the model's `generation_config.eos_token_id`",
+    "use_cache": "True",
+    "output_router_logits": "False (generation never computes a Mixture-of-Experts router loss)",
+}
 # DPOConfig (TRL 1.16) fields T-SPIN has no counterpart for: DPO's default value, and what to use instead. At that
 # default a field is accepted (a DPO config carries over); any other value is refused with this text.
 _DPO_FIELDS_WITHOUT_COUNTERPART: dict[str, tuple[Any, str]] = {
@@ -250,7 +287,9 @@ class TSPINConfig(_BaseConfig):
             key/value cache fits in half of the free memory (at most 512).
         generation_kwargs (`dict[str, Any]`, *optional*):
             Extra keyword arguments for `model.generate` (e.g. `{"repetition_penalty": 1.1}`), applied after the
-            settings above.
+            settings above. Known keys are checked for their type and range like every other field; refused:
+            `num_return_sequences > 1` and `return_dict_in_generate` (self-play pairs each prompt with one response,
+            as token ids) and what the trainer passes itself (`pad_token_id`, `eos_token_id`, `use_cache`, ...).
         proto_cache_dir (`str`, *optional*):
             Where proto-synthetic responses are cached across runs. Defaults to `$TSPIN_TRL_CACHE`, else
             `~/.cache/tspin_trl/proto`. Entries are keyed by the model's identity and weights fingerprint, the
@@ -636,6 +675,7 @@ class TSPINConfig(_BaseConfig):
                 stacklevel=2,
             )
         super().__post_init__()
+        self._validate_generation_kwargs()  # a JSON string (the command line) is a dict from here on
 
     def warn_if_max_steps_cuts_iterations(self) -> None:
         """Warn that `max_steps` may end training before every self-play iteration has run."""
@@ -653,6 +693,8 @@ class TSPINConfig(_BaseConfig):
         self._validate_number_types()
         self._validate_tspin_fields()
         self._validate_vllm_fields()
+        if not isinstance(self.generation_kwargs, str):  # a JSON string is parsed by `__post_init__`, then checked
+            self._validate_generation_kwargs()
 
     def _map_dpo_fields(self) -> None:
         """Accept the fields of TRL's `DPOConfig` that a migrating configuration carries: map those that mean
@@ -909,6 +951,50 @@ class TSPINConfig(_BaseConfig):
                 self.prompt_selection_min_share,
                 "it must be in (0, 1] (the smallest share of prompts kept in an iteration).",
             )
+
+    def _validate_generation_kwargs(self) -> None:
+        """`generation_kwargs`: a dict whose known `generate` keys have values of their type and range; none that the
+        trainer passes itself; none that makes `generate` return several sequences per prompt (self-play pairs each
+        prompt with one response) or anything but token ids."""
+        kwargs = self.generation_kwargs
+        if kwargs is None:
+            return
+        if not isinstance(kwargs, dict):
+            _fail("generation_kwargs", kwargs, "it must be a dict of `model.generate` keyword arguments, or None.")
+        fail = functools.partial(_fail, "generation_kwargs", kwargs)
+        kwargs = self.generation_kwargs = dict(kwargs)  # numbers stored as Python numbers, the caller's dict untouched
+        for key, value in kwargs.items():
+            if key in _GENERATION_SET_BY_TRAINER:
+                fail(f"{key!r} is set by the trainer ({_GENERATION_SET_BY_TRAINER[key]}). Remove it.")
+            if key in _GENERATION_INTEGERS:
+                lowest = _GENERATION_INTEGERS[key]
+                if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                    fail(f"{key!r} must be an integer, got {type(value).__name__} ({value!r}).")
+                if value < lowest:
+                    fail(f"{key!r} must be >= {lowest}, got {value}.")
+                kwargs[key] = int(value)
+            elif key in _GENERATION_NUMBERS:
+                low, low_allowed, high = _GENERATION_NUMBERS[key]
+                if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                    fail(f"{key!r} must be a finite number, got {type(value).__name__} ({value!r}).")
+                too_low = low is not None and (value < low if low_allowed else value <= low)
+                if too_low or (high is not None and value > high):
+                    wanted = f"{'>=' if low_allowed else '>'} {low}" if low is not None else ""
+                    wanted += (" and " if wanted and high is not None else "") + (
+                        f"<= {high}" if high is not None else ""
+                    )
+                    fail(f"{key!r} must be {wanted}, got {value}.")
+                kwargs[key] = float(value)
+            elif key in _GENERATION_FLAGS and not isinstance(value, bool):
+                fail(f"{key!r} must be True or False, got {type(value).__name__} ({value!r}).")
+        if kwargs.get("num_return_sequences", 1) > 1:
+            fail(
+                f"'num_return_sequences': {kwargs['num_return_sequences']} makes `generate` return that many sequences "
+                "per prompt (with sampling or beam search), and self-play pairs each prompt with one response. Remove "
+                "it; `num_beams` alone keeps the best beam."
+            )
+        if kwargs.get("return_dict_in_generate"):
+            fail("'return_dict_in_generate': True makes `generate` return a dict, not the token ids. Remove it.")
 
     def _validate_vllm_fields(self) -> None:
         fail = _fail

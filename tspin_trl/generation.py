@@ -392,7 +392,15 @@ def generate_responses(
                     eos_ids=list(eos_ids),
                 )
                 stats.generate_calls += 1
-                local = [(index, cut_at_eos(ids, eos_ids)) for index, ids in zip(mine, completions, strict=False)]
+                if len(completions) != len(batch):
+                    raise RuntimeError(
+                        f"The generation backend returned {len(completions)} sequences for {len(batch)} prompts: "
+                        f"responses could not be paired with their prompts. Settings that make `generate` return "
+                        f"several sequences per prompt (generation_kwargs {sampling.generation_kwargs}) are not "
+                        "supported; self-play pairs each prompt with one response."
+                    )
+                completions = completions[: len(mine)]  # a process with nothing left generated for a repeated prompt
+                local = [(index, cut_at_eos(ids, eos_ids)) for index, ids in zip(mine, completions, strict=True)]
                 for _, ids in local:
                     stats.generated_tokens += len(ids)
                 items = sorted(gather_object(local) if world > 1 else local)

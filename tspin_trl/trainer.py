@@ -880,13 +880,14 @@ class TSPINTrainer(_BaseTrainer):
                         {"prompt_ids": dataset.examples[i]["prompt_ids"]}
                         | {
                             f"{slot}_ids": dataset.examples[i][f"{role}_ids"]
-                            for slot, role in zip(COLLATED_ROLES, roles)
+                            for slot, role in zip(COLLATED_ROLES[: len(roles)], roles, strict=True)
                         }
                         for i in (mine or chunk[:1])
                     ]
                     batch = self._prepare_inputs(collator(examples))
                     values = self.response_logps(model, batch).float().t().tolist()
-                    local = list(zip(mine, values, strict=False))
+                    # a process with nothing left scored a repeated example: its values are dropped
+                    local = list(zip(mine, values[: len(mine)], strict=True))
                     gathered = local if world == 1 else gather_object(local)
                     results.update(dict(gathered))
         finally:

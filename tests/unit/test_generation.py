@@ -214,3 +214,14 @@ def test_generation_never_asks_a_mixture_of_experts_for_its_router_logits(tokeni
     )  # fmt: skip
     assert len(responses) == 3 and stats.generate_calls == 1
     assert model.config.output_router_logits, "the config is left as it was: training still gets the router loss"
+
+
+def test_responses_are_paired_with_their_prompts_or_the_pass_stops(tokenizer, model, prompts):
+    # settings TSPINConfig refuses, given to the pass directly: two sequences per prompt came back from `generate`, and
+    # every prompt after the first was paired with another prompt's response
+    two_each = SamplingSettings(max_new_tokens=4, generation_kwargs={"num_return_sequences": 2})
+    with pytest.raises(RuntimeError, match="returned 8 sequences for 4 prompts: responses could not be paired"):
+        generate_responses(
+            model, Accelerator(cpu=True), prompts[:4], sampling=two_each, pad_token_id=PAD,
+            eos_ids=[tokenizer.eos_token_id], batch_size=4,
+        )  # fmt: skip
