@@ -367,7 +367,9 @@ class TSPINConfig(_BaseConfig):
         vllm_server_port (`int`, *optional*, defaults to `8000`):
             Port of the vLLM server, when `vllm_server_base_url` is not set.
         vllm_server_timeout (`float`, *optional*, defaults to `240.0`):
-            Seconds to wait for the vLLM server to be up before failing.
+            Seconds to wait for the vLLM server to be up before failing, and then the most each request to it may take
+            (a weight sync, one generation call of `generation_batch_size` prompts): a server that stops answering
+            fails the run naming the request, instead of blocking it.
         vllm_group_port (`int`, *optional*, defaults to `51216`):
             Port of the weight-update group between the trainer and a server on GPUs (NCCL). On CPUs the weights
             are sent through a folder under `output_dir/self_play/` instead, which the server must be able to read.
@@ -598,7 +600,10 @@ class TSPINConfig(_BaseConfig):
     vllm_server_base_url: str | None = field(default=None, metadata={"help": "Base URL of the vLLM server."})
     vllm_server_host: str = field(default="0.0.0.0", metadata={"help": "Host of the vLLM server."})
     vllm_server_port: int = field(default=8000, metadata={"help": "Port of the vLLM server."})
-    vllm_server_timeout: float = field(default=240.0, metadata={"help": "Seconds to wait for the vLLM server."})
+    vllm_server_timeout: float = field(
+        default=240.0,
+        metadata={"help": "Seconds to wait for the vLLM server, and the most each request to it may take."},
+    )
     vllm_group_port: int = field(default=51216, metadata={"help": "Port of the weight-update group (GPU server)."})
     vllm_gpu_memory_utilization: float = field(
         default=0.3, metadata={"help": "Colocate: share of device memory (RAM on CPUs) vLLM reserves."}
