@@ -1,5 +1,6 @@
 """`TSPINConfig`: every knob of T-SPIN training and self-play, its default and its validation."""
 
+import copy
 import dataclasses
 import functools
 import math
@@ -43,6 +44,8 @@ _UPPER_BOUNDS = {
     "temperature": 100.0,
 }
 LOSS_TYPES = ("sigmoid", "exponential")
+# `from_pretrained` keyword arguments that hold a credential
+_MODEL_INIT_SECRETS = ("token", "use_auth_token")
 # `generation_kwargs` keys of `model.generate` checked like the other fields: integers with their lowest value, and
 # numbers with their range (lowest, whether the lowest is allowed, highest). Other keys go to `generate` unchecked (it
 # refuses one a model does not take, and the preflight runs it before step 0).
@@ -681,6 +684,44 @@ class TSPINConfig(_BaseConfig):
             )
         super().__post_init__()
         self._validate_generation_kwargs()  # a JSON string (the command line) is a dict from here on
+
+    # ---- no credential in what a run writes ------------------------------------------------------------------------
+    # transformers' Trainer pickles its arguments into every checkpoint and the final model folder
+    # (`training_args.bin`), which `push_to_hub` uploads with the model; `to_dict` hides the fields named `*_token`, the
+    # pickle kept them. Here neither holds them (the object in memory keeps them: a push to the Hub uses `hub_token`).
+
+    def _secrets_removed(self, state: dict[str, Any], placeholder: bool) -> dict[str, Any]:
+        """`state` without credentials: the fields transformers hides in `to_dict` (`hub_token`, ... named `*_token`)
+        and the token among `model_init_kwargs`, as `None` or (with `placeholder`) as `to_dict` shows them."""
+        state = dict(state)
+        for name, value in state.items():
+            if name.endswith("_token") and value is not None:
+                state[name] = f"<{name.upper()}>" if placeholder else None
+        kwargs = state.get("model_init_kwargs")
+        if isinstance(kwargs, dict) and any(kwargs.get(key) is not None for key in _MODEL_INIT_SECRETS):
+            state["model_init_kwargs"] = {
+                key: ((f"<{key.upper()}>" if placeholder else None) if key in _MODEL_INIT_SECRETS else value)
+                for key, value in kwargs.items()
+            }
+        return state
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self._secrets_removed(self.__dict__, placeholder=False)
+
+    def __copy__(self) -> "TSPINConfig":  # a copy in memory keeps the credentials (only what is written loses them)
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "TSPINConfig":
+        clone = object.__new__(type(self))
+        memo[id(self)] = clone
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return clone
+
+    def to_dict(self) -> dict[str, Any]:
+        """As `TrainingArguments.to_dict` (what reporters log), with the token among `model_init_kwargs` hidden too."""
+        return self._secrets_removed(super().to_dict(), placeholder=True)
 
     def warn_if_max_steps_cuts_iterations(self) -> None:
         """Warn that `max_steps` may end training before every self-play iteration has run."""
