@@ -6,7 +6,7 @@ import logging
 import os
 import shutil
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -238,6 +238,15 @@ class TSPINTrainer(_BaseTrainer):
         self._finish_model()
         self._build_run_parts(train_dataset)
         self._install_callbacks(train_dataset, eval_dataset, scorer, scorer_dataset)
+
+    @property
+    def compute_metrics(self) -> Callable[[EvalPrediction], dict] | None:
+        """The user's `compute_metrics`, checked: a result that is not a dict of metrics is an error naming it."""
+        return self._compute_metrics
+
+    @compute_metrics.setter
+    def compute_metrics(self, function: Callable[[EvalPrediction], dict] | None) -> None:
+        self._compute_metrics = _checked_metrics(function) if function is not None else None
 
     # ---- set-up, step by step ------------------------------------------------------------------------------------
 
@@ -785,9 +794,7 @@ class TSPINTrainer(_BaseTrainer):
             eval_dataset = self.eval_dataset  # each set under eval_<name>_, as transformers does
         elif eval_dataset is None or isinstance(eval_dataset, str):
             name = eval_dataset
-            eval_dataset = self.eval_dataset if name is None else self.eval_dataset[name]
-            if eval_dataset is None:
-                raise ValueError("Trainer: evaluation requires an eval_dataset.")
+            eval_dataset = self._evaluation_set_named(name)
             eval_dataset = self._prepared_for_evaluation(eval_dataset, name or "eval")
         if isinstance(eval_dataset, (dict, DatasetDict)):
             metrics = {}
@@ -804,6 +811,31 @@ class TSPINTrainer(_BaseTrainer):
             return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
         finally:
             self._metric_key_prefix = "eval"
+
+    def _evaluation_set_named(self, name: str | None) -> Any:
+        """The evaluation set `evaluate(eval_dataset=name)` means: the one given at init (`None`), or the one of that
+        name among those given as a dict; an error naming `eval_dataset` and the sets there are otherwise."""
+        given = self.eval_dataset
+        if name is None:
+            if given is None:
+                raise ValueError(
+                    "evaluate() has no evaluation data: pass `eval_dataset` (a Dataset, or a dict of them) to "
+                    "evaluate(), or to TSPINTrainer(eval_dataset=...)."
+                )
+            return given
+        if not isinstance(given, dict):
+            what = "no evaluation set" if given is None else "one unnamed evaluation set"
+            raise ValueError(
+                f"evaluate(eval_dataset={name!r}): a name picks one of the evaluation sets given to TSPINTrainer as a "
+                f"dict, and this trainer was given {what}. Pass the dataset itself, or build the trainer with "
+                f"eval_dataset={{{name!r}: dataset}}."
+            )
+        if name not in given:
+            raise ValueError(
+                f"evaluate(eval_dataset={name!r}): the trainer has no evaluation set of that name; its sets are "
+                f"{sorted(given)}."
+            )
+        return given[name]
 
     def predict(
         self,
@@ -1139,6 +1171,27 @@ def _with_peft(model: PreTrainedModel, peft_config: "PeftConfig | None", args: T
                 }
             model.enable_input_require_grads()
     return model
+
+
+def _checked_metrics(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` (a `compute_metrics`), raising a `TypeError` that names it when it returns anything but a dict of
+    metrics (transformers would fail later on `None` with "'NoneType' object does not support item assignment").
+    With `batch_eval_metrics`, only the result of the last batch (`compute_result=True`) is checked."""
+    if getattr(function, "_tspin_checked", False):
+        return function
+
+    @functools.wraps(function)
+    def checked(prediction: EvalPrediction, *args: Any, **kwargs: Any) -> Any:
+        result = function(prediction, *args, **kwargs)
+        if kwargs.get("compute_result", True) and not isinstance(result, Mapping):
+            raise TypeError(
+                f"compute_metrics ({getattr(function, '__name__', function)!r}) returned {type(result).__name__}: it "
+                "must return a dict of metric names and numbers, e.g. {'accuracy': 0.75}."
+            )
+        return result
+
+    checked._tspin_checked = True
+    return checked
 
 
 def _reset_optimizer_state(optimizer: torch.optim.Optimizer) -> int:
