@@ -673,6 +673,8 @@ class TSPINConfig(_BaseConfig):
             self.activation_checkpointing = True
         self.validate()
         self.warn_if_max_steps_cuts_iterations()
+        for note in self.settings_without_effect():
+            warnings.warn(note, stacklevel=2)
         requested_epochs = self.num_train_epochs
         self.num_train_epochs = IterationClock.from_config(self).num_train_epochs
         if requested_epochs not in (3.0, self.num_train_epochs):
@@ -722,6 +724,30 @@ class TSPINConfig(_BaseConfig):
     def to_dict(self) -> dict[str, Any]:
         """As `TrainingArguments.to_dict` (what reporters log), with the token among `model_init_kwargs` hidden too."""
         return self._secrets_removed(super().to_dict(), placeholder=True)
+
+    def settings_without_effect(self) -> list[str]:
+        """What the configured run ignores: settings of later iterations in a run of one iteration, and prompt
+        selection's floor without prompt selection. Warned when the config is built, and by [`TSPINTrainer.train`] when
+        a change on `trainer.args` makes one ineffective."""
+        notes = []
+        if self.num_iterations == 1:
+            if self.prompt_selection_threshold is not None:
+                notes.append(
+                    f"`prompt_selection_threshold={self.prompt_selection_threshold}` has no effect with num_iterations=1: "
+                    "prompt selection picks the prompts of iterations 1 and later. Raise num_iterations, or remove it."
+                )
+            if self.mix_previous_iteration:
+                notes.append(
+                    "`mix_previous_iteration=True` has no effect with num_iterations=1: iteration 0 has no previous "
+                    "iteration to mix in. Raise num_iterations, or remove it."
+                )
+        default_share = type(self).__dataclass_fields__["prompt_selection_min_share"].default
+        if self.prompt_selection_threshold is None and self.prompt_selection_min_share != default_share:
+            notes.append(
+                f"`prompt_selection_min_share={self.prompt_selection_min_share}` has no effect without "
+                "`prompt_selection_threshold` (prompt selection is off). Set the threshold, or remove it."
+            )
+        return notes
 
     def warn_if_max_steps_cuts_iterations(self) -> None:
         """Warn that `max_steps` may end training before every self-play iteration has run."""

@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import textwrap
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -342,6 +343,7 @@ class TSPINTrainer(_BaseTrainer):
         args = self.args
         self._prepared_with = {name: getattr(args, name) for name in PREPARED_WITH}
         self._steps_settings = (args.max_steps, args.num_iterations)
+        self._without_effect = args.settings_without_effect()  # warned when the config was built
         self.metrics = MetricsLog(emit=super().log)
         self._metric_key_prefix = "eval"
         self.run_folder = RunFolder(args.output_dir)
@@ -499,6 +501,11 @@ class TSPINTrainer(_BaseTrainer):
         if (args.max_steps, args.num_iterations) != self._steps_settings:  # changed on `trainer.args` since __init__
             args.warn_if_max_steps_cuts_iterations()
             self._steps_settings = (args.max_steps, args.num_iterations)
+        without_effect = args.settings_without_effect()
+        for note in without_effect:
+            if note not in self._without_effect:  # made ineffective by a change on `trainer.args`
+                warnings.warn(note, stacklevel=3)
+        self._without_effect = without_effect
         changed = [
             f"{name} ({before!r} -> {getattr(args, name)!r})"
             for name, before in self._prepared_with.items()

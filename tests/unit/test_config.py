@@ -377,3 +377,20 @@ def test_legal_generation_kwargs_are_kept_and_a_json_string_is_checked_too(tmp_p
     )
     with pytest.raises(ValueError, match="'num_beams' must be >= 1"):
         TSPINConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], generation_kwargs='{"num_beams": 0}')
+
+
+def test_settings_without_effect_in_the_configured_run_are_warned(tmp_path):
+    with pytest.warns(UserWarning, match=r"`prompt_selection_threshold=10.0` has no effect with num_iterations=1"):
+        TSPINConfig(
+            output_dir=str(tmp_path), use_cpu=True, report_to=[], num_iterations=1, prompt_selection_threshold=10.0
+        )
+    with pytest.warns(UserWarning, match=r"`mix_previous_iteration=True` has no effect with num_iterations=1"):
+        TSPINConfig(
+            output_dir=str(tmp_path), use_cpu=True, report_to=[], num_iterations=1, mix_previous_iteration=True
+        )
+    with pytest.warns(UserWarning, match=r"`prompt_selection_min_share=0.5` has no effect without"):
+        TSPINConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], prompt_selection_min_share=0.5)
+    args = TSPINConfig(
+        output_dir=str(tmp_path), use_cpu=True, report_to=[], num_iterations=2, prompt_selection_threshold=10.0
+    )
+    assert args.settings_without_effect() == []

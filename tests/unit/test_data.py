@@ -11,6 +11,7 @@ from trl import DPOConfig, DPOTrainer
 from tests.support import make_config, self_play_trainer, sorting_rows
 from tests.support.tools import TOOL_ROWS, assistant, user
 from tspin_trl import TSPINTrainer
+from tspin_trl.collator import DataCollatorForTriplet
 from tspin_trl.data import (
     DataFormatError,
     TripletDataset,
@@ -370,3 +371,15 @@ def test_prepared_datasets_are_readable_before_training(tmp_path, tokenizer):
     assert set(trainer.eval_dataset[1]) == {"prompt_ids", "real_ids"}
     with pytest.raises(ValueError, match="The batch has no synthetic responses: self-play has not sampled them yet"):
         trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+
+
+def test_responses_cut_to_fit_max_length_are_counted_and_warned_once(tmp_path, tokenizer, caplog):
+    rows = [{"prompt": f"sort: {i} 1\n", "completion": "1 9 " * (30 if i in (2, 5) else 1)} for i in range(6)]
+    with caplog.at_level(logging.WARNING, logger="tspin_trl.data"):
+        trainer = tspin_trainer(tmp_path, tokenizer, rows, max_length=64, max_completion_length=10)
+    cut = [r.getMessage() for r in caplog.records if "longer than max_length" in r.getMessage()]
+    assert len(cut) == 1, "one warning for the dataset, as for prompts"
+    assert cut[0].startswith("The given responses (real) of 2 of 6 rows of the train dataset (rows 2, 5)")
+    collator = DataCollatorForTriplet(pad_token_id=tokenizer.pad_token_id, max_length=64, require_synthetic=False)
+    batch = collator([trainer.train_dataset.examples[2]])
+    assert batch["input_ids"].size(1) == 64, "the collator cuts them, as the warning says"
