@@ -7,6 +7,7 @@ killed midway leaves one without `trainer_state.json`. Here a checkpoint is comp
 """
 
 import dataclasses
+import errno
 import glob
 import json
 import logging
@@ -147,6 +148,62 @@ def checkpoint_load_error(what: str, checkpoint: str | None, error: Exception) -
         f"Could not load {what} from the checkpoint {checkpoint!r} ({type(error).__name__}: {error}); a file there is "
         f"damaged or truncated. Delete that checkpoint folder and {fix}."
     )
+
+
+# ---- errors while a checkpoint is written ---------------------------------------------------------------------------
+
+# The files of a save, in the order they are written, by the kind of writer (whose errors name no file): torch's
+# (`torch.save`), safetensors' and Python's JSON and text writers. Patterns are relative to the checkpoint folder.
+_TORCH_WRITTEN = ("training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth")
+_SAFETENSORS_WRITTEN = ("model*.safetensors", "adapter_model.safetensors")
+_TEXT_WRITTEN = (
+    "../README.md",
+    "tspin_iteration_monitor.json",
+    "config.json",
+    "generation_config.json",
+    "adapter_config.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "model.safetensors.index.json",
+    "trainer_state.json",
+)
+_IO_MARKERS = ("inline_container", "PytorchStreamWriter", "file write failed", "I/O error", "IoError", "os error")
+
+
+def checkpoint_write_error(folder: str, error: BaseException) -> OSError | None:
+    """
+    An error raised while the checkpoint `folder` was written, as an `OSError` naming the file being written (torch's,
+    safetensors' and Python's writers say "No space left on device" or "unexpected pos 64 vs 0" without one), or
+    `None` when `error` names its file already or is not about writing a file.
+
+    The file is the last one, in the order a save writes them, of those its writer writes that exists: a writer
+    creates its file before the write fails, and the files after it are not there yet.
+    """
+    if isinstance(error, OSError) and error.filename is not None:
+        return None
+    text = f"{type(error).__name__}: {error}"
+    if type(error).__name__ == "SafetensorError":
+        patterns = _SAFETENSORS_WRITTEN
+    elif isinstance(error, RuntimeError) and any(marker in str(error) for marker in _IO_MARKERS):
+        patterns = _TORCH_WRITTEN
+    elif isinstance(error, OSError) or re.search(r"os error \d+|No space left on device", str(error)):
+        patterns = _TEXT_WRITTEN  # Python's writers, and the tokenizers library's (a plain `Exception`)
+    else:
+        return None
+    number = getattr(error, "errno", None)
+    if not isinstance(number, int):
+        found = re.search(r"os error (\d+)", str(error))
+        number = int(found.group(1)) if found else (28 if "No space left on device" in str(error) else None)
+    existing = [path for pattern in patterns for path in sorted(glob.glob(os.path.join(folder, pattern)))]
+    path = os.path.normpath(existing[-1] if existing else os.path.join(folder, patterns[0].replace("*", "")))
+    message = (
+        f"{os.strerror(number) if number is not None else f'the write failed ({text})'} (writing {path}, while saving "
+        f"{os.path.basename(os.path.normpath(folder))}). Free space on the disk of output_dir (or give another "
+        "output_dir), then resume with `resume_from_checkpoint=True`: the incomplete checkpoint is skipped."
+    )
+    return OSError(number if number is not None else errno.EIO, message, path)
 
 
 # ---- model weights, loaded exactly as saved ------------------------------------------------------------------------

@@ -302,9 +302,11 @@ class TSPINConfig(_BaseConfig):
         preflight (`bool`, *optional*, defaults to `True`):
             Before the first training step, exercise at small cost what the run needs later: the generation backend
             generates a few tokens for one prompt after a weight sync (if the run generates after step 0), reference
-            log-probs of one example (SPIN, T-SPIN_ref), and a save and load of the model as a checkpoint does (if
-            saving is on; every tensor is compared with the value a resume reads back for it). A setting that would
-            fail at the first iteration boundary, hours in, then fails at step 0 with the same error. The time it took is logged as `self_play/preflight_seconds`.
+            log-probs of one example (SPIN, T-SPIN_ref), a save and load of the model as a checkpoint does (if saving
+            is on; every tensor is compared with the value a resume reads back for it, and the checkpoint folders'
+            names must be free), and `compute_metrics` on one example's predictions (if given). A setting that would
+            fail at the first iteration boundary, checkpoint or evaluation, hours in, then fails at step 0 with the
+            same error. The time it took is logged as `self_play/preflight_seconds`.
         logps_batch_size (`int`, *optional*):
             Examples per forward pass when computing reference log-probs at an iteration boundary (`"spin"` and
             `"tspin_ref"`). Defaults to `per_device_eval_batch_size`.

@@ -38,11 +38,13 @@ from .checkpoints import (
     check_complete_on_every_node,
     checkpoint_dir,
     checkpoint_load_error,
+    checkpoint_write_error,
     detect_node_layout,
     last_checkpoint_on_every_node,
     last_complete_checkpoint,
     load_model_weights,
     round_trip_problems,
+    step_of,
 )
 from .clock import IterationClock, IterationPoint
 from .collator import ROLES as COLLATED_ROLES
@@ -389,9 +391,14 @@ class TSPINTrainer(_BaseTrainer):
         if self.args.preflight:
             will_generate = self.args.num_iterations > 1 or len(datasets) > 1 or scorer is not None
             saves = self.args.save_strategy != "no"
+            metrics = self.compute_metrics is not None and not self.args.prediction_loss_only
             self.add_callback(
                 PreflightCallback(
-                    self.context, train_dataset, will_generate, self._probe_checkpointing if saves else None
+                    self.context,
+                    train_dataset,
+                    will_generate,
+                    self._probe_checkpointing if saves else None,
+                    self._probe_metrics if metrics else None,
                 )
             )
         self.add_callback(self.monitor)
@@ -546,6 +553,7 @@ class TSPINTrainer(_BaseTrainer):
         """The preflight's checkpoint check: save the model as a checkpoint does (every process takes part, as in a
         save); where a resume loads it this way (not under DeepSpeed or FSDP, whose engines load their own files),
         compare every tensor with the value a resume reads back for it, then load it; remove the folder."""
+        self._check_checkpoint_names_free()
         folder = self.run_folder.preflight_dir
         self.save_model(folder, _internal_call=True)
         self.accelerator.wait_for_everyone()
@@ -560,6 +568,48 @@ class TSPINTrainer(_BaseTrainer):
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def _check_checkpoint_names_free(self) -> None:
+        """Refuse a file (not a folder) in `output_dir` named as a checkpoint this run will save (`checkpoint-<step>`):
+        the save at that step would fail with `FileExistsError`, hours in."""
+        output_dir, last = self.args.output_dir, self.state.max_steps
+        taken = sorted(
+            path
+            for path in glob.glob(os.path.join(output_dir, "checkpoint-*"))
+            if not os.path.isdir(path)
+            and (step := step_of(path)) is not None
+            and self.state.global_step < step <= last
+        )
+        if taken:
+            raise FileExistsError(
+                f"{taken[0]} is a file, where this run saves the checkpoint of step {step_of(taken[0])} (a folder): "
+                f"the save would fail then. Move or delete it ({len(taken)} such file(s) in output_dir)."
+            )
+
+    def _probe_metrics(self) -> None:
+        """The preflight's `compute_metrics` check: called once, as evaluation calls it, on the predictions of one
+        training example (its metrics are discarded)."""
+        was_training = self.model.training
+        self.model.eval()  # the example's T-SPIN metrics go to the evaluation log, flushed below
+        try:
+            batch = self.data_collator([self.train_dataset[0]])
+            loss, predictions, labels = self.prediction_step(self.model, batch, prediction_loss_only=False)
+            extra = {}
+            if "loss" in self.args.include_for_metrics:
+                extra["losses"] = loss.detach().float().reshape(1).cpu().numpy()
+            if "inputs" in self.args.include_for_metrics:
+                extra["inputs"] = batch["input_ids"].cpu().numpy()
+            prediction = EvalPrediction(
+                predictions=predictions.float().cpu().numpy(), label_ids=labels.cpu().numpy(), **extra
+            )
+            if self.args.batch_eval_metrics:
+                self.compute_metrics(prediction, compute_result=True)
+            else:
+                self.compute_metrics(prediction)
+        finally:
+            self.metrics.flush("eval")
+            if was_training:
+                self.model.train()
 
     @property
     def _quantized(self) -> bool:
@@ -1034,12 +1084,18 @@ class TSPINTrainer(_BaseTrainer):
 
     def _save_checkpoint(self, model, trial):
         self._check_policy_is_finite(f"before saving checkpoint-{self.state.global_step}")
-        model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
-        self.create_model_card(model_name=model_name.split("/")[-1])
         folder = checkpoint_dir(self._get_output_dir(trial=trial), self.state.global_step)
-        if self.args.should_save:
-            self.monitor.save(folder)
-        super()._save_checkpoint(model, trial)
+        try:
+            model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
+            self.create_model_card(model_name=model_name.split("/")[-1])
+            if self.args.should_save:
+                self.monitor.save(folder)
+            super()._save_checkpoint(model, trial)
+        except Exception as error:
+            named = checkpoint_write_error(folder, error)  # a full disk: which file, and what to do
+            if named is None:
+                raise
+            raise named from error
         if self.args.should_save:
             follow_umask(folder)
         if self.is_deepspeed_enabled and self.args.should_save and self.accelerator.process_index != 0:

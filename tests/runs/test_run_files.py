@@ -2,7 +2,11 @@
 removed."""
 
 import os
+import re
 import stat
+
+import pytest
+from transformers import TrainerCallback
 
 from tests.support import self_play_trainer
 from tspin_trl.cache import ProtoCache
@@ -83,3 +87,28 @@ def test_no_credential_is_written_to_the_output_folder(tmp_path, tokenizer):
         for secret in (hub_token, model_token):
             assert secret.encode() not in content, f"{secret} written to {path}"
     assert "<HUB_TOKEN>" in trainer.args.to_json_string() and model_token not in trainer.args.to_json_string()
+
+
+class FullDiskAt(TrainerCallback):
+    """Puts `/dev/full` (a real "No space left on device") behind the file `name` of checkpoint-2, just before it is
+    saved: torch's writer (optimizer.pt) and Python's (trainer_state.json) say so without naming the file."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 2:
+            folder = os.path.join(args.output_dir, "checkpoint-2")
+            os.makedirs(folder)
+            os.symlink("/dev/full", os.path.join(folder, self.name))
+
+
+@pytest.mark.parametrize("name", ["optimizer.pt", "trainer_state.json"])
+def test_a_full_disk_during_a_checkpoint_save_names_the_file(tmp_path, tokenizer, name):
+    trainer = self_play_trainer(
+        tmp_path, tokenizer, num_iterations=1, save_strategy="steps", save_steps=2, callbacks=[FullDiskAt(name)]
+    )
+    path = re.escape(str(tmp_path / "checkpoint-2" / name))
+    with pytest.raises(OSError, match=rf"\(writing {path}, while saving checkpoint-2\)\. Free space on the disk"):
+        trainer.train()
+    assert trainer.state.global_step == 2

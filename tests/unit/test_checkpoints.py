@@ -125,3 +125,25 @@ def test_model_weights_are_loaded_as_saved_or_refused(tmp_path, tokenizer):
     with pytest.raises(CheckpointLoadError, match=r"no value for 1 trained tensors .*\(model.norm.weight\)"):
         load_model_weights(build_tiny_model(tokenizer), str(tmp_path / "lossy"))
     assert not load_model_weights(lossy, str(tmp_path)), "no model weights there: the caller loads its own way"
+
+
+def test_a_write_error_of_a_checkpoint_save_is_named(tmp_path):
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    from tspin_trl.checkpoints import checkpoint_write_error
+
+    folder = tmp_path / "checkpoint-3"
+    folder.mkdir()
+    try:  # safetensors' writer names no file in its errors
+        save_file({"w": torch.zeros(2)}, str(folder / "missing" / "model.safetensors"))
+    except SafetensorError as error:
+        named = checkpoint_write_error(str(folder), error)
+    assert named.errno == 2 and named.filename == str(folder / "model.safetensors")
+    assert f"(writing {folder / 'model.safetensors'}, while saving checkpoint-3)" in str(named)
+    (folder / "optimizer.pt").write_bytes(b"half")  # torch's writer: the last of its files that exists
+    named = checkpoint_write_error(str(folder), RuntimeError("[enforce fail at inline_container.cc:672] . unexpected"))
+    assert named.filename == str(folder / "optimizer.pt") and "the write failed (RuntimeError" in str(named)
+    assert checkpoint_write_error(str(folder), ValueError("not about a file")) is None
+    assert checkpoint_write_error(str(folder), FileNotFoundError(2, "No such file", "x")) is None, "named already"
