@@ -498,6 +498,13 @@ class TSPINTrainer(_BaseTrainer):
         after construction is validated and takes effect (iterations, objective, sampling, ...; see
         [`_start_run_parts`]), or, where the prepared data or model were built with it, is refused naming it."""
         args = self.args
+        if not isinstance(args, TSPINConfig):
+            raise TypeError(
+                f"`trainer.args` was replaced by a {type(args).__name__} after the trainer was built: TSPINTrainer needs "
+                "its TSPINConfig (the T-SPIN settings, and the run folder, accelerator and prepared data built from "
+                "it). Change fields of the TSPINConfig instead, or build a new TSPINTrainer with `args=TSPINConfig(...)` "
+                "(it takes every TrainingArguments field)."
+            )
         if args is not self.context.args:
             raise ValueError(
                 "`trainer.args` was replaced by another TSPINConfig after the trainer was built. Its accelerator, run "
