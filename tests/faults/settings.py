@@ -417,7 +417,11 @@ for _label, _kwargs, _keywords in [
     )
 
 
-@case("configuration integers", "prompt_selection_threshold=10 with num_iterations=1 (selection has no effect)")
+@case(
+    "configuration integers",
+    "prompt_selection_threshold=10 with num_iterations=1 (selection has no effect)",
+    finding="32",
+)
 def selection_with_one_iteration(ctx):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
