@@ -47,9 +47,9 @@ class PreflightCallback(TrainerCallback):
         probe_checkpointing (`Callable[[], None]`, *optional*):
             Checks that the checkpoint folders' names are free, saves the model as a checkpoint does and loads it back
             (`None` when saving is off).
-        probe_metrics (`Callable[[], None]`, *optional*):
-            Runs `compute_metrics` once on the predictions of one example, as evaluation gives them (`None` without
-            `compute_metrics`).
+        metrics_probe (`Callable[[], Callable[[], None] | None]`, *optional*):
+            Returns, as `train()` starts (a `compute_metrics` may be set after construction), the check that runs
+            `compute_metrics` once on the predictions of one example as evaluation gives them, or `None` without one.
 
     Attributes:
         seconds (`dict[str, float]`):
@@ -62,13 +62,13 @@ class PreflightCallback(TrainerCallback):
         train_dataset: TripletDataset,
         will_generate: bool,
         probe_checkpointing: Callable[[], None] | None,
-        probe_metrics: Callable[[], None] | None = None,
+        metrics_probe: Callable[[], Callable[[], None] | None] | None = None,
     ):
         self.context = context
         self.train_dataset = train_dataset
         self.will_generate = will_generate
         self.probe_checkpointing = probe_checkpointing
-        self.probe_metrics = probe_metrics
+        self.metrics_probe = metrics_probe
         self.seconds: dict[str, float] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -80,8 +80,9 @@ class PreflightCallback(TrainerCallback):
             checks.append(("reference log-probs", self._reference_logps_of_one))
         if self.probe_checkpointing is not None:
             checks.append(("checkpoint save and load", self.probe_checkpointing))
-        if self.probe_metrics is not None:
-            checks.append(("compute_metrics", self.probe_metrics))
+        probe_metrics = self.metrics_probe() if self.metrics_probe is not None else None
+        if probe_metrics is not None:
+            checks.append(("compute_metrics", probe_metrics))
         for name, check in checks:
             start = time.perf_counter()
             try:

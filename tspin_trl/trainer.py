@@ -391,14 +391,15 @@ class TSPINTrainer(_BaseTrainer):
         if self.args.preflight:
             will_generate = self.args.num_iterations > 1 or len(datasets) > 1 or scorer is not None
             saves = self.args.save_strategy != "no"
-            metrics = self.compute_metrics is not None and not self.args.prediction_loss_only
             self.add_callback(
                 PreflightCallback(
                     self.context,
                     train_dataset,
                     will_generate,
                     self._probe_checkpointing if saves else None,
-                    self._probe_metrics if metrics else None,
+                    lambda: (
+                        self._probe_metrics if self.compute_metrics and not self.args.prediction_loss_only else None
+                    ),
                 )
             )
         self.add_callback(self.monitor)
