@@ -64,8 +64,11 @@ def follow_umask(directory: str) -> None:
     mode = 0o666 & ~_umask()
     for root, _, names in os.walk(directory):
         for name in names:
+            path = os.path.join(root, name)
+            if os.path.islink(path):  # `chmod` would change what it points to, wherever that is
+                continue
             with contextlib.suppress(OSError):  # a file removed meanwhile, or one this user does not own
-                os.chmod(os.path.join(root, name), mode)
+                os.chmod(path, mode)
 
 
 def _with_path(error: OSError, path: str) -> OSError:

@@ -1,4 +1,5 @@
-"""Checkpoints: their names, completeness, the one to resume from (on every node), load errors, the node layout.
+"""Checkpoints: their names, completeness, the one to resume from (on every node), their model weights loaded exactly as
+saved, load errors, the node layout.
 
 transformers' `resume_from_checkpoint=True` takes the highest-numbered `checkpoint-*` folder, complete or not; a save
 killed midway leaves one without `trainer_state.json`. Here a checkpoint is complete when it has a readable
@@ -6,6 +7,7 @@ killed midway leaves one without `trainer_state.json`. Here a checkpoint is comp
 """
 
 import dataclasses
+import errno
 import glob
 import json
 import logging
@@ -14,14 +16,16 @@ import re
 import secrets
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from accelerate.utils import gather_object
 
 from .checked_io import atomic_write
+from .compat import to_model_layout
 
 
 if TYPE_CHECKING:
+    import torch
     from accelerate import Accelerator
 
 
@@ -144,6 +148,172 @@ def checkpoint_load_error(what: str, checkpoint: str | None, error: Exception) -
         f"Could not load {what} from the checkpoint {checkpoint!r} ({type(error).__name__}: {error}); a file there is "
         f"damaged or truncated. Delete that checkpoint folder and {fix}."
     )
+
+
+# ---- errors while a checkpoint is written ---------------------------------------------------------------------------
+
+# The files of a save, in the order they are written, by the kind of writer (whose errors name no file): torch's
+# (`torch.save`), safetensors' and Python's JSON and text writers. Patterns are relative to the checkpoint folder.
+_TORCH_WRITTEN = ("training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth")
+_SAFETENSORS_WRITTEN = ("model*.safetensors", "adapter_model.safetensors")
+_TEXT_WRITTEN = (
+    "../README.md",
+    "tspin_iteration_monitor.json",
+    "config.json",
+    "generation_config.json",
+    "adapter_config.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "model.safetensors.index.json",
+    "trainer_state.json",
+)
+_IO_MARKERS = ("inline_container", "PytorchStreamWriter", "file write failed", "I/O error", "IoError", "os error")
+
+
+def checkpoint_write_error(folder: str, error: BaseException) -> OSError | None:
+    """
+    An error raised while the checkpoint `folder` was written, as an `OSError` naming the file being written (torch's,
+    safetensors' and Python's writers say "No space left on device" or "unexpected pos 64 vs 0" without one), or
+    `None` when `error` names its file already or is not about writing a file.
+
+    The file is the last one, in the order a save writes them, of those its writer writes that exists: a writer
+    creates its file before the write fails, and the files after it are not there yet.
+    """
+    if isinstance(error, OSError) and error.filename is not None:
+        return None
+    text = f"{type(error).__name__}: {error}"
+    if type(error).__name__ == "SafetensorError":
+        patterns = _SAFETENSORS_WRITTEN
+    elif isinstance(error, RuntimeError) and any(marker in str(error) for marker in _IO_MARKERS):
+        patterns = _TORCH_WRITTEN
+    elif isinstance(error, OSError) or re.search(r"os error \d+|No space left on device", str(error)):
+        patterns = _TEXT_WRITTEN  # Python's writers, and the tokenizers library's (a plain `Exception`)
+    else:
+        return None
+    number = getattr(error, "errno", None)
+    if not isinstance(number, int):
+        found = re.search(r"os error (\d+)", str(error))
+        number = int(found.group(1)) if found else (28 if "No space left on device" in str(error) else None)
+    existing = [path for pattern in patterns for path in sorted(glob.glob(os.path.join(folder, pattern)))]
+    path = os.path.normpath(existing[-1] if existing else os.path.join(folder, patterns[0].replace("*", "")))
+    message = (
+        f"{os.strerror(number) if number is not None else f'the write failed ({text})'} (writing {path}, while saving "
+        f"{os.path.basename(os.path.normpath(folder))}). Free space on the disk of output_dir (or give another "
+        "output_dir), then resume with `resume_from_checkpoint=True`: the incomplete checkpoint is skipped."
+    )
+    return OSError(number if number is not None else errno.EIO, message, path)
+
+
+# ---- model weights, loaded exactly as saved ------------------------------------------------------------------------
+
+
+def _weight_files(folder: str) -> list[str]:
+    """The safetensors files of a whole model in a checkpoint folder: `model.safetensors`, or the shards its index
+    lists."""
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index) as f:
+            return [os.path.join(folder, name) for name in sorted(set(json.load(f)["weight_map"].values()))]
+    single = os.path.join(folder, "model.safetensors")
+    return [single] if os.path.isfile(single) else []
+
+
+def saved_model_weights(model: "torch.nn.Module", folder: str) -> "dict[str, torch.Tensor] | None":
+    """
+    The model weights a checkpoint folder holds, in `model`'s own layout, as `from_pretrained` would read them (see
+    [`~tspin_trl.compat.to_model_layout`]: the experts of a Mixtral or Qwen2-MoE model are fused back); `None` when the
+    folder holds no safetensors weights of a whole model (a PEFT adapter, DeepSpeed's files). Tensors of the checkpoint
+    that fit nothing in the model are left out, with a warning.
+    """
+    files = _weight_files(folder)
+    if not files:
+        return None
+    from safetensors.torch import load_file
+
+    state_dict: dict[str, Any] = {}
+    for file in files:
+        state_dict.update(load_file(file, device="cpu"))
+    converted, unexpected = to_model_layout(model, state_dict)
+    if unexpected:
+        logger.warning(
+            "The checkpoint %s holds %d tensors this %s has no place for (%s); they are ignored.",
+            folder,
+            len(unexpected),
+            type(model).__name__,
+            ", ".join(unexpected[:5]) + (", ..." if len(unexpected) > 5 else ""),
+        )
+    return converted
+
+
+def _trained_tensors_missing(model: "torch.nn.Module", saved: dict[str, Any]) -> list[str]:
+    """The trainable parameters of `model` that `saved` has no value for (a tied parameter is there when one of its
+    names is). Frozen ones are left out: a resume that keeps them keeps their saved value too."""
+    names: dict[int, list[str]] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        names.setdefault(id(tensor), []).append(name)
+    return [
+        name
+        for name, param in model.named_parameters()
+        if param.requires_grad and not any(alias in saved for alias in names.get(id(param), [name]))
+    ]
+
+
+def _named(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def load_model_weights(model: "torch.nn.Module", folder: str) -> bool:
+    """
+    Load a checkpoint's model weights into `model` exactly as they were saved (in place, so an optimizer built on the
+    parameters keeps them), converted to the model's layout as `from_pretrained` converts them. Returns `False` when
+    the folder holds no safetensors weights of a whole model (the caller loads it its own way). Raises a
+    [`CheckpointLoadError`] naming the trained tensors the checkpoint lacks: resuming would keep their current values.
+    """
+    saved = saved_model_weights(model, folder)
+    if saved is None:
+        return False
+    missing = _trained_tensors_missing(model, saved)
+    if missing:
+        raise CheckpointLoadError(
+            f"The checkpoint {folder!r} holds no value for {len(missing)} trained tensors of this "
+            f"{type(model).__name__} ({_named(missing)}): resuming would keep their current values instead of the saved "
+            "ones. The checkpoint was written in a layout this model cannot read back (another transformers version, "
+            "or a model that leaves tensors out of its saves); resume with the transformers version that wrote it."
+        )
+    model.load_state_dict(saved, strict=False)
+    return True
+
+
+def round_trip_problems(model: "torch.nn.Module", folder: str) -> list[str]:
+    """
+    What would not come back from a checkpoint folder the model was just saved to: every tensor of the model compared
+    with the value a resume reads for it (the whole model's weights, converted as [`load_model_weights`] converts them;
+    or a PEFT model's adapter weights, as PEFT reads them). Lists the trained tensors without a saved value and the
+    tensors whose saved value differs; empty when the save round-trips exactly.
+    """
+    from accelerate.utils import is_peft_model
+
+    if is_peft_model(model):
+        from peft.utils import get_peft_model_state_dict, load_peft_weights
+
+        current, saved = get_peft_model_state_dict(model), load_peft_weights(folder, device="cpu")
+        missing = sorted(set(current) - set(saved))
+    else:
+        current, saved = model.state_dict(), saved_model_weights(model, folder)
+        if saved is None:
+            return [f"no model weights (model.safetensors) in {folder}"]
+        missing = _trained_tensors_missing(model, saved)
+    problems = [f"no saved value for {_named(missing)}"] if missing else []
+    differ = [
+        name
+        for name, tensor in current.items()
+        if name in saved and not saved[name].to(tensor.dtype).equal(tensor.detach().to("cpu"))
+    ]
+    if differ:
+        problems.append(f"another value read back for {_named(differ)}")
+    return problems
 
 
 # ---- several nodes -------------------------------------------------------------------------------------------------

@@ -119,7 +119,7 @@ class DataCollatorForTriplet(DataCollatorMixin):
     def _stacked(self, examples: list[dict[str, Any]], responses: list[list[list[int]]]) -> dict[str, torch.Tensor]:
         sequences, completion_masks = [], []
         for role_index in range(len(responses[0])):
-            for example, example_responses in zip(examples, responses):
+            for example, example_responses in zip(examples, responses, strict=True):
                 prompt, response = example["prompt_ids"], example_responses[role_index]
                 sequences.append(prompt + response)
                 completion_masks.append([0] * len(prompt) + [1] * len(response))
@@ -131,7 +131,7 @@ class DataCollatorForTriplet(DataCollatorMixin):
 
     def _packed(self, examples: list[dict[str, Any]], responses: list[list[list[int]]]) -> dict[str, torch.Tensor]:
         input_ids, position_ids, segment_ids, shift_labels = [], [], [], []
-        for example, example_responses in zip(examples, responses):
+        for example, example_responses in zip(examples, responses, strict=True):
             prefix, last = example["prompt_ids"][:-1], example["prompt_ids"][-1]
             ids, positions, segments, labels = (
                 list(prefix),

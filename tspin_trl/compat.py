@@ -4,6 +4,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -51,3 +52,36 @@ def quiet_deepspeed_cpu_notice() -> None:
     run printed it at start, though it runs no DeepSpeed engine. Set on DeepSpeed's logger by name, before it is
     imported; every other DeepSpeed message passes."""
     logging.getLogger("DeepSpeed").addFilter(_DropDeepSpeedCpuNotice())
+
+
+def to_model_layout(model: Any, state_dict: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """
+    A checkpoint's tensors, as `save_pretrained` wrote them, in `model`'s own layout: converted as `from_pretrained`
+    converts them (transformers' conversion mapping of the architecture). Returns the tensors by the model's keys, and
+    the checkpoint keys that fit nothing in the model.
+
+    transformers 5 holds some architectures in another layout than the one it saves: a Mixtral or Qwen2-MoE model keeps
+    its experts fused (`mlp.experts.gate_up_proj`), `save_pretrained` writes them one by one
+    (`block_sparse_moe.experts.0.w1.weight`) and `from_pretrained` fuses them back. The Trainer's resume loads with a
+    plain `load_state_dict`, which finds none of those keys and leaves experts and router at their values with only a
+    "missing keys" warning. The conversion runs into a copy of the model's structure on the meta device (no memory, the
+    model itself untouched).
+    """
+    import torch
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import convert_and_load_state_dict_in_model
+    from transformers.modeling_utils import LoadStateDictConfig
+    from transformers.utils import logging as hf_logging
+
+    with torch.device("meta"):
+        shell = type(model)(model.config)
+    config = LoadStateDictConfig(weight_mapping=get_model_conversion_mapping(shell), device_map={"": "cpu"})
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per checkpoint read
+    try:
+        info, _ = convert_and_load_state_dict_in_model(shell, state_dict, config)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    converted = {key: tensor for key, tensor in shell.state_dict().items() if tensor.device.type != "meta"}
+    return converted, sorted(info.unexpected_keys)

@@ -1,5 +1,6 @@
 """`TSPINConfig`: every knob of T-SPIN training and self-play, its default and its validation."""
 
+import copy
 import dataclasses
 import functools
 import math
@@ -44,6 +45,45 @@ _UPPER_BOUNDS = {
     "temperature": 100.0,
 }
 LOSS_TYPES = ("sigmoid", "exponential")
+# `from_pretrained` keyword arguments that hold a credential
+_MODEL_INIT_SECRETS = ("token", "use_auth_token")
+# `generation_kwargs` keys of `model.generate` checked like the other fields: integers with their lowest value, and
+# numbers with their range (lowest, whether the lowest is allowed, highest). Other keys go to `generate` unchecked (it
+# refuses one a model does not take, and the preflight runs it before step 0).
+_GENERATION_INTEGERS = {
+    "max_new_tokens": 1,
+    "min_new_tokens": 0,
+    "max_length": 1,
+    "min_length": 0,
+    "num_beams": 1,
+    "num_beam_groups": 1,
+    "top_k": 0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "num_return_sequences": 1,
+}
+_GENERATION_NUMBERS: dict[str, tuple[float | None, bool, float | None]] = {
+    "temperature": (0.0, False, _UPPER_BOUNDS["temperature"]),
+    "top_p": (0.0, False, 1.0),
+    "min_p": (0.0, True, 1.0),
+    "typical_p": (0.0, False, 1.0),
+    "epsilon_cutoff": (0.0, True, 1.0),
+    "eta_cutoff": (0.0, True, 1.0),
+    "repetition_penalty": (0.0, False, None),
+    "encoder_repetition_penalty": (0.0, False, None),
+    "diversity_penalty": (0.0, True, None),
+    "length_penalty": (None, True, None),
+}
+_GENERATION_FLAGS = ("do_sample", "renormalize_logits", "remove_invalid_values")
+# What the trainer passes to `generate` itself: a second value would be a TypeError at the first generation pass
+_GENERATION_SET_BY_TRAINER = {
+    "input_ids": "the prompts",
+    "attention_mask": "the prompts' padding",
+    "pad_token_id": "the tokenizer's pad token (`tokenizer.pad_token`)",
+    "eos_token_id": "the tokenizer's eos token and the model's `generation_config.eos_token_id`",
+    "use_cache": "True",
+    "output_router_logits": "False (generation never computes a Mixture-of-Experts router loss)",
+}
 # DPOConfig (TRL 1.16) fields T-SPIN has no counterpart for: DPO's default value, and what to use instead. At that
 # default a field is accepted (a DPO config carries over); any other value is refused with this text.
 _DPO_FIELDS_WITHOUT_COUNTERPART: dict[str, tuple[Any, str]] = {
@@ -259,7 +299,9 @@ class TSPINConfig(_BaseConfig):
             key/value cache fits in half of the free memory (at most 512).
         generation_kwargs (`dict[str, Any]`, *optional*):
             Extra keyword arguments for `model.generate` (e.g. `{"repetition_penalty": 1.1}`), applied after the
-            settings above.
+            settings above. Known keys are checked for their type and range like every other field; refused:
+            `num_return_sequences > 1` and `return_dict_in_generate` (self-play pairs each prompt with one response,
+            as token ids) and what the trainer passes itself (`pad_token_id`, `eos_token_id`, `use_cache`, ...).
         proto_cache_dir (`str`, *optional*):
             Where proto-synthetic responses are cached across runs. Defaults to `$TSPIN_TRL_CACHE`, else
             `~/.cache/tspin_trl/proto`. Entries are keyed by the model's identity and weights fingerprint, the
@@ -269,9 +311,11 @@ class TSPINConfig(_BaseConfig):
         preflight (`bool`, *optional*, defaults to `True`):
             Before the first training step, exercise at small cost what the run needs later: the generation backend
             generates a few tokens for one prompt after a weight sync (if the run generates after step 0), reference
-            log-probs of one example (SPIN, T-SPIN_ref), and a save and load of the model as a checkpoint does (if
-            saving is on). A setting that would fail at the first iteration boundary, hours in, then fails at step 0
-            with the same error. The time it took is logged as `self_play/preflight_seconds`.
+            log-probs of one example (SPIN, T-SPIN_ref), a save and load of the model as a checkpoint does (if saving
+            is on; every tensor is compared with the value a resume reads back for it, and the checkpoint folders'
+            names must be free), and `compute_metrics` on one example's predictions (if given). A setting that would
+            fail at the first iteration boundary, checkpoint or evaluation, hours in, then fails at step 0 with the
+            same error. The time it took is logged as `self_play/preflight_seconds`.
         logps_batch_size (`int`, *optional*):
             Examples per forward pass when computing reference log-probs at an iteration boundary (`"spin"` and
             `"tspin_ref"`). Defaults to `per_device_eval_batch_size`.
@@ -337,7 +381,9 @@ class TSPINConfig(_BaseConfig):
         vllm_server_port (`int`, *optional*, defaults to `8000`):
             Port of the vLLM server, when `vllm_server_base_url` is not set.
         vllm_server_timeout (`float`, *optional*, defaults to `240.0`):
-            Seconds to wait for the vLLM server to be up before failing.
+            Seconds to wait for the vLLM server to be up before failing, and then the most each request to it may take
+            (a weight sync, one generation call of `generation_batch_size` prompts): a server that stops answering
+            fails the run naming the request, instead of blocking it.
         vllm_group_port (`int`, *optional*, defaults to `51216`):
             Port of the weight-update group between the trainer and a server on GPUs (NCCL). On CPUs the weights
             are sent through a folder under `output_dir/self_play/` instead, which the server must be able to read.
@@ -576,7 +622,10 @@ class TSPINConfig(_BaseConfig):
     vllm_server_base_url: str | None = field(default=None, metadata={"help": "Base URL of the vLLM server."})
     vllm_server_host: str = field(default="0.0.0.0", metadata={"help": "Host of the vLLM server."})
     vllm_server_port: int = field(default=8000, metadata={"help": "Port of the vLLM server."})
-    vllm_server_timeout: float = field(default=240.0, metadata={"help": "Seconds to wait for the vLLM server."})
+    vllm_server_timeout: float = field(
+        default=240.0,
+        metadata={"help": "Seconds to wait for the vLLM server, and the most each request to it may take."},
+    )
     vllm_group_port: int = field(default=51216, metadata={"help": "Port of the weight-update group (GPU server)."})
     vllm_gpu_memory_utilization: float = field(
         default=0.3, metadata={"help": "Colocate: share of device memory (RAM on CPUs) vLLM reserves."}
@@ -643,6 +692,8 @@ class TSPINConfig(_BaseConfig):
             self.activation_checkpointing = True
         self.validate()
         self.warn_if_max_steps_cuts_iterations()
+        for note in self.settings_without_effect():
+            warnings.warn(note, stacklevel=2)
         requested_epochs = self.num_train_epochs
         self.num_train_epochs = IterationClock.from_config(self).num_train_epochs
         if requested_epochs not in (3.0, self.num_train_epochs):
@@ -653,6 +704,69 @@ class TSPINConfig(_BaseConfig):
                 stacklevel=2,
             )
         super().__post_init__()
+        self._validate_generation_kwargs()  # a JSON string (the command line) is a dict from here on
+
+    # ---- no credential in what a run writes ------------------------------------------------------------------------
+    # transformers' Trainer pickles its arguments into every checkpoint and the final model folder
+    # (`training_args.bin`), which `push_to_hub` uploads with the model; `to_dict` hides the fields named `*_token`, the
+    # pickle kept them. Here neither holds them (the object in memory keeps them: a push to the Hub uses `hub_token`).
+
+    def _secrets_removed(self, state: dict[str, Any], placeholder: bool) -> dict[str, Any]:
+        """`state` without credentials: the fields transformers hides in `to_dict` (`hub_token`, ... named `*_token`)
+        and the token among `model_init_kwargs`, as `None` or (with `placeholder`) as `to_dict` shows them."""
+        state = dict(state)
+        for name, value in state.items():
+            if name.endswith("_token") and value is not None:
+                state[name] = f"<{name.upper()}>" if placeholder else None
+        kwargs = state.get("model_init_kwargs")
+        if isinstance(kwargs, dict) and any(kwargs.get(key) is not None for key in _MODEL_INIT_SECRETS):
+            state["model_init_kwargs"] = {
+                key: ((f"<{key.upper()}>" if placeholder else None) if key in _MODEL_INIT_SECRETS else value)
+                for key, value in kwargs.items()
+            }
+        return state
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self._secrets_removed(self.__dict__, placeholder=False)
+
+    def __copy__(self) -> "TSPINConfig":  # a copy in memory keeps the credentials (only what is written loses them)
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "TSPINConfig":
+        clone = object.__new__(type(self))
+        memo[id(self)] = clone
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return clone
+
+    def to_dict(self) -> dict[str, Any]:
+        """As `TrainingArguments.to_dict` (what reporters log), with the token among `model_init_kwargs` hidden too."""
+        return self._secrets_removed(super().to_dict(), placeholder=True)
+
+    def settings_without_effect(self) -> list[str]:
+        """What the configured run ignores: settings of later iterations in a run of one iteration, and prompt
+        selection's floor without prompt selection. Warned when the config is built, and by [`TSPINTrainer.train`] when
+        a change on `trainer.args` makes one ineffective."""
+        notes = []
+        if self.num_iterations == 1:
+            if self.prompt_selection_threshold is not None:
+                notes.append(
+                    f"`prompt_selection_threshold={self.prompt_selection_threshold}` has no effect with num_iterations=1: "
+                    "prompt selection picks the prompts of iterations 1 and later. Raise num_iterations, or remove it."
+                )
+            if self.mix_previous_iteration:
+                notes.append(
+                    "`mix_previous_iteration=True` has no effect with num_iterations=1: iteration 0 has no previous "
+                    "iteration to mix in. Raise num_iterations, or remove it."
+                )
+        default_share = type(self).__dataclass_fields__["prompt_selection_min_share"].default
+        if self.prompt_selection_threshold is None and self.prompt_selection_min_share != default_share:
+            notes.append(
+                f"`prompt_selection_min_share={self.prompt_selection_min_share}` has no effect without "
+                "`prompt_selection_threshold` (prompt selection is off). Set the threshold, or remove it."
+            )
+        return notes
 
     def warn_if_max_steps_cuts_iterations(self) -> None:
         """Warn that `max_steps` may end training before every self-play iteration has run."""
@@ -670,6 +784,8 @@ class TSPINConfig(_BaseConfig):
         self._validate_number_types()
         self._validate_tspin_fields()
         self._validate_vllm_fields()
+        if not isinstance(self.generation_kwargs, str):  # a JSON string is parsed by `__post_init__`, then checked
+            self._validate_generation_kwargs()
 
     def _map_dpo_fields(self) -> None:
         """Accept the fields of TRL's `DPOConfig` that a migrating configuration carries: map those that mean
@@ -928,6 +1044,50 @@ class TSPINConfig(_BaseConfig):
                 self.prompt_selection_min_share,
                 "it must be in (0, 1] (the smallest share of prompts kept in an iteration).",
             )
+
+    def _validate_generation_kwargs(self) -> None:
+        """`generation_kwargs`: a dict whose known `generate` keys have values of their type and range; none that the
+        trainer passes itself; none that makes `generate` return several sequences per prompt (self-play pairs each
+        prompt with one response) or anything but token ids."""
+        kwargs = self.generation_kwargs
+        if kwargs is None:
+            return
+        if not isinstance(kwargs, dict):
+            _fail("generation_kwargs", kwargs, "it must be a dict of `model.generate` keyword arguments, or None.")
+        fail = functools.partial(_fail, "generation_kwargs", kwargs)
+        kwargs = self.generation_kwargs = dict(kwargs)  # numbers stored as Python numbers, the caller's dict untouched
+        for key, value in kwargs.items():
+            if key in _GENERATION_SET_BY_TRAINER:
+                fail(f"{key!r} is set by the trainer ({_GENERATION_SET_BY_TRAINER[key]}). Remove it.")
+            if key in _GENERATION_INTEGERS:
+                lowest = _GENERATION_INTEGERS[key]
+                if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                    fail(f"{key!r} must be an integer, got {type(value).__name__} ({value!r}).")
+                if value < lowest:
+                    fail(f"{key!r} must be >= {lowest}, got {value}.")
+                kwargs[key] = int(value)
+            elif key in _GENERATION_NUMBERS:
+                low, low_allowed, high = _GENERATION_NUMBERS[key]
+                if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                    fail(f"{key!r} must be a finite number, got {type(value).__name__} ({value!r}).")
+                too_low = low is not None and (value < low if low_allowed else value <= low)
+                if too_low or (high is not None and value > high):
+                    wanted = f"{'>=' if low_allowed else '>'} {low}" if low is not None else ""
+                    wanted += (" and " if wanted and high is not None else "") + (
+                        f"<= {high}" if high is not None else ""
+                    )
+                    fail(f"{key!r} must be {wanted}, got {value}.")
+                kwargs[key] = float(value)
+            elif key in _GENERATION_FLAGS and not isinstance(value, bool):
+                fail(f"{key!r} must be True or False, got {type(value).__name__} ({value!r}).")
+        if kwargs.get("num_return_sequences", 1) > 1:
+            fail(
+                f"'num_return_sequences': {kwargs['num_return_sequences']} makes `generate` return that many sequences "
+                "per prompt (with sampling or beam search), and self-play pairs each prompt with one response. Remove "
+                "it; `num_beams` alone keeps the best beam."
+            )
+        if kwargs.get("return_dict_in_generate"):
+            fail("'return_dict_in_generate': True makes `generate` return a dict, not the token ids. Remove it.")
 
     def _validate_vllm_fields(self) -> None:
         fail = _fail

@@ -561,6 +561,20 @@ def _rows_text(indices: list[int], limit: int = 10) -> str:
     return shown + (f", ... ({len(indices) - limit} more)" if len(indices) > limit else "")
 
 
+def _rows_with_cut_responses(examples: list[dict[str, Any]], max_length: int | None) -> dict[int, list[str]]:
+    """The source rows whose given responses (real, and synthetic or proto when the dataset brings them) do not fit in
+    `max_length` after their prompt (the collator cuts them), with the roles cut."""
+    if max_length is None:
+        return {}
+    long = {}
+    for example in examples:
+        room = max_length - len(example["prompt_ids"])
+        roles = [role for role in RESPONSE_ROLES if len(example.get(f"{role}_ids") or ()) > room]
+        if roles:
+            long[example["row_index"]] = roles
+    return long
+
+
 def tokenize_dataset(
     dataset: Dataset | IterableDataset,
     data_format: str,
@@ -645,6 +659,20 @@ def tokenize_dataset(
                 tt.max_prompt_length,
                 tt.max_length,
                 tt.truncation_mode,
+            )
+        long = _rows_with_cut_responses(examples, tt.max_length)
+        if long:
+            logger.warning(
+                "The given responses (%s) of %d of %d rows of the %s dataset (rows %s) are longer than max_length=%s "
+                "leaves after their prompt: they are cut to fit, and their last tokens (the eos token with them) are "
+                "not trained on. Raise `max_length`, set `max_prompt_length` to leave responses more room, or filter "
+                "out long rows.",
+                ", ".join(sorted({role for roles in long.values() for role in roles})),
+                len(long),
+                len(rows),
+                name,
+                _rows_text(sorted(long)),
+                tt.max_length,
             )
     return TripletDataset(examples, mix_previous=mix_previous, num_source_rows=len(rows))
 

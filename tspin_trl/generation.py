@@ -195,6 +195,14 @@ class ChunkStore:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+def no_router_logits(model: torch.nn.Module) -> dict[str, bool]:
+    """The keyword that keeps a Mixture-of-Experts model from returning its router logits in a forward that is not
+    the training loss (`{}` for other models). With `output_router_logits=True` in its config (the usual way to train
+    Mixtral with its load-balancing loss), `generate` would compute that loss at every decoding step, where the step's
+    router logits and the whole attention mask differ in size (a crash once a batch has padding)."""
+    return {"output_router_logits": False} if hasattr(model.config.get_text_config(), "output_router_logits") else {}
+
+
 def _left_pad(prompts: list[list[int]], pad_token_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(p) for p in prompts)
     input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
@@ -271,6 +279,7 @@ class HFGenerationBackend:
                 pad_token_id=pad_token_id,
                 eos_token_id=list(eos_ids),
                 use_cache=True,
+                **no_router_logits(self._model),
                 **sampling.generate_kwargs(),
             )
         return output[:, input_ids.size(1) :].tolist()
@@ -383,7 +392,15 @@ def generate_responses(
                     eos_ids=list(eos_ids),
                 )
                 stats.generate_calls += 1
-                local = [(index, cut_at_eos(ids, eos_ids)) for index, ids in zip(mine, completions, strict=False)]
+                if len(completions) != len(batch):
+                    raise RuntimeError(
+                        f"The generation backend returned {len(completions)} sequences for {len(batch)} prompts: "
+                        f"responses could not be paired with their prompts. Settings that make `generate` return "
+                        f"several sequences per prompt (generation_kwargs {sampling.generation_kwargs}) are not "
+                        "supported; self-play pairs each prompt with one response."
+                    )
+                completions = completions[: len(mine)]  # a process with nothing left generated for a repeated prompt
+                local = [(index, cut_at_eos(ids, eos_ids)) for index, ids in zip(mine, completions, strict=True)]
                 for _, ids in local:
                     stats.generated_tokens += len(ids)
                 items = sorted(gather_object(local) if world > 1 else local)

@@ -2,7 +2,8 @@
 
 A 7B run spends hours on iteration 0 before its first regeneration; a generation setting the backend refuses, a
 reference pass that runs out of memory or a checkpoint that cannot be written would show only then. The preflight
-runs each of them once, on one prompt, before step 0, so that such a setting fails in minute one with the same error
+runs each of them once, on one prompt, before step 0 (and the user's `compute_metrics` on one example's predictions),
+so that such a setting fails in minute one with the same error
 (wrapped in a [`PreflightError`] that names the check and how to skip it).
 """
 
@@ -44,7 +45,11 @@ class PreflightCallback(TrainerCallback):
         will_generate (`bool`):
             Whether the run generates after step 0 (later iterations, evaluation data, a scorer).
         probe_checkpointing (`Callable[[], None]`, *optional*):
-            Saves the model as a checkpoint does and loads it back (`None` when saving is off).
+            Checks that the checkpoint folders' names are free, saves the model as a checkpoint does and loads it back
+            (`None` when saving is off).
+        metrics_probe (`Callable[[], Callable[[], None] | None]`, *optional*):
+            Returns, as `train()` starts (a `compute_metrics` may be set after construction), the check that runs
+            `compute_metrics` once on the predictions of one example as evaluation gives them, or `None` without one.
 
     Attributes:
         seconds (`dict[str, float]`):
@@ -57,11 +62,13 @@ class PreflightCallback(TrainerCallback):
         train_dataset: TripletDataset,
         will_generate: bool,
         probe_checkpointing: Callable[[], None] | None,
+        metrics_probe: Callable[[], Callable[[], None] | None] | None = None,
     ):
         self.context = context
         self.train_dataset = train_dataset
         self.will_generate = will_generate
         self.probe_checkpointing = probe_checkpointing
+        self.metrics_probe = metrics_probe
         self.seconds: dict[str, float] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -73,6 +80,9 @@ class PreflightCallback(TrainerCallback):
             checks.append(("reference log-probs", self._reference_logps_of_one))
         if self.probe_checkpointing is not None:
             checks.append(("checkpoint save and load", self.probe_checkpointing))
+        probe_metrics = self.metrics_probe() if self.metrics_probe is not None else None
+        if probe_metrics is not None:
+            checks.append(("compute_metrics", probe_metrics))
         for name, check in checks:
             start = time.perf_counter()
             try:
@@ -80,8 +90,8 @@ class PreflightCallback(TrainerCallback):
             except Exception as error:
                 raise PreflightError(
                     f"Preflight check '{name}' failed before the first training step: {type(error).__name__}: {error}\n"
-                    "The run would have failed at the same point later (at the first iteration boundary or the first "
-                    "checkpoint). Fix the setting above; `preflight=False` skips these checks."
+                    "The run would have failed at the same point later (at the first iteration boundary, checkpoint or "
+                    "evaluation). Fix the setting above; `preflight=False` skips these checks."
                 ) from error
             self.seconds[name] = time.perf_counter() - start
         if checks:

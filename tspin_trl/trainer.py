@@ -6,7 +6,8 @@ import logging
 import os
 import shutil
 import textwrap
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,13 @@ from .checkpoints import (
     check_complete_on_every_node,
     checkpoint_dir,
     checkpoint_load_error,
+    checkpoint_write_error,
     detect_node_layout,
     last_checkpoint_on_every_node,
     last_complete_checkpoint,
+    load_model_weights,
+    round_trip_problems,
+    step_of,
 )
 from .clock import IterationClock, IterationPoint
 from .collator import ROLES as COLLATED_ROLES
@@ -239,6 +244,15 @@ class TSPINTrainer(_BaseTrainer):
         self._build_run_parts(train_dataset)
         self._install_callbacks(train_dataset, eval_dataset, scorer, scorer_dataset)
 
+    @property
+    def compute_metrics(self) -> Callable[[EvalPrediction], dict] | None:
+        """The user's `compute_metrics`, checked: a result that is not a dict of metrics is an error naming it."""
+        return self._compute_metrics
+
+    @compute_metrics.setter
+    def compute_metrics(self, function: Callable[[EvalPrediction], dict] | None) -> None:
+        self._compute_metrics = _checked_metrics(function) if function is not None else None
+
     # ---- set-up, step by step ------------------------------------------------------------------------------------
 
     def _prepare_data(
@@ -334,6 +348,7 @@ class TSPINTrainer(_BaseTrainer):
         args = self.args
         self._prepared_with = {name: getattr(args, name) for name in PREPARED_WITH}
         self._steps_settings = (args.max_steps, args.num_iterations)
+        self._without_effect = args.settings_without_effect()  # warned when the config was built
         self.metrics = MetricsLog()
         self._metric_key_prefix = "eval"
         self.run_folder = RunFolder(args.output_dir)
@@ -381,7 +396,13 @@ class TSPINTrainer(_BaseTrainer):
             saves = self.args.save_strategy != "no"
             self.add_callback(
                 PreflightCallback(
-                    self.context, train_dataset, will_generate, self._probe_checkpointing if saves else None
+                    self.context,
+                    train_dataset,
+                    will_generate,
+                    self._probe_checkpointing if saves else None,
+                    lambda: (
+                        self._probe_metrics if self.compute_metrics and not self.args.prediction_loss_only else None
+                    ),
                 )
             )
         self.add_callback(self.monitor)
@@ -483,6 +504,13 @@ class TSPINTrainer(_BaseTrainer):
         after construction is validated and takes effect (iterations, objective, sampling, ...; see
         [`_start_run_parts`]), or, where the prepared data or model were built with it, is refused naming it."""
         args = self.args
+        if not isinstance(args, TSPINConfig):
+            raise TypeError(
+                f"`trainer.args` was replaced by a {type(args).__name__} after the trainer was built: TSPINTrainer needs "
+                "its TSPINConfig (the T-SPIN settings, and the run folder, accelerator and prepared data built from "
+                "it). Change fields of the TSPINConfig instead, or build a new TSPINTrainer with `args=TSPINConfig(...)` "
+                "(it takes every TrainingArguments field)."
+            )
         if args is not self.context.args:
             raise ValueError(
                 "`trainer.args` was replaced by another TSPINConfig after the trainer was built. Its accelerator, run "
@@ -493,6 +521,11 @@ class TSPINTrainer(_BaseTrainer):
         if (args.max_steps, args.num_iterations) != self._steps_settings:  # changed on `trainer.args` since __init__
             args.warn_if_max_steps_cuts_iterations()
             self._steps_settings = (args.max_steps, args.num_iterations)
+        without_effect = args.settings_without_effect()
+        for note in without_effect:
+            if note not in self._without_effect:  # made ineffective by a change on `trainer.args`
+                warnings.warn(note, stacklevel=3)
+        self._without_effect = without_effect
         changed = [
             f"{name} ({before!r} -> {getattr(args, name)!r})"
             for name, before in self._prepared_with.items()
@@ -531,23 +564,97 @@ class TSPINTrainer(_BaseTrainer):
 
     def _probe_checkpointing(self) -> None:
         """The preflight's checkpoint check: save the model as a checkpoint does (every process takes part, as in a
-        save), load it back where a resume loads it this way (not under DeepSpeed or FSDP, whose engines load their
-        own files), then remove the folder."""
+        save); where a resume loads it this way (not under DeepSpeed or FSDP, whose engines load their own files),
+        compare every tensor with the value a resume reads back for it, then load it; remove the folder."""
+        self._check_checkpoint_names_free()
         folder = self.run_folder.preflight_dir
         self.save_model(folder, _internal_call=True)
         self.accelerator.wait_for_everyone()
-        quantized = getattr(self.model, "is_loaded_in_4bit", False) or getattr(self.model, "is_loaded_in_8bit", False)
-        if not (self.is_deepspeed_enabled or self.is_fsdp_enabled or quantized):
+        if not (self.is_deepspeed_enabled or self.is_fsdp_enabled or self._quantized):
+            problems = round_trip_problems(self.model, folder)
+            if problems:
+                raise CheckpointLoadError(
+                    f"The model saved as a checkpoint ({folder}) does not load back as it was: {'; '.join(problems)}. A "
+                    f"resume would not continue from the saved weights of this {type(self.model).__name__}."
+                )
             self._load_from_checkpoint(folder)
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+    def _check_checkpoint_names_free(self) -> None:
+        """Refuse a file (not a folder) in `output_dir` named as a checkpoint this run will save (`checkpoint-<step>`):
+        the save at that step would fail with `FileExistsError`, hours in."""
+        output_dir, last = self.args.output_dir, self.state.max_steps
+        taken = sorted(
+            path
+            for path in glob.glob(os.path.join(output_dir, "checkpoint-*"))
+            if not os.path.isdir(path)
+            and (step := step_of(path)) is not None
+            and self.state.global_step < step <= last
+        )
+        if taken:
+            raise FileExistsError(
+                f"{taken[0]} is a file, where this run saves the checkpoint of step {step_of(taken[0])} (a folder): "
+                f"the save would fail then. Move or delete it ({len(taken)} such file(s) in output_dir)."
+            )
+
+    def _probe_metrics(self) -> None:
+        """The preflight's `compute_metrics` check: called once, as evaluation calls it, on the predictions of one
+        training example (its metrics are discarded)."""
+        was_training = self.model.training
+        self.model.eval()  # the example's T-SPIN metrics go to the evaluation log, flushed below
         try:
+            batch = self.data_collator([self.train_dataset[0]])
+            loss, predictions, labels = self.prediction_step(self.model, batch, prediction_loss_only=False)
+            extra = {}
+            if "loss" in self.args.include_for_metrics:
+                extra["losses"] = loss.detach().float().reshape(1).cpu().numpy()
+            if "inputs" in self.args.include_for_metrics:
+                extra["inputs"] = batch["input_ids"].cpu().numpy()
+            prediction = EvalPrediction(
+                predictions=predictions.float().cpu().numpy(), label_ids=labels.cpu().numpy(), **extra
+            )
+            if self.args.batch_eval_metrics:
+                self.compute_metrics(prediction, compute_result=True)
+            else:
+                self.compute_metrics(prediction)
+        finally:
+            self.metrics.flush("eval")
+            if was_training:
+                self.model.train()
+
+    @property
+    def _quantized(self) -> bool:
+        return getattr(self.model, "is_loaded_in_4bit", False) or getattr(self.model, "is_loaded_in_8bit", False)
+
+    def _loads_whole_weights(self, model: torch.nn.Module) -> bool:
+        """Whether a checkpoint's model weights are loaded here, converted to the model's layout (see
+        [`~tspin_trl.checkpoints.load_model_weights`]): a whole model, not an adapter, not under DeepSpeed or FSDP
+        (whose engines load their own files), not quantized."""
+        return isinstance(model, PreTrainedModel) and not (
+            self.is_deepspeed_enabled or self.is_fsdp_enabled or self._quantized
+        )
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # transformers loads a whole model's weights with a plain `load_state_dict`, which leaves the experts of a
+        # Mixtral or Qwen2-MoE checkpoint (saved per expert, held fused) at their current values with only a warning
+        model = self.model if model is None else model
+        try:
+            if self._loads_whole_weights(model) and load_model_weights(model, resume_from_checkpoint):
+                return None
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        except CheckpointLoadError:
+            raise
         except Exception as error:
             raise checkpoint_load_error("the model weights", resume_from_checkpoint, error) from error
+
+    def _load_best_model(self) -> None:
+        best = self.state.best_model_checkpoint
+        if self._loads_whole_weights(self.model) and load_model_weights(self.model, best):
+            logger.info("Loaded the best model from %s (score: %s).", best, self.state.best_metric)
+            return
+        super()._load_best_model()
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         try:
@@ -763,9 +870,7 @@ class TSPINTrainer(_BaseTrainer):
             eval_dataset = self.eval_dataset  # each set under eval_<name>_, as transformers does
         elif eval_dataset is None or isinstance(eval_dataset, str):
             name = eval_dataset
-            eval_dataset = self.eval_dataset if name is None else self.eval_dataset[name]
-            if eval_dataset is None:
-                raise ValueError("Trainer: evaluation requires an eval_dataset.")
+            eval_dataset = self._evaluation_set_named(name)
             eval_dataset = self._prepared_for_evaluation(eval_dataset, name or "eval")
         if isinstance(eval_dataset, (dict, DatasetDict)):
             metrics = {}
@@ -782,6 +887,31 @@ class TSPINTrainer(_BaseTrainer):
             return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
         finally:
             self._metric_key_prefix = "eval"
+
+    def _evaluation_set_named(self, name: str | None) -> Any:
+        """The evaluation set `evaluate(eval_dataset=name)` means: the one given at init (`None`), or the one of that
+        name among those given as a dict; an error naming `eval_dataset` and the sets there are otherwise."""
+        given = self.eval_dataset
+        if name is None:
+            if given is None:
+                raise ValueError(
+                    "evaluate() has no evaluation data: pass `eval_dataset` (a Dataset, or a dict of them) to "
+                    "evaluate(), or to TSPINTrainer(eval_dataset=...)."
+                )
+            return given
+        if not isinstance(given, dict):
+            what = "no evaluation set" if given is None else "one unnamed evaluation set"
+            raise ValueError(
+                f"evaluate(eval_dataset={name!r}): a name picks one of the evaluation sets given to TSPINTrainer as a "
+                f"dict, and this trainer was given {what}. Pass the dataset itself, or build the trainer with "
+                f"eval_dataset={{{name!r}: dataset}}."
+            )
+        if name not in given:
+            raise ValueError(
+                f"evaluate(eval_dataset={name!r}): the trainer has no evaluation set of that name; its sets are "
+                f"{sorted(given)}."
+            )
+        return given[name]
 
     def predict(
         self,
@@ -858,13 +988,14 @@ class TSPINTrainer(_BaseTrainer):
                         {"prompt_ids": dataset.examples[i]["prompt_ids"]}
                         | {
                             f"{slot}_ids": dataset.examples[i][f"{role}_ids"]
-                            for slot, role in zip(COLLATED_ROLES, roles)
+                            for slot, role in zip(COLLATED_ROLES[: len(roles)], roles, strict=True)
                         }
                         for i in (mine or chunk[:1])
                     ]
                     batch = self._prepare_inputs(collator(examples))
                     values = self.response_logps(model, batch).float().t().tolist()
-                    local = list(zip(mine, values, strict=False))
+                    # a process with nothing left scored a repeated example: its values are dropped
+                    local = list(zip(mine, values[: len(mine)], strict=True))
                     gathered = local if world == 1 else gather_object(local)
                     results.update(dict(gathered))
         finally:
@@ -972,13 +1103,19 @@ class TSPINTrainer(_BaseTrainer):
 
     def _save_checkpoint(self, model, trial):
         self._check_policy_is_finite(f"before saving checkpoint-{self.state.global_step}")
-        model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
-        self.create_model_card(model_name=model_name.split("/")[-1])
         folder = checkpoint_dir(self._get_output_dir(trial=trial), self.state.global_step)
-        if self.args.should_save:
-            self.monitor.save(folder)
-            self.metrics.save(folder)
-        super()._save_checkpoint(model, trial)
+        try:
+            model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
+            self.create_model_card(model_name=model_name.split("/")[-1])
+            if self.args.should_save:
+                self.monitor.save(folder)
+                self.metrics.save(folder)
+            super()._save_checkpoint(model, trial)
+        except Exception as error:
+            named = checkpoint_write_error(folder, error)  # a full disk: which file, and what to do
+            if named is None:
+                raise
+            raise named from error
         if self.args.should_save:
             follow_umask(folder)
         if self.is_deepspeed_enabled and self.args.should_save and self.accelerator.process_index != 0:
@@ -1118,6 +1255,27 @@ def _with_peft(model: PreTrainedModel, peft_config: "PeftConfig | None", args: T
                 }
             model.enable_input_require_grads()
     return model
+
+
+def _checked_metrics(function: Callable[..., Any]) -> Callable[..., Any]:
+    """`function` (a `compute_metrics`), raising a `TypeError` that names it when it returns anything but a dict of
+    metrics (transformers would fail later on `None` with "'NoneType' object does not support item assignment").
+    With `batch_eval_metrics`, only the result of the last batch (`compute_result=True`) is checked."""
+    if getattr(function, "_tspin_checked", False):
+        return function
+
+    @functools.wraps(function)
+    def checked(prediction: EvalPrediction, *args: Any, **kwargs: Any) -> Any:
+        result = function(prediction, *args, **kwargs)
+        if kwargs.get("compute_result", True) and not isinstance(result, Mapping):
+            raise TypeError(
+                f"compute_metrics ({getattr(function, '__name__', function)!r}) returned {type(result).__name__}: it "
+                "must return a dict of metric names and numbers, e.g. {'accuracy': 0.75}."
+            )
+        return result
+
+    checked._tspin_checked = True
+    return checked
 
 
 def _reset_optimizer_state(optimizer: torch.optim.Optimizer) -> int:

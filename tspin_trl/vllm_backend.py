@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import torch
 from accelerate import Accelerator
@@ -99,38 +100,47 @@ def check_cpu_head_size(model: torch.nn.Module) -> None:
 
 def wait_for_vllm_server(base_url: str, timeout: float, interval: float = 2.0) -> None:
     """Wait until the vLLM server at `base_url` answers, at most `timeout` seconds in all; raise a `ConnectionError`
-    naming the URL and what answered otherwise.
+    naming the URL, the request and what answered otherwise.
 
     TRL's `VLLMClient.check_server` checks its deadline only when a request raises, so a URL where another web server
     answers (HTTP 404) is polled forever, and a server that sends its answer a byte at a time is never timed out (the
     `requests` timeout applies to each read). Here every request runs against the one deadline, an answer that says
     "no such page" fails at once (something runs there, but not a vLLM server), and a healthy answer must come with
-    vLLM's model list (`/v1/models`, which TRL reads next).
+    vLLM's model list (`/v1/models`, which TRL reads next). A server that keeps answering with an error status (HTTP
+    500: still loading, or failed) is reported with that status.
     """
     deadline = time.monotonic() + timeout
-    answer = "no answer"
+    answer, status = "no answer", None
     while True:
-        status, body, answer = _get_before(f"{base_url}/health", deadline)
-        if status in (404, 405):
+        got, body, text = _get_before(f"{base_url}/health", deadline)
+        if got is not None or status is None:  # keep the last status a server sent over a request the deadline cut
+            answer, status = f"{text} to GET {base_url}/health", got
+        if got in (404, 405):
             raise ConnectionError(
-                f"{base_url} answered {answer} to vLLM's health check ({base_url}/health): a server runs there, but "
+                f"{base_url} answered {text} to vLLM's health check ({base_url}/health): a server runs there, but "
                 "not a vLLM server. Check `vllm_server_base_url` (or `vllm_server_host`/`vllm_server_port`), and start "
                 "the server as docs/generation.md shows."
             )
-        if status == 200:
-            status, body, answer = _get_before(f"{base_url}/v1/models", deadline)
+        if got == 200:
+            got, body, text = _get_before(f"{base_url}/v1/models", deadline)
             try:
-                models = json.loads(body) if status == 200 else None
+                models = json.loads(body) if got == 200 else None
             except ValueError:
                 models = None
             if isinstance(models, dict) and isinstance(models.get("data"), list):
                 return
-            if status is not None:
+            if got is not None:
                 raise ConnectionError(
                     f"{base_url} answers its health check but not as a vLLM server does: {base_url}/v1/models gave "
-                    f"{answer} without vLLM's model list. Check `vllm_server_base_url` (or the host and port)."
+                    f"{text} without vLLM's model list. Check `vllm_server_base_url` (or the host and port)."
                 )
         if time.monotonic() >= deadline:
+            if status is not None:
+                raise ConnectionError(
+                    f"The server at {base_url} answered {answer} until vllm_server_timeout={timeout:g} s ran out: it "
+                    "runs, but is not a healthy vLLM server (still loading, or failed: see its log). Raise "
+                    "`vllm_server_timeout` if it is still loading, or check `vllm_server_base_url`."
+                )
             raise ConnectionError(
                 f"No vLLM server answered at {base_url} within vllm_server_timeout={timeout:g} s (last answer: "
                 f"{answer}). Start the server first (docs/generation.md), check `vllm_server_base_url` (or "
@@ -139,26 +149,144 @@ def wait_for_vllm_server(base_url: str, timeout: float, interval: float = 2.0) -
         time.sleep(max(min(interval, deadline - time.monotonic()), 0.0))
 
 
-def _get_before(url: str, deadline: float) -> tuple[int | None, str, str]:
-    """GET `url`, giving up at `deadline` however slowly the answer comes: `(status, body, description)`, with status
-    `None` when nothing complete arrived in time. The request runs in a daemon thread left behind on a timeout."""
-    import requests
-
+def _before(deadline: float, call: Any) -> tuple[bool, Any]:
+    """Run `call()` in a daemon thread joined until `deadline`: `(True, its result)`, or `(False, None)` when it had
+    not finished (the thread is left behind, blocked on its socket). An exception it raises is raised here."""
     result: list = []
 
-    def fetch() -> None:
+    def run() -> None:
         try:
-            response = requests.get(url, timeout=max(deadline - time.monotonic(), 0.1))
-            result.append((response.status_code, response.text, f"HTTP {response.status_code} {response.reason}"))
-        except requests.RequestException as error:
-            result.append((None, "", f"{type(error).__name__}: {error}"))
+            result.append((True, call()))
+        except BaseException as error:  # handed to the caller's thread
+            result.append((False, error))
 
-    worker = threading.Thread(target=fetch, daemon=True)
+    worker = threading.Thread(target=run, daemon=True)
     worker.start()
     worker.join(max(deadline - time.monotonic(), 0.0))
     if not result:
-        return None, "", f"no complete answer from {url} before the deadline"
-    return result[0]
+        return False, None
+    finished, value = result[0]
+    if not finished:
+        raise value
+    return True, value
+
+
+def _get_before(url: str, deadline: float) -> tuple[int | None, str, str]:
+    """GET `url`, giving up at `deadline` however slowly the answer comes: `(status, body, description)`, with status
+    `None` when nothing complete arrived in time."""
+    import requests
+
+    def fetch() -> tuple[int | None, str, str]:
+        try:
+            response = requests.get(url, timeout=max(deadline - time.monotonic(), 0.1))
+            return response.status_code, response.text, f"HTTP {response.status_code} {response.reason}"
+        except requests.RequestException as error:
+            return None, "", f"{type(error).__name__}: {error}"
+
+    done, result = _before(deadline, fetch)
+    return result if done else (None, "", f"no complete answer from {url} before the deadline")
+
+
+# What each request of TRL's `VLLMClient` is for, by its path (named in errors)
+_SERVER_REQUESTS = {
+    "/health": "health check",
+    "/v1/models": "model list",
+    "/v1/completions": "generation",
+    "/collective_rpc": "weight sync (reload_weights)",
+    "/reset_prefix_cache": "prefix-cache reset after a weight sync",
+    "/server_info": "server information",
+    "/get_world_size": "world size",
+    "/init_weight_transfer_engine": "weight-transfer set-up",
+    "/start_weight_update": "weight sync (start)",
+    "/update_weights": "weight sync",
+    "/finish_weight_update": "weight sync (finish)",
+}
+# HTTP statuses retried while the deadline allows (TRL's client retries them 3 times: usually temporary), and the waits
+_RETRIED_STATUSES = (500, 502, 503)
+_RETRY_WAITS = (1.0, 2.0, 4.0)
+
+
+class DeadlineSession:
+    """
+    What TRL's `VLLMClient` sends its requests through (its `session`): every request (weight sync, generation, ...)
+    must be answered within `timeout` seconds however slowly the server sends, or a `ConnectionError` names it.
+
+    TRL's own session has no timeout: a server that answers the health check and then never answers a request blocks
+    the run forever. Each request here runs in a worker thread joined with its deadline. HTTP 500/502/503 are retried
+    as TRL's session retries them (3 times) while the deadline allows; an error status, a failed connection or the
+    deadline raise an error naming the request, its URL and the status received.
+
+    Args:
+        timeout (`float`):
+            Seconds each request may take, retries included (`vllm_server_timeout`).
+    """
+
+    def __init__(self, timeout: float):
+        import requests
+        from requests.adapters import HTTPAdapter
+        from urllib3.util.retry import Retry
+
+        self.timeout = timeout
+        self.session = requests.Session()
+        # connection failures are retried here; statuses by `request`, so that an error can name the one received
+        adapter = HTTPAdapter(max_retries=Retry(total=3, connect=3, read=0, status=0, backoff_factor=0.5))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def get(self, url: str, **kwargs: Any) -> Any:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> Any:
+        return self.request("POST", url, **kwargs)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        import requests
+
+        what = f"{method} {url} (the {_SERVER_REQUESTS.get(urlparse(url).path, 'request')})"
+        deadline = time.monotonic() + self.timeout
+        for retry in range(len(_RETRY_WAITS) + 1):
+            kwargs["timeout"] = max(deadline - time.monotonic(), 0.1)  # bounds each socket wait; the thread, the whole
+            try:
+                done, response = _before(deadline, lambda: self.session.request(method, url, **kwargs))
+            except requests.RequestException as error:
+                raise ConnectionError(
+                    f"{what} failed ({type(error).__name__}: {error}). Check that the vLLM server still runs (its log)."
+                ) from error
+            if not done:
+                raise ConnectionError(
+                    f"{what} got no complete answer within vllm_server_timeout={self.timeout:g} s: the server took the "
+                    "request but did not answer it. Check the server's log; raise `vllm_server_timeout` if a request "
+                    "may take longer (a generation chunk: or lower `generation_batch_size`)."
+                )
+            wait = _RETRY_WAITS[retry] if retry < len(_RETRY_WAITS) else None
+            if response.status_code not in _RETRIED_STATUSES or wait is None or time.monotonic() + wait >= deadline:
+                break
+            time.sleep(wait)
+        if response.status_code >= 400:
+            tries = f" ({retry + 1} tries)" if retry else ""
+            raise ConnectionError(
+                f"{what} answered HTTP {response.status_code} {response.reason}{tries}: {response.text[:300]!r}. "
+                "Check the server's log."
+            )
+        return response
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _connected_client(client_class: type, timeout: float, **kwargs: Any) -> Any:
+    """TRL's `VLLMClient(**kwargs)`, whose construction (a health check and the model list, without timeouts) must end
+    within `timeout` seconds, with every later request under a [`DeadlineSession`]."""
+    base_url = kwargs.get("base_url")
+    done, client = _before(time.monotonic() + timeout, lambda: client_class(**kwargs))
+    if not done:
+        raise ConnectionError(
+            f"Connecting TRL's VLLMClient to {base_url} (GET {base_url}/health, GET {base_url}/v1/models) got no "
+            f"complete answer within vllm_server_timeout={timeout:g} s, though the server had answered both before. "
+            "Check the server's log; raise `vllm_server_timeout` if it is overloaded."
+        )
+    client.session = DeadlineSession(timeout)
+    return client
 
 
 def _vllm_generation_class() -> type:
@@ -184,10 +312,22 @@ def _vllm_generation_class() -> type:
                 # TRL's version would also open the NCCL weight-update group, which raises on CPU.
                 if self.accelerator.is_main_process:
                     base_url = self.server_base_url or f"http://{self.server_host}:{self.server_port}"
-                    self.vllm_client = VLLMClient(
-                        base_url=base_url, group_port=self.group_port, connection_timeout=self.server_timeout
+                    self.vllm_client = _connected_client(
+                        VLLMClient,
+                        self.server_timeout,
+                        base_url=base_url,
+                        group_port=self.group_port,
+                        connection_timeout=self.server_timeout,
                     )
                 self.accelerator.wait_for_everyone()
+                return
+            if self.mode == "server":  # every request of TRL's client under the deadline (see `DeadlineSession`)
+                original = vllm_generation.VLLMClient
+                vllm_generation.VLLMClient = functools.partial(_connected_client, original, self.server_timeout)
+                try:
+                    super()._init_vllm()
+                finally:
+                    vllm_generation.VLLMClient = original
                 return
             # TRL builds `LLM(...)` without a dtype (see the module docstring) or a load format. Prompts and
             # completions are token ids only, so vLLM needs no tokenizer (the model folder may not have one).

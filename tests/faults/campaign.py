@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.faults", description=description.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a subset of every category (about 2 minutes)")
     parser.add_argument("--only", default=None, help="run the cases whose name contains this")
+    parser.add_argument("--finding", default=None, help="run the cases of one finding (an issue number, e.g. 32)")
     parser.add_argument("--out", default=None, help="where to write the JSON (default: bench/results/faults.json)")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -148,7 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import torch
 
-    cases = [c for c in load_cases() if (c.quick or not args.quick) and (args.only is None or args.only in c.name)]
+    cases = [
+        c
+        for c in load_cases()
+        if (c.quick or not args.quick)
+        and (args.only is None or args.only in c.name)
+        and (args.finding is None or c.finding == args.finding)
+    ]
     if args.list:
         for item in cases:
             print(f"{item.category:40s} {item.name:45s} {item.action}")

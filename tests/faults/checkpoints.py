@@ -11,13 +11,17 @@ from tspin_trl.checkpoints import checkpoint_dir
 
 from .harness import (
     CHECKPOINT_EVERY_STEP,
+    DEFECT,
     Ctx,
     StopAfter,
     Verdict,
     add,
     baseline,
+    error_text,
     expect_error,
+    judge_run,
     make_trainer,
+    params_of,
     run_and_judge,
     sorting_rows,
 )
@@ -157,4 +161,105 @@ add(
     CKPT,
     "resume_from_checkpoint=checkpoint-4 (before the last 2 steps)",
     resume_case(lambda c: str(c.checkpoint(4)), expect_ok=True),
+)
+
+
+# ---- issue 32: Mixture-of-Experts checkpoints, a layout that does not round-trip, a file where a checkpoint goes ------
+
+
+def _moe_rows() -> list[dict]:
+    """Sorting rows with prompts of several lengths: a generation batch then has left padding."""
+    rows = sorting_rows(8)
+    for i, row in enumerate(rows[::2]):
+        row["prompt"] = [{"role": "user", "content": row["prompt"][0]["content"] + " 5" * (i + 1)}]
+    return rows
+
+
+def _mixtral(**config):
+    from tests.support import tiny_moe
+    from tspin_trl.demo import build_char_tokenizer
+
+    return tiny_moe(build_char_tokenizer(), "mixtral", **config)
+
+
+def _moe_resume(ctx):
+    uninterrupted = make_trainer(ctx.tmp / "uninterrupted", rows=_moe_rows(), model=_mixtral())
+    uninterrupted.train()
+    make_trainer(
+        ctx.out, rows=_moe_rows(), model=_mixtral(), callbacks=[StopAfter(6)], **CHECKPOINT_EVERY_STEP
+    ).train()
+    resumed = make_trainer(ctx.out, rows=_moe_rows(), model=_mixtral(), **CHECKPOINT_EVERY_STEP)
+    resumed.train(resume_from_checkpoint=True)
+    return judge_run(ctx, resumed, params_of(uninterrupted), note="Mixtral, interrupted after step 6")
+
+
+add(
+    "moe_resume",
+    CKPT,
+    "a Mixtral (experts saved one by one, held fused) interrupted after step 6, resume_from_checkpoint=True",
+    _moe_resume,
+    quick=True,
+    finding="32",
+    timeout=240,
+)
+
+
+def _moe_router_logits(ctx):
+    trainer = make_trainer(ctx.out, rows=_moe_rows(), model=_mixtral(output_router_logits=True))
+    try:
+        trainer.train()
+    except Exception as error:  # noqa: BLE001
+        return Verdict(DEFECT, f"crashed: {error_text(error)}")
+    return judge_run(ctx, trainer, None, note="Mixtral with output_router_logits=True in its config")
+
+
+add(
+    "moe_router_logits_in_config",
+    CKPT,
+    "a Mixtral whose config sets output_router_logits=True (its router loss), prompts of several lengths",
+    _moe_router_logits,
+    finding="32",
+    timeout=180,
+)
+
+
+def _layout_not_round_trip(ctx):
+    from tspin_trl.demo import build_char_tokenizer, build_tiny_model
+
+    model = build_tiny_model(build_char_tokenizer())
+    model._keys_to_ignore_on_save = {"model.norm.weight"}  # its saves leave a trained tensor out
+    trainer = make_trainer(ctx.out, model=model, **CHECKPOINT_EVERY_STEP)
+    verdict = expect_error(trainer.train, "checkpoint save and load", "model.norm.weight")
+    if trainer.state.global_step > 0 and verdict.outcome != DEFECT:
+        return Verdict(DEFECT, f"noticed only at step {trainer.state.global_step}: {verdict.message}")
+    if verdict.message.startswith("accepted silently"):
+        verdict.message = "trained; a resume would keep model.norm.weight at its current value (not in any checkpoint)"
+    return verdict
+
+
+add(
+    "ckpt_layout_not_round_trip",
+    CKPT,
+    "a model whose saves leave a trained tensor out (model.norm.weight in _keys_to_ignore_on_save), checkpoints on",
+    _layout_not_round_trip,
+    finding="32",
+)
+
+
+def _checkpoint_name_is_a_file(ctx):
+    ctx.out.mkdir(parents=True)
+    (ctx.out / "checkpoint-2").write_text("a file where the checkpoint of step 2 goes")
+    trainer = make_trainer(ctx.out, save_strategy="steps", save_steps=2)
+    verdict = expect_error(trainer.train, "checkpoint-2", "file")
+    if trainer.state.global_step > 0 and verdict.outcome != DEFECT:
+        return Verdict(DEFECT, f"failed only at step {trainer.state.global_step}: {verdict.message}")
+    return verdict
+
+
+add(
+    "ckpt_name_is_a_file",
+    CKPT,
+    "a file named checkpoint-2 in output_dir (saves every 2 steps)",
+    _checkpoint_name_is_a_file,
+    finding="32",
 )

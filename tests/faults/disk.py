@@ -9,6 +9,8 @@ import shutil
 import stat
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from .harness import (
     CHECKPOINT_EVERY_STEP,
     CLEAR,
@@ -231,3 +233,53 @@ for _umask in (0o022, 0o027, 0o077):
         finding="20",
         timeout=150,
     )
+
+
+# ---- issue 32: a full disk while a checkpoint is written (torch's and Python's writers name no file) -------------------
+
+
+class _FullDiskAt(TrainerCallback):
+    """Puts `/dev/full` behind the file `name` of checkpoint-`step`, just before it is saved."""
+
+    def __init__(self, step: int, name: str):
+        self.step, self.name = step, name
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            folder = Path(args.output_dir) / f"checkpoint-{self.step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / self.name).symlink_to("/dev/full")
+
+
+def _full_disk_in_checkpoint(ctx: Ctx, name: str) -> Verdict:
+    reference = baseline()
+    target = ctx.checkpoint(6) / name
+    try:
+        make_trainer(ctx.out, callbacks=[_FullDiskAt(6, name)], **CHECKPOINT_EVERY_STEP).train()
+    except Exception as error:  # noqa: BLE001
+        verdict = classify_error(error, (str(target),))
+    else:
+        return Verdict(DEFECT, f"the full disk behind {target} went unnoticed")
+    target.unlink()  # room again
+    if verdict.outcome != CLEAR:
+        return verdict
+    recovered = run_and_judge(ctx, reference, resume=True, **CHECKPOINT_EVERY_STEP)
+    if recovered.outcome == DEFECT:
+        return Verdict(DEFECT, f"after the full disk: {recovered.message}", verdict.message[:200])
+    verdict.detail = "then resumed with room: " + (recovered.detail or recovered.message)
+    return verdict
+
+
+@case(DISK, "disk full (/dev/full) while checkpoint-6's optimizer.pt is written (torch); resume=True", finding="32")
+def full_disk_checkpoint_optimizer(ctx):
+    return _full_disk_in_checkpoint(ctx, "optimizer.pt")
+
+
+@case(
+    DISK,
+    "disk full (/dev/full) while checkpoint-6's trainer_state.json is written (Python); resume=True",
+    quick=True,
+    finding="32",
+)
+def full_disk_checkpoint_state(ctx):
+    return _full_disk_in_checkpoint(ctx, "trainer_state.json")

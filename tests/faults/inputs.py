@@ -9,8 +9,20 @@ from datasets import Dataset, IterableDataset
 from tspin_trl import TSPINTrainer
 from tspin_trl.demo import build_char_tokenizer, build_tiny_model
 
+from .harness import (
+    DEFECT,
+    WARNED,
+    Verdict,
+    baseline,
+    case,
+    config,
+    expect_error,
+    make_trainer,
+    raw_trainer,
+    run_and_judge,
+    sorting_rows,
+)
 from .harness import add as _add
-from .harness import baseline, case, config, expect_error, make_trainer, raw_trainer, run_and_judge, sorting_rows
 
 
 DATA = "datasets"
@@ -335,4 +347,79 @@ eval_case(
     "eval_dataset",
     eval_strategy="steps",
     eval_steps=4,
+)
+
+
+# ---- issue 32: data files given to the command line, responses longer than max_length ---------------------------------
+
+
+def _data_file(ctx, name: str) -> str:
+    """A damaged data file in the case's folder: empty, a .jsonl.gz cut in the middle, or not text."""
+    import gzip
+    import json
+
+    rows = "".join(json.dumps({"prompt": f"p{i}", "completion": "c" * 40}) + "\n" for i in range(500)).encode()
+    compressed = gzip.compress(rows)
+    content = {"empty.jsonl": b"", "cut.jsonl.gz": compressed[: len(compressed) // 2]}.get(name, bytes(range(256)) * 4)
+    path = ctx.tmp / name
+    path.write_bytes(content)
+    return str(path)
+
+
+for _name, _flag, _what, _keyword in [
+    ("empty.jsonl", "--dataset_name", "a 0-byte .jsonl", "empty"),
+    ("empty.jsonl", "--eval_dataset_name", "a 0-byte .jsonl", "empty"),
+    ("cut.jsonl.gz", "--dataset_name", "a .jsonl.gz cut in the middle", "cut short"),
+    ("binary.jsonl", "--dataset_name", "a .jsonl that is not text", "UTF-8"),
+]:
+
+    def _load(ctx, name=_name, flag=_flag, keyword=_keyword):
+        from tspin_trl.scripts.sources import load_named_dataset
+
+        path = _data_file(ctx, name)
+        return expect_error(lambda: load_named_dataset(path, flag=flag), path, flag, keyword)
+
+    _add(
+        f"data_file_{_name.split('.')[0]}_{_flag.strip('-')}",
+        DATA,
+        f"{_what} given to {_flag} (the command line's loader)",
+        _load,
+        quick=_name == "cut.jsonl.gz",
+        finding="32",
+    )
+
+
+@case(DATA, "real responses longer than max_length leaves after their prompt (cut by the collator)", finding="32")
+def data_response_longer_than_max_length(ctx):
+    rows = sorting_rows(8)
+    for row in rows[:2]:
+        row["completion"] = [{"role": "assistant", "content": "0 1 2 3 4 5 6 7 8 9 " * 6}]
+    verdict = run_and_judge(ctx, None, rows=Dataset.from_list(rows))
+    said = [line for line in ctx.warnings_text().splitlines() if "longer than max_length" in line]
+    if verdict.outcome == DEFECT:
+        return verdict
+    return Verdict(WARNED, said[0], verdict.detail) if said else Verdict(DEFECT, "responses cut without a word")
+
+
+def _evaluate_without_sets(name):
+    def run(ctx):
+        trainer = make_trainer(ctx.out)
+        return expect_error(lambda: trainer.evaluate(eval_dataset=name), "eval_dataset", *([name] if name else []))
+
+    return run
+
+
+_add(
+    "evaluate_without_eval_set",
+    EVAL,
+    "evaluate() on a trainer given no evaluation set",
+    _evaluate_without_sets(None),
+    finding="32",
+)
+_add(
+    "evaluate_unknown_name_without_eval_set",
+    EVAL,
+    "evaluate(eval_dataset='nosuch') on a trainer given no evaluation set",
+    _evaluate_without_sets("nosuch"),
+    finding="32",
 )

@@ -10,11 +10,13 @@ import time
 
 from .harness import (
     CHECKPOINT_EVERY_STEP,
+    CLEAR,
     DEFECT,
     WORKER_TIMEOUT,
     Verdict,
     baseline,
     case,
+    classify_error,
     run_and_judge,
     temporaries,
 )
@@ -132,3 +134,26 @@ def disk_full_during_save(ctx):
 )
 def disk_full_during_generation(ctx):
     return killed_then_resumed(ctx, {"kind": "fsize_after_save", "n": 4, "bytes": 600}, True, baseline())
+
+
+@case(
+    KILL,
+    "file-size limit hit while checkpoint-6's weights are written (safetensors: a full disk), resume=True",
+    finding="32",
+    timeout=150,
+)
+def disk_full_during_weights_save(ctx):
+    run = start_worker(
+        ctx, fault={"kind": "fsize_in_weights", "n": 6, "bytes": 50_000}, overrides=CHECKPOINT_EVERY_STEP
+    )
+    result = run.wait()
+    if result.get("ok") or result.get("killed"):
+        return Verdict(DEFECT, f"the fault was not triggered: {result}")
+    first = classify_error(RuntimeError(result.get("error", "")), (str(ctx.checkpoint(6) / "model.safetensors"),))
+    if first.outcome != CLEAR:
+        return first
+    recovered = run_and_judge(ctx, baseline(), resume=True, **CHECKPOINT_EVERY_STEP)
+    if recovered.outcome == DEFECT:
+        return Verdict(DEFECT, f"after the full disk: {recovered.message}", first.message[:200])
+    first.detail = "then resumed with room: " + (recovered.detail or recovered.message)
+    return first

@@ -23,12 +23,15 @@ from .harness import (
     add,
     baseline,
     case,
+    classify_error,
     completed,
     error_text,
     expect_error,
+    judge_run,
     make_trainer,
     read_rows,
     run_and_judge,
+    sorting_rows,
 )
 from .workers import start_worker
 
@@ -350,3 +353,84 @@ for _label, _action, _corrupt, _quick in CHUNK_CORRUPTIONS:
         finding="20" if "empty" in _label else "6",
         timeout=150,
     )
+
+
+# ---- issue 32: a forged prompt selection, credentials in the output folder ---------------------------------------------
+
+SELECTING = {"prompt_selection_threshold": 10.0}
+
+
+def _forged_selection(ctx):
+    from tspin_trl.checked_io import read_checked_jsonl, write_checked_jsonl
+
+    from .harness import StopAfter
+
+    make_trainer(ctx.out, callbacks=[StopAfter(6)], **(CHECKPOINT_EVERY_STEP | SELECTING)).train()
+    data_path, meta_path = ctx.folder.iteration_files(1, "train")
+    rows, meta = read_checked_jsonl(data_path, meta_path)
+    kept = [row["selected"] for row in rows]
+    flip = kept.index(True) if sum(kept) > 1 else kept.index(False)
+    rows[flip]["selected"] = not rows[flip]["selected"]
+    write_checked_jsonl(data_path, meta_path, rows, meta)  # checksum, identity and count all right
+    try:
+        trainer = make_trainer(ctx.out, **(CHECKPOINT_EVERY_STEP | SELECTING))
+        trainer.train(resume_from_checkpoint=True)
+    except Exception as error:  # noqa: BLE001
+        return classify_error(error, ("iteration 1",))
+    verdict = judge_run(ctx, trainer, baseline(**SELECTING), note=f"row {flip}'s `selected` flipped")
+    if verdict.outcome != DEFECT:
+        return Verdict(DEFECT, f"a forged prompt selection (row {flip}) was trained on", verdict.detail)
+    return verdict
+
+
+add(
+    "iteration_file_selection_forged",
+    FILES,
+    "interrupted at step 6 with prompt selection; iteration 1's file forged: a row's `selected` flag flipped against "
+    "its stored margin (checksum recomputed); resume=True",
+    _forged_selection,
+    finding="32",
+    timeout=150,
+)
+
+
+def _no_credentials(ctx):
+    from datasets import Dataset
+
+    from tspin_trl.demo import build_char_tokenizer, build_tiny_model
+
+    tokens = ("hf_CampaignHubToken0123456789", "hf_CampaignModelToken0123456789")
+    tokenizer = build_char_tokenizer()
+    build_tiny_model(tokenizer).save_pretrained(ctx.tmp / "model")
+    trainer = make_trainer(
+        ctx.out,
+        model=str(ctx.tmp / "model"),
+        tokenizer=tokenizer,
+        hub_token=tokens[0],
+        model_init_kwargs={"token": tokens[1]},
+        eval_dataset=Dataset.from_list(sorting_rows(2, offset=8)),
+        eval_strategy="steps",
+        eval_steps=4,
+        **CHECKPOINT_EVERY_STEP,
+    )
+    trainer.train()
+    trainer.save_model()
+    written = [path for path in ctx.out.rglob("*") if path.is_file()]
+    found = [
+        f"{path.relative_to(ctx.out)}" for path in written for token in tokens if token.encode() in path.read_bytes()
+    ]
+    if found:
+        return Verdict(DEFECT, f"a credential (hub_token or model_init_kwargs['token']) written to {found[:5]}")
+    return Verdict(SURVIVED, f"no credential in the {len(written)} files of output_dir (training_args.bin included)")
+
+
+add(
+    "no_credential_in_output",
+    FILES,
+    "hub_token and model_init_kwargs={'token': ...} planted; every byte of output_dir searched after a run with "
+    "checkpoints and evaluation",
+    _no_credentials,
+    quick=True,
+    finding="32",
+    timeout=150,
+)

@@ -84,3 +84,46 @@ def scorer_without_dataset(ctx):
     return expect_error(
         lambda: make_trainer(ctx.out, rows=sorting_rows(4), scorer=lambda r, rows: 0.0), "scorer_dataset"
     )
+
+
+# ---- issue 32: compute_metrics -------------------------------------------------------------------------------------------
+
+
+def metrics_case(compute_metrics: Callable, *keywords: str) -> Callable[[Ctx], Verdict]:
+    """A run evaluated every 4 steps with `compute_metrics`: a broken one must stop it before the first step."""
+
+    def run(ctx):
+        trainer = make_trainer(
+            ctx.out,
+            eval_dataset=Dataset.from_list(sorting_rows(2, offset=8)),
+            eval_strategy="steps",
+            eval_steps=4,
+        )
+        trainer.compute_metrics = compute_metrics
+        verdict = expect_error(trainer.train, *keywords)
+        if trainer.state.global_step > 0 and verdict.outcome != DEFECT:
+            return Verdict(DEFECT, f"failed only at step {trainer.state.global_step}: {verdict.message}")
+        return verdict
+
+    return run
+
+
+def _zero_division(prediction):
+    return {"ratio": 1 / 0}
+
+
+add(
+    "compute_metrics_raises",
+    SCORE,
+    "a compute_metrics that raises",
+    metrics_case(_zero_division, "compute_metrics"),
+    finding="32",
+)
+add(
+    "compute_metrics_returns_none",
+    SCORE,
+    "a compute_metrics that returns None",
+    metrics_case(lambda prediction: None, "compute_metrics", "dict"),
+    quick=True,
+    finding="32",
+)

@@ -394,3 +394,48 @@ def after_max_steps_short(ctx):
         f"stopped after {trainer.state.global_step} of 8 steps, inside iteration 0, without the warning a trainer "
         "built with max_steps=3 gives",
     )
+
+
+# ---- issue 32: generation_kwargs checked like every other field; settings the run ignores; a plain TrainingArguments
+
+
+for _label, _kwargs, _keywords in [
+    ("num_beams_negative", {"num_beams": -1}, ("generation_kwargs", "num_beams")),
+    ("max_new_tokens_str", {"max_new_tokens": "x"}, ("generation_kwargs", "max_new_tokens")),
+    ("repetition_penalty_negative", {"repetition_penalty": -1.0}, ("generation_kwargs", "repetition_penalty")),
+    ("pad_token_id", {"pad_token_id": 0}, ("generation_kwargs", "pad_token_id", "set by the trainer")),
+    ("two_sequences_sampling", {"num_return_sequences": 2, "do_sample": True}, ("num_return_sequences", "one")),
+    ("two_sequences_beams", {"num_return_sequences": 2, "num_beams": 2}, ("num_return_sequences", "one")),
+]:
+    add(
+        f"generation_kwargs_{_label}",
+        "configuration integers",
+        f"generation_kwargs={_kwargs}",
+        probe_config("generation_kwargs", _kwargs, keywords=_keywords),
+        quick=_label == "two_sequences_sampling",
+        finding="32",
+    )
+
+
+@case(
+    "configuration integers",
+    "prompt_selection_threshold=10 with num_iterations=1 (selection has no effect)",
+    finding="32",
+)
+def selection_with_one_iteration(ctx):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        verdict = run_and_judge(ctx, None, num_iterations=1, prompt_selection_threshold=10.0)
+    text = [str(w.message) for w in caught if "prompt_selection_threshold" in str(w.message)]
+    if verdict.outcome in (SURVIVED, WARNED) and text:
+        return Verdict(WARNED, text[0], verdict.detail)
+    return verdict if verdict.outcome == DEFECT else Verdict(DEFECT, "accepted without a word that it has no effect")
+
+
+@case(AFTER, "trainer.args replaced by a plain TrainingArguments after construction", finding="32")
+def after_args_plain_training_arguments(ctx):
+    from transformers import TrainingArguments
+
+    trainer = make_trainer(ctx.out)
+    trainer.args = TrainingArguments(output_dir=str(ctx.out), use_cpu=True, report_to=[])
+    return expect_error(trainer.train, "TrainingArguments", "TSPINConfig")

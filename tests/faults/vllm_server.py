@@ -114,7 +114,7 @@ def vllm_server_404(ctx):
 @case(VLLM, "vllm_mode='server' at a URL where a server answers HTTP 500 to everything", finding="20")
 def vllm_server_500(ctx):
     with _http_server(500) as url:
-        return _server_run(ctx, url, url, "vllm_server_timeout")
+        return _server_run(ctx, url, url, "HTTP 500", "vllm_server_timeout")
 
 
 @case(
@@ -191,3 +191,82 @@ def vllm_colocate_set_after_construction(ctx):
     if not trainer.self_play.generation_stats:
         return Verdict(DEFECT, "nothing generated")
     return Verdict(DEFECT, "use_vllm=True set after construction was ignored: generated with model.generate")
+
+
+# ---- issue 32: a deadline on every request, not only the start-up check ----------------------------------------------
+
+
+class _HealthyThen(http.server.BaseHTTPRequestHandler):
+    """A vLLM server as far as `/health` and `/v1/models` go; a POST (the weight sync, then generation) is answered
+    with `post_status`, or never (`None`) until `release` is set."""
+
+    post_status: int | None = None
+    release = threading.Event()
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # noqa: N802
+        if self.path == "/v1/models":
+            self._answer(200, b'{"data": [{"id": "model"}]}')
+        else:
+            self._answer(200 if self.path == "/health" else 404, b"{}")
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.post_status is None:
+            self.release.wait()
+        else:
+            self._answer(self.post_status, b'{"error": "reload failed"}')
+
+    def log_message(self, *args):
+        pass
+
+
+def _import_vllm() -> None:
+    from tspin_trl.vllm_backend import _vllm_generation_class
+
+    _vllm_generation_class()
+
+
+@contextmanager
+def _healthy_then(post_status: int | None) -> Iterator[str]:
+    handler = type("HealthyThen", (_HealthyThen,), {"post_status": post_status, "release": threading.Event()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        handler.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+@case(
+    VLLM,
+    "vllm_mode='server' at a server that answers /health and /v1/models, then never answers the weight sync",
+    quick=True,
+    finding="32",
+    timeout=60,
+)
+def vllm_server_silent_after_health(ctx):
+    _import_vllm()  # what the time limit measures is the request, not vLLM's first import (about 9 s)
+    with _healthy_then(None) as url:
+        return _server_run(ctx, url, f"{url}/collective_rpc", "vllm_server_timeout")
+
+
+@case(
+    VLLM,
+    "vllm_mode='server' at a server that answers /health and /v1/models, then HTTP 500 to the weight sync",
+    finding="32",
+    timeout=60,
+)
+def vllm_server_500_on_weight_sync(ctx):
+    _import_vllm()
+    with _healthy_then(500) as url:
+        return _server_run(ctx, url, f"{url}/collective_rpc", "HTTP 500")

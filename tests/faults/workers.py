@@ -189,6 +189,15 @@ def worker(spec: dict[str, Any]) -> None:
             return original_save(output_dir)
 
         trainer._save_optimizer_and_scheduler = save_optimizer
+    if kind == "fsize_in_weights":
+        original_model_save = trainer._save
+
+        def save_model(output_dir=None, state_dict=None):
+            if trainer.state.global_step == n:
+                _limit_file_size(fault["bytes"])  # the weights (safetensors) are the first large file written
+            return original_model_save(output_dir, state_dict)
+
+        trainer._save = save_model
     result: dict[str, Any] = {"pid": os.getpid()}
     try:
         trainer.train(resume_from_checkpoint=spec.get("resume"))

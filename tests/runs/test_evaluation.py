@@ -94,3 +94,25 @@ def test_init_time_sets_evaluate_before_training_and_predict_takes_a_raw_set(tmp
     trainer.train()
     after = trainer.evaluate()
     assert math.isfinite(after["eval_a_loss"]) and after["eval_a_loss"] != before["eval_a_loss"]
+
+
+def test_evaluate_without_a_set_and_a_compute_metrics_returning_none_name_the_argument(tmp_path, tokenizer):
+    trainer = TSPINTrainer(
+        model=build_tiny_model(tokenizer),
+        args=make_config(tmp_path),
+        train_dataset=Dataset.from_list(sorting_rows(4)),
+        processing_class=tokenizer,
+        compute_metrics=lambda prediction: None,
+    )
+    with pytest.raises(ValueError, match=r"evaluate\(\) has no evaluation data: pass `eval_dataset`"):
+        trainer.evaluate()
+    with pytest.raises(ValueError, match=r"evaluate\(eval_dataset='nosuch'\): .* given no evaluation set"):
+        trainer.evaluate(eval_dataset="nosuch")
+    with pytest.raises(TypeError, match=r"compute_metrics \('<lambda>'\) returned NoneType: it must return a dict"):
+        trainer.evaluate(eval_dataset=Dataset.from_list(held_out_rows(2)))
+
+    named = self_play_trainer(tmp_path / "named", tokenizer, eval_dataset={"a": Dataset.from_list(held_out_rows(2))})
+    with pytest.raises(
+        ValueError, match=r"evaluate\(eval_dataset='b'\): .* no evaluation set of that name; .*\['a'\]"
+    ):
+        named.evaluate(eval_dataset="b")

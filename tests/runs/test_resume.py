@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from tests.support import CountGenerate, StopAfter, iteration_rows, self_play_trainer, sorting_rows
+from tests.support import CountGenerate, StopAfter, iteration_rows, self_play_trainer, sorting_rows, tiny_moe
 from tspin_trl.checkpoints import last_complete_checkpoint
 from tspin_trl.self_play import SelfPlayError
 
@@ -179,3 +179,17 @@ def test_resume_in_iteration_1_matches_an_uninterrupted_run(tmp_path, tokenizer)
     assert iteration_rows(tmp_path / "resumed", 2) == iteration_rows(tmp_path / "uninterrupted", 2)
     for (name, a), b in zip(reference.model.named_parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, msg=f"{name} differs after resume")
+
+
+def test_a_mixture_of_experts_resumes_to_its_saved_experts(tmp_path, tokenizer):
+    # transformers 5 saves a Mixtral's experts one by one and holds them fused: the Trainer's plain `load_state_dict`
+    # found none of them in a checkpoint and resumed with the experts and router where they were (a warning only)
+    checkpointed = {"save_strategy": "steps", "save_steps": 1}
+    uninterrupted = self_play_trainer(tmp_path, tokenizer, model=tiny_moe(tokenizer), **checkpointed)
+    uninterrupted.train()
+
+    resumed = self_play_trainer(tmp_path, tokenizer, model=tiny_moe(tokenizer), **checkpointed)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-6"))  # iteration 1 is steps 5..8
+    assert resumed.state.global_step == 8
+    for (name, a), b in zip(uninterrupted.model.named_parameters(), resumed.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{name} differs after the resume")

@@ -183,3 +183,11 @@ def test_a_resume_after_a_selection_makes_the_same_decisions_and_ends_with_the_s
         assert iteration_rows(output_dir, t) == iteration_rows(run, t)
     for (name, a), b in zip(reference.model.named_parameters(), resumed.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, msg=f"{name} differs after resume")
+
+
+def test_a_change_after_construction_that_makes_a_setting_ineffective_is_warned(tmp_path, tokenizer):
+    trainer = self_play_trainer(tmp_path, tokenizer, prompt_selection_threshold=10.0)  # 2 iterations
+    trainer.args.num_iterations = 1
+    with pytest.warns(UserWarning, match=r"`prompt_selection_threshold=10.0` has no effect with num_iterations=1"):
+        trainer.train()
+    assert trainer.state.global_step == 4

@@ -19,6 +19,7 @@ from .builders import (
     self_play_trainer,
     sorting_rows,
     tiny_mixtral,
+    tiny_moe,
 )
 
 
@@ -40,4 +41,5 @@ __all__ = [
     "self_play_trainer",
     "sorting_rows",
     "tiny_mixtral",
+    "tiny_moe",
 ]

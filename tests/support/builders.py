@@ -253,3 +253,33 @@ class CountGenerate:
             return original(*args, **kwargs)
 
         model.generate = counted
+
+
+def tiny_moe(tokenizer: PreTrainedTokenizerBase, architecture: str = "mixtral", **config: Any) -> PreTrainedModel:
+    """
+    A tiny Mixture-of-Experts model for `tokenizer` (4 experts, 2 per token, 2 layers, seeded): `"mixtral"` or
+    `"qwen2_moe"` (with a shared expert), with `config` over its settings (e.g. `output_router_logits=True`).
+    """
+    import torch
+    from transformers import MixtralConfig, MixtralForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM
+
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        num_experts_per_tok=2,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    if architecture == "mixtral":
+        return MixtralForCausalLM(MixtralConfig(**common, num_local_experts=4, **config))
+    if architecture == "qwen2_moe":
+        moe = dict(num_experts=4, moe_intermediate_size=32, shared_expert_intermediate_size=32)
+        return Qwen2MoeForCausalLM(Qwen2MoeConfig(**common, **moe, **config))
+    raise ValueError(f"architecture={architecture!r}: 'mixtral' or 'qwen2_moe'")

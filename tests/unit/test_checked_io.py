@@ -57,3 +57,24 @@ def test_a_full_disk_error_names_the_file(tmp_path, monkeypatch):
         atomic_write(target, "x" * 100_000)
     assert raised.value.errno == errno.ENOSPC
     assert not list((tmp_path / "self_play" / "iteration_1").glob("*.tmp"))
+
+
+def test_following_the_umask_leaves_what_a_link_points_to_alone(tmp_path):
+    import stat
+
+    from tspin_trl.checked_io import follow_umask
+
+    target = tmp_path / "elsewhere"
+    target.write_text("not part of the checkpoint")
+    target.chmod(0o600)
+    folder = tmp_path / "checkpoint-1"
+    folder.mkdir()
+    (folder / "weights").write_text("w")
+    (folder / "link").symlink_to(target)
+    old = os.umask(0o022)
+    try:
+        follow_umask(str(folder))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((folder / "weights").stat().st_mode) == 0o644
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600, "a link's target is not the checkpoint's to change"

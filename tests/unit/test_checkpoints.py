@@ -99,3 +99,51 @@ def test_the_writers_must_match_the_node_layout():
         NodeLayout(2, True).check_writers("out", save_on_each_node=True)
     with pytest.raises(ValueError, match="do not share output_dir 'out'.*Set `save_on_each_node=True`"):
         NodeLayout(2, False).check_writers("out", save_on_each_node=False)
+
+
+def test_model_weights_are_loaded_as_saved_or_refused(tmp_path, tokenizer):
+    from tests.support import tiny_moe
+    from tspin_trl.checkpoints import CheckpointLoadError, load_model_weights, round_trip_problems
+    from tspin_trl.demo import build_tiny_model
+
+    # Qwen2-MoE holds its experts fused and saves them one by one (`mlp.experts.0.gate_proj.weight`, ...)
+    saved = tiny_moe(tokenizer, "qwen2_moe")
+    saved.save_pretrained(tmp_path / "moe")
+    assert round_trip_problems(saved, str(tmp_path / "moe")) == []
+    other = tiny_moe(tokenizer, "qwen2_moe")
+    for param in other.parameters():
+        param.data.add_(1.0)
+    assert load_model_weights(other, str(tmp_path / "moe"))
+    for (name, a), b in zip(saved.state_dict().items(), other.state_dict().values(), strict=True):
+        assert a.equal(b), f"{name} was not loaded as saved"
+
+    # a model whose saves leave a trained tensor out: the check names it, a resume is refused
+    lossy = build_tiny_model(tokenizer)
+    lossy._keys_to_ignore_on_save = {"model.norm.weight"}
+    lossy.save_pretrained(tmp_path / "lossy")
+    assert round_trip_problems(lossy, str(tmp_path / "lossy")) == ["no saved value for model.norm.weight"]
+    with pytest.raises(CheckpointLoadError, match=r"no value for 1 trained tensors .*\(model.norm.weight\)"):
+        load_model_weights(build_tiny_model(tokenizer), str(tmp_path / "lossy"))
+    assert not load_model_weights(lossy, str(tmp_path)), "no model weights there: the caller loads its own way"
+
+
+def test_a_write_error_of_a_checkpoint_save_is_named(tmp_path):
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    from tspin_trl.checkpoints import checkpoint_write_error
+
+    folder = tmp_path / "checkpoint-3"
+    folder.mkdir()
+    try:  # safetensors' writer names no file in its errors
+        save_file({"w": torch.zeros(2)}, str(folder / "missing" / "model.safetensors"))
+    except SafetensorError as error:
+        named = checkpoint_write_error(str(folder), error)
+    assert named.errno == 2 and named.filename == str(folder / "model.safetensors")
+    assert f"(writing {folder / 'model.safetensors'}, while saving checkpoint-3)" in str(named)
+    (folder / "optimizer.pt").write_bytes(b"half")  # torch's writer: the last of its files that exists
+    named = checkpoint_write_error(str(folder), RuntimeError("[enforce fail at inline_container.cc:672] . unexpected"))
+    assert named.filename == str(folder / "optimizer.pt") and "the write failed (RuntimeError" in str(named)
+    assert checkpoint_write_error(str(folder), ValueError("not about a file")) is None
+    assert checkpoint_write_error(str(folder), FileNotFoundError(2, "No such file", "x")) is None, "named already"

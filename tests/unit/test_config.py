@@ -334,3 +334,64 @@ def test_vllm_config_fields_are_validated(tmp_path):
         TSPINConfig(
             output_dir=str(tmp_path), use_cpu=True, use_vllm=True, vllm_mode="server", vllm_enable_sleep_mode=True
         )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_beams": -1}, "'num_beams' must be >= 1, got -1"),
+        ({"max_new_tokens": "x"}, r"'max_new_tokens' must be an integer, got str \('x'\)"),
+        ({"repetition_penalty": 0.0}, "'repetition_penalty' must be > 0.0"),
+        ({"top_p": float("nan")}, "'top_p' must be a finite number"),
+        ({"do_sample": "yes"}, "'do_sample' must be True or False"),
+        ({"pad_token_id": 3}, "'pad_token_id' is set by the trainer"),
+        (
+            {"num_return_sequences": 2, "do_sample": True},
+            "'num_return_sequences': 2 makes `generate` return that many",
+        ),
+        ({"num_return_sequences": 2, "num_beams": 2}, "self-play pairs each prompt with one response"),
+        ({"return_dict_in_generate": True}, "return a dict, not the token ids"),
+    ],
+)
+def test_generation_kwargs_are_validated_like_every_other_field(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=rf"TSPINConfig.generation_kwargs=.* is invalid: .*{message}"):
+        TSPINConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], generation_kwargs=kwargs)
+    args = TSPINConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    args.generation_kwargs = kwargs  # set after construction: `train()` validates again
+    with pytest.raises(ValueError, match="generation_kwargs"):
+        args.validate()
+
+
+def test_legal_generation_kwargs_are_kept_and_a_json_string_is_checked_too(tmp_path):
+    import numpy as np
+
+    args = TSPINConfig(
+        output_dir=str(tmp_path), use_cpu=True, report_to=[], generation_kwargs={"num_beams": np.int64(2)}
+    )
+    assert args.generation_kwargs == {"num_beams": 2} and type(args.generation_kwargs["num_beams"]) is int
+    unknown = {
+        "forced_eos_token_id": 2
+    }  # keys it does not know go to `generate` (the preflight runs it before step 0)
+    assert (
+        TSPINConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], generation_kwargs=unknown).generation_kwargs
+        == unknown
+    )
+    with pytest.raises(ValueError, match="'num_beams' must be >= 1"):
+        TSPINConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], generation_kwargs='{"num_beams": 0}')
+
+
+def test_settings_without_effect_in_the_configured_run_are_warned(tmp_path):
+    with pytest.warns(UserWarning, match=r"`prompt_selection_threshold=10.0` has no effect with num_iterations=1"):
+        TSPINConfig(
+            output_dir=str(tmp_path), use_cpu=True, report_to=[], num_iterations=1, prompt_selection_threshold=10.0
+        )
+    with pytest.warns(UserWarning, match=r"`mix_previous_iteration=True` has no effect with num_iterations=1"):
+        TSPINConfig(
+            output_dir=str(tmp_path), use_cpu=True, report_to=[], num_iterations=1, mix_previous_iteration=True
+        )
+    with pytest.warns(UserWarning, match=r"`prompt_selection_min_share=0.5` has no effect without"):
+        TSPINConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], prompt_selection_min_share=0.5)
+    args = TSPINConfig(
+        output_dir=str(tmp_path), use_cpu=True, report_to=[], num_iterations=2, prompt_selection_threshold=10.0
+    )
+    assert args.settings_without_effect() == []

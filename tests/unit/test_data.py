@@ -12,6 +12,7 @@ from trl import DPOConfig, DPOTrainer
 from tests.support import make_config, self_play_trainer, sorting_rows
 from tests.support.tools import TOOL_ROWS, assistant, user
 from tspin_trl import TSPINTrainer
+from tspin_trl.collator import DataCollatorForTriplet
 from tspin_trl.data import (
     DataFormatError,
     TripletDataset,
@@ -544,3 +545,15 @@ def test_trainer_counts_the_rows_it_changed_once(tmp_path, qwen_tokenizer, caplo
     assert "in 2 of 3 rows of the train dataset (rows 0, 1)" in notes[0] and "(4 in all)" in notes[0]
     prompts = [qwen_tokenizer.decode(example["prompt_ids"]) for example in trainer.train_dataset]
     assert "<tool_response>\nsnow\n</tool_response>" in prompts[1] and "<tool_response>" not in prompts[2]
+
+
+def test_responses_cut_to_fit_max_length_are_counted_and_warned_once(tmp_path, tokenizer, caplog):
+    rows = [{"prompt": f"sort: {i} 1\n", "completion": "1 9 " * (30 if i in (2, 5) else 1)} for i in range(6)]
+    with caplog.at_level(logging.WARNING, logger="tspin_trl.data"):
+        trainer = tspin_trainer(tmp_path, tokenizer, rows, max_length=64, max_completion_length=10)
+    cut = [r.getMessage() for r in caplog.records if "longer than max_length" in r.getMessage()]
+    assert len(cut) == 1, "one warning for the dataset, as for prompts"
+    assert cut[0].startswith("The given responses (real) of 2 of 6 rows of the train dataset (rows 2, 5)")
+    collator = DataCollatorForTriplet(pad_token_id=tokenizer.pad_token_id, max_length=64, require_synthetic=False)
+    batch = collator([trainer.train_dataset.examples[2]])
+    assert batch["input_ids"].size(1) == 64, "the collator cuts them, as the warning says"

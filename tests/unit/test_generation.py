@@ -9,7 +9,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from tests.support import sorting_rows
+from tests.support import sorting_rows, tiny_moe
 from tspin_trl import generation
 from tspin_trl.generation import ChunkStore, SamplingSettings, generate_responses
 
@@ -198,3 +198,30 @@ def test_a_pass_leaves_the_global_random_state_as_it_was(tokenizer, model, promp
     assert second == first, "the same seed samples the same responses"
     other, _ = sample(model, tokenizer, prompts, seed=4)
     assert other != first
+
+
+@pytest.mark.parametrize("architecture", ["mixtral", "qwen2_moe"])
+def test_generation_never_asks_a_mixture_of_experts_for_its_router_logits(tokenizer, architecture):
+    # The usual way to train Mixtral with its load-balancing loss: `output_router_logits=True` in the config. A batch of
+    # prompts of several lengths (left padding) then made `generate` compute that loss at every decoding step, and fail
+    # with a size mismatch between the step's router logits and the whole attention mask.
+    model = tiny_moe(tokenizer, architecture, output_router_logits=True)
+    prompts = [tokenizer(row["prompt"])["input_ids"] for row in sorting_rows(3, conversational=False)]
+    prompts[1] = prompts[1][:-3]
+    responses, stats = generate_responses(
+        model, Accelerator(cpu=True), prompts, sampling=SamplingSettings(max_new_tokens=4), pad_token_id=PAD,
+        eos_ids=[tokenizer.eos_token_id], batch_size=3,
+    )  # fmt: skip
+    assert len(responses) == 3 and stats.generate_calls == 1
+    assert model.config.output_router_logits, "the config is left as it was: training still gets the router loss"
+
+
+def test_responses_are_paired_with_their_prompts_or_the_pass_stops(tokenizer, model, prompts):
+    # settings TSPINConfig refuses, given to the pass directly: two sequences per prompt came back from `generate`, and
+    # every prompt after the first was paired with another prompt's response
+    two_each = SamplingSettings(max_new_tokens=4, generation_kwargs={"num_return_sequences": 2})
+    with pytest.raises(RuntimeError, match="returned 8 sequences for 4 prompts: responses could not be paired"):
+        generate_responses(
+            model, Accelerator(cpu=True), prompts[:4], sampling=two_each, pad_token_id=PAD,
+            eos_ids=[tokenizer.eos_token_id], batch_size=4,
+        )  # fmt: skip

@@ -113,3 +113,32 @@ def test_a_second_train_starts_from_the_data_as_given(tmp_path, tokenizer, model
     callback.on_train_begin(context.args, at(2.5, 5), TrainerControl())  # the same object, resumed in iteration 1
     assert callback.loaded_iteration == 1 and callback.identity_digest == first_identity
     assert datasets["train"].has("proto") and callback.selections == {}
+
+
+def test_an_iteration_file_whose_selection_contradicts_its_margins_is_not_used(tmp_path, tokenizer, model, caplog):
+    from tspin_trl.checked_io import read_checked_jsonl, write_checked_jsonl
+
+    selecting = SCHEDULE | {"prompt_selection_threshold": 5.0, "prompt_selection_min_share": 0.25}
+
+    def run(folder):
+        context, _ = make_context(folder, tokenizer, model, steps_per_epoch=2, **selecting)
+        return context, SelfPlayCallback(context, {"train": triplets(tokenizer)})
+
+    context, callback = run(tmp_path)
+    callback.on_train_begin(context.args, at(None, 0), TrainerControl())
+    callback.on_epoch_begin(context.args, at(2.0, 4), TrainerControl())  # iteration 1 selects its prompts
+    data_path, meta_path = context.folder.iteration_files(1, "train")
+    rows, meta = read_checked_jsonl(data_path, meta_path)
+    kept = [row["selected"] for row in rows]
+    flip = kept.index(True) if sum(kept) > 1 else kept.index(False)
+    rows[flip]["selected"] = not rows[flip]["selected"]
+    write_checked_jsonl(data_path, meta_path, rows, meta)  # a forged file: checksum, identity and count all right
+
+    resumed_context, resumed = run(tmp_path)
+    with caplog.at_level("WARNING", logger="tspin_trl.self_play.callback"):
+        with pytest.raises(SelfPlayError, match="Training of iteration 1 has begun, but its responses"):
+            resumed.on_train_begin(resumed_context.args, at(2.5, 5), TrainerControl())
+    assert (
+        f"its prompt selection contradicts its margins (threshold 5, min_share 0.25) in 1 rows: {flip} ("
+        in caplog.text
+    )

@@ -176,3 +176,15 @@ def test_schedules_are_checked_again_when_train_starts(tmp_path, tokenizer):
     trainer.args.num_iterations = 3  # changed after construction: the schedule no longer has one value per iteration
     with pytest.raises(ValueError, match="alpha_schedule=.* it has 2 values for num_iterations=3"):
         trainer.train()
+
+
+def test_trainer_args_replaced_by_plain_training_arguments_is_refused_as_such(tmp_path, tokenizer):
+    from transformers import TrainingArguments
+
+    trainer = self_play_trainer(tmp_path, tokenizer)
+    trainer.args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    with pytest.raises(
+        TypeError, match=r"`trainer.args` was replaced by a TrainingArguments .* needs its TSPINConfig"
+    ):
+        trainer.train()
+    assert trainer.state.global_step == 0

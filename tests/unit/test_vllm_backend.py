@@ -2,6 +2,7 @@
 cannot run is refused, sampling settings are translated (the engines themselves run in `tests/launches/test_vllm.py`)."""
 
 import http.server
+import re
 import socket
 import threading
 import time
@@ -127,3 +128,111 @@ def test_vllm_sampling_translation():
     assert greedy == {"max_tokens": 5, "temperature": 0.0}
     with pytest.raises(ValueError, match="num_beams"):
         vllm_sampling(SamplingSettings(max_new_tokens=5, generation_kwargs={"num_beams": 2}))
+
+
+class HealthyThenSilent(NotFound):
+    """A vLLM server as far as its health check and model list go; a POST to a path in `silent` is never answered (until
+    the test ends), one to a path in `failing` gets HTTP 500, any other gets `{}`."""
+
+    silent: tuple[str, ...] = ()
+    failing: tuple[str, ...] = ()
+    release = threading.Event()
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):  # noqa: N802
+        if self.path == "/v1/models":
+            self._answer(200, b'{"data": [{"id": "model"}]}')
+        else:
+            self._answer(200 if self.path == "/health" else 404, b"{}")
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path in self.silent:
+            self.release.wait()
+        elif self.path in self.failing:
+            self._answer(500, b'{"error": "reload failed"}')
+        else:
+            self._answer(200, b"{}")
+
+
+def one_pass(tmp_path, tokenizer, url) -> str:
+    """A weight sync then one generation call through a server-mode backend (`vllm_server_timeout=3`), in a thread
+    given a minute: the error it ended with."""
+    model = build_tiny_model(tokenizer)
+    outcome: list[str] = []
+
+    def run():
+        try:
+            args = make_config(
+                tmp_path, use_vllm=True, vllm_mode="server", vllm_server_base_url=url, vllm_server_timeout=3
+            )
+            backend = make_generation_backend(args, model, Accelerator(cpu=True), tokenizer)
+            with backend.session(model, None):
+                backend.generate([[5, 6]], SamplingSettings(max_new_tokens=2), seed=0, pad_token_id=0, eos_ids=[2])
+            outcome.append("no error")
+        except Exception as error:  # noqa: BLE001 - the test reads its message
+            outcome.append(f"{type(error).__name__}: {error}")
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    return outcome[0] if outcome else "hang: no error after a minute"
+
+
+@vllm_installed
+@pytest.mark.parametrize(
+    "silent, request_named",
+    [
+        (("/collective_rpc",), r"POST {url}/collective_rpc \(the weight sync \(reload_weights\)\)"),
+        (("/v1/completions",), r"POST {url}/v1/completions \(the generation\)"),
+    ],
+    ids=["weight_sync", "generation"],
+)
+def test_every_request_to_a_vllm_server_is_answered_within_the_timeout(tmp_path, tokenizer, silent, request_named):
+    # the health check and the model list answer, then a later request never does: the run hung forever
+    handler = type("Silent", (HealthyThenSilent,), {"silent": silent, "release": threading.Event()})
+    server, url = serve(handler)
+    try:
+        outcome = one_pass(tmp_path, tokenizer, url)
+    finally:
+        handler.release.set()
+        server.shutdown()
+    expected = request_named.format(url=url) + " got no complete answer within vllm_server_timeout=3 s"
+    assert re.search(expected, outcome), outcome
+
+
+class AlwaysFailing(NotFound):
+    def do_GET(self):  # noqa: N802
+        self.send_response(500)
+        self.end_headers()
+
+
+@vllm_installed
+def test_a_server_answering_http_500_is_reported_with_its_status(tmp_path, tokenizer):
+    server, url = serve(AlwaysFailing)  # every request: HTTP 500
+    args = make_config(tmp_path, use_vllm=True, vllm_mode="server", vllm_server_base_url=url, vllm_server_timeout=3)
+    try:
+        with pytest.raises(
+            ConnectionError, match=rf"{url} answered HTTP 500 Internal Server Error to GET {url}/health"
+        ):
+            make_generation_backend(args, build_tiny_model(tokenizer), Accelerator(cpu=True), tokenizer)
+    finally:
+        server.shutdown()
+
+    handler = type("FailingSync", (HealthyThenSilent,), {"failing": ("/collective_rpc",)})
+    server, url = serve(handler)  # healthy, but the weight sync fails
+    try:
+        outcome = one_pass(tmp_path, tokenizer, url)
+    finally:
+        server.shutdown()
+    assert re.search(
+        rf"POST {url}/collective_rpc \(the weight sync \(reload_weights\)\) answered HTTP 500 Internal Server Error"
+        r"( \(\d tries\))?: .*reload failed",
+        outcome,
+    ), outcome

@@ -173,6 +173,34 @@ def _hub_failure(name: str, error: Exception, flag: str) -> InputNotFoundError:
     )
 
 
+def _is_data_file(path: str) -> bool:
+    return any(suffix.lower() in _data_suffixes() for suffix in Path(path).suffixes)
+
+
+def _unreadable(name: str, flag: str, error: Exception) -> ValueError:
+    """The error for a local dataset file (or folder) `datasets` could not read: its innermost cause, named."""
+    import zlib
+
+    causes = [error]
+    while causes[-1].__cause__ is not None or causes[-1].__context__ is not None:
+        causes.append(causes[-1].__cause__ or causes[-1].__context__)
+    # the most telling cause: a decoding error, else the first below `datasets`' "error while generating the dataset"
+    root = next((cause for cause in causes if isinstance(cause, UnicodeDecodeError)), causes[min(1, len(causes) - 1)])
+    about = f"{type(root).__name__}: {root}"
+    if any(isinstance(cause, (EOFError, zlib.error)) for cause in causes) or "compressed" in str(root).lower():
+        return ValueError(
+            f"The dataset file {name!r} given to {flag} is cut short or damaged ({about}): its compressed data ends "
+            "before the end. It was not completely written, copied or downloaded: write, copy or download it again."
+        )
+    kinds = {".jsonl": "JSON Lines", ".json": "JSON", ".csv": "CSV", ".parquet": "Parquet", ".arrow": "Arrow"}
+    kind = next((kinds[suffix] for suffix in Path(name.lower()).suffixes if suffix in kinds), "a dataset")
+    return ValueError(
+        f"The dataset file or folder {name!r} given to {flag} could not be read as {kind} ({about}). Check that it "
+        "is what its name says, UTF-8 encoded (one JSON object per line for .jsonl; docs/data_formats.md lists the "
+        "formats)."
+    )
+
+
 def load_named_dataset(
     name: str,
     config: str | None = None,
@@ -186,18 +214,31 @@ def load_named_dataset(
     `load_dataset` takes a local folder but not a local file; for a file, its folder is loaded with the file as the
     only data file, so `datasets` infers the builder from the name (`.jsonl`, `.json`, `.csv`, `.parquet`, compressed
     `.gz`/`.zst`/..., ...) exactly as it does for a folder. The file becomes the split `split`. A local-looking name
-    that does not exist, or a Hub id that cannot be loaded, raises an [`InputNotFoundError`] naming `flag`.
+    that does not exist, or a Hub id that cannot be loaded, raises an [`InputNotFoundError`] naming `flag`; a local
+    file that is empty, cut short (a truncated `.gz`) or cannot be decoded raises a `ValueError` naming it.
     """
     from datasets import load_dataset
     from datasets.exceptions import DatasetNotFoundError
 
     check_dataset_source(name, flag)
     path = os.path.expanduser(name)
-    if os.path.isfile(path):
-        folder, file = os.path.split(os.path.abspath(path))
-        return load_dataset(folder, data_files={split: file}, streaming=streaming)
-    if os.path.isdir(path):
-        return load_dataset(path, name=config, streaming=streaming)
+    if os.path.isfile(path) or os.path.isdir(path):
+        files = [path] if os.path.isfile(path) else sorted(glob.glob(os.path.join(path, "**", "*"), recursive=True))
+        empty = [file for file in files if os.path.isfile(file) and _is_data_file(file) and os.path.getsize(file) == 0]
+        if empty:
+            raise ValueError(
+                f"The dataset file {empty[0]!r} given to {flag}"
+                + (f" (in the folder {name!r})" if empty[0] != path else "")
+                + " is empty (0 bytes). Give a file with the examples: one JSON object per line for .jsonl, a header "
+                "and rows for .csv (docs/data_formats.md lists the columns)."
+            )
+        try:
+            if os.path.isfile(path):
+                folder, file = os.path.split(os.path.abspath(path))
+                return load_dataset(folder, data_files={split: file}, streaming=streaming)
+            return load_dataset(path, name=config, streaming=streaming)
+        except Exception as error:
+            raise _unreadable(name, flag, error) from error
     try:
         return load_dataset(name, name=config, streaming=streaming)
     except (ConnectionError, DatasetNotFoundError) as error:

@@ -209,9 +209,19 @@ class SelfPlayCallback(TrainerCallback):
 
         def decide():
             rows = files.read(iteration, name, len(dataset.examples))
-            if rows is not None and selecting and PromptSelection.from_rows(rows) is None:
-                logger.warning("Ignoring %s: it holds no prompt selection.", files.path(iteration, name))
-                rows = None
+            if rows is not None and selecting:
+                selection = PromptSelection.from_rows(rows)
+                args = self.context.args
+                problem = (
+                    "it holds no prompt selection"
+                    if selection is None
+                    else selection.contradiction(
+                        self.context.policy.prompt_selection_threshold, args.prompt_selection_min_share
+                    )
+                )
+                if problem is not None:
+                    logger.warning("Ignoring %s: %s.", files.path(iteration, name), problem)
+                    rows = None
             if rows is None and point.begun:
                 raise SelfPlayError(
                     f"Training of iteration {iteration} has begun, but its responses ({files.path(iteration, name)}) "

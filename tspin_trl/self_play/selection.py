@@ -19,7 +19,8 @@ order) serves the `(j mod K)`-th of the `K` kept prompts ordered by margin (leas
 repetitions go to the prompts that teach most. Generation is saved; training time is not (see docs/self_play.md).
 
 The decisions (`selected`, `selection_margin`) are stored with every row of the iteration file, so a resume trains on
-exactly the rows the interrupted run did.
+exactly the rows the interrupted run did; a file whose flags are not what the threshold makes of its margins is not
+used.
 """
 
 import logging
@@ -100,6 +101,19 @@ class PromptSelection:
             return None
         selection = cls(tuple(float(row["selection_margin"]) for row in rows), tuple(row["selected"] for row in rows))
         return selection if selection.num_kept > 0 else None
+
+    def contradiction(self, threshold: float, min_share: float) -> str | None:
+        """Where these flags differ from what [`decide`] makes of these margins (a forged or damaged iteration file: a
+        resume would train on other prompts than the interrupted run did), or `None`."""
+        expected = PromptSelection.decide(self.margins, threshold, min_share).kept
+        rows = [i for i, (stored, decided) in enumerate(zip(self.kept, expected, strict=True)) if stored != decided]
+        if not rows:
+            return None
+        shown = ", ".join(f"{i} ({self.margins[i]:g}: {'kept' if self.kept[i] else 'skipped'})" for i in rows[:5])
+        return (
+            f"its prompt selection contradicts its margins (threshold {threshold:g}, min_share {min_share:g}) in "
+            f"{len(rows)} rows: {shown}"
+        )
 
     @property
     def num_kept(self) -> int:
