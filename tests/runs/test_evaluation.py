@@ -29,9 +29,9 @@ def test_eval_dataset_gets_its_own_responses(tmp_path, tokenizer):
     assert sorted(trainer.self_play.generation_stats) == sorted(
         ["proto/train", "proto/eval", "iteration_1/train", "iteration_1/eval", "final/eval"]
     )
-    # the likelihood inversion on the evaluation data, after every iteration
+    # the likelihood inversion on the evaluation data, before training and after every iteration
     inversion = [h for h in trainer.state.log_history if "self_play/likelihood_inversion" in h]
-    assert [h["self_play/iteration"] for h in inversion] == [0, 1]
+    assert [h.get("self_play/iteration") for h in inversion] == [None, 0, 1]
     assert all(0 <= h["self_play/likelihood_inversion"] <= 1 for h in inversion)
     records = trainer.run_folder.iteration_records()
     assert all("likelihood_inversion" in records[t] for t in (0, 1))

@@ -15,6 +15,7 @@ from tspin_trl.data import (
     DataFormatError,
     TripletDataset,
     TripletTokenizer,
+    check_columns,
     detect_format,
     eos_token_ids,
     normalize_row,
@@ -370,3 +371,13 @@ def test_prepared_datasets_are_readable_before_training(tmp_path, tokenizer):
     assert set(trainer.eval_dataset[1]) == {"prompt_ids", "real_ids"}
     with pytest.raises(ValueError, match="The batch has no synthetic responses: self-play has not sampled them yet"):
         trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+
+
+def test_an_unused_rejected_column_is_said_once_with_what_rewards_rejected_holds(caplog):
+    rows = Dataset.from_list([{"prompt": "sort: 2 1", "chosen": "1 2", "rejected": "2 1"}])
+    with caplog.at_level(logging.WARNING, logger="tspin_trl.data"):
+        assert check_columns(rows, "dpo_rejected_train") == "preference"
+        check_columns(rows, "dpo_rejected_train")
+    (warning,) = [r.getMessage() for r in caplog.records if "'rejected' column" in r.getMessage()]
+    assert "The dpo_rejected_train dataset has a 'rejected' column, not used" in warning
+    assert "`rewards/rejected` and `logps/rejected`" in warning and "the policy itself" in warning

@@ -12,7 +12,7 @@ from tspin_trl import TSPINTrainer
 from tspin_trl.plot import TABLE_COLUMNS, _cell, console_iteration_table, iteration_table, load_logs, main, plot_run
 
 
-FIGURES = ("loglikelihood.png", "rewards.png", "advantages.png", "disagreement.png")
+FIGURES = ("loglikelihood.png", "advantages.png")  # under `tspin`: no `rewards.png` (the log-likelihoods scaled)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -47,9 +47,9 @@ def test_plot_run_and_cli(run_dir, tmp_path, capsys):
     output_dir, rows = run_dir
     written = plot_run(str(output_dir), num_examples=3)
     plots = output_dir / "plots"
-    expected = [*FIGURES, "inversion.png", "scores.png", "generations.md", "summary.md"]
+    expected = [*FIGURES, "heldout.png", "scores.png", "generations.md", "summary.md"]
     assert sorted(written) == sorted(str(plots / name) for name in expected)
-    for name in (*FIGURES, "inversion.png", "scores.png"):
+    for name in (*FIGURES, "heldout.png", "scores.png"):
         assert_png(plots / name)
 
     generations = (plots / "generations.md").read_text()
@@ -58,13 +58,16 @@ def test_plot_run_and_cli(run_dir, tmp_path, capsys):
     assert "| iteration 0 |" in generations and "| iteration 1 |" in generations
     assert "proto (initial policy)" in generations
     summary = (plots / "summary.md").read_text()
-    assert "| 0 | 1-4 |" in summary and "| 1 | 5-8 |" in summary and "Score before training" in summary
-    assert "likelihood_inversion" in summary
+    assert summary.startswith("# Summary\n\nOn 2 held-out prompts (`eval`), the log-likelihood of the real responses")
+    assert "| start |  |" in summary and "| 0 | 1-4 |" in summary and "| 1 | 5-8 |" in summary
+    assert "| likelihood_inversion | score |" in summary and "heldout logp(y)/token" in summary
+    assert "Objective `tspin` is reference-free" in summary
     console = console_iteration_table(str(output_dir), width=100)
     assert max(len(line) for line in console.splitlines()) <= 100
-    header = console.splitlines()[1].split()
+    header = console.splitlines()[0].split()
     assert header[:5] == ["iter", "steps", "loss", "logp(y)", "logp(y')"] and "inversion" in header
-    assert "score" in header and console.splitlines()[2].split()[:2] == ["0", "1-4"]
+    assert {"score", "ho:lp/tok"} <= set(header) and console.splitlines()[1].split()[0] == "start"
+    assert console.splitlines()[2].split()[:2] == ["0", "1-4"]
 
     main([str(output_dir), "--out", str(tmp_path / "cli"), "--num_examples", "1"])
     printed = capsys.readouterr().out.split()
@@ -97,7 +100,7 @@ def test_checkpoint_fallback_and_skipped_figures(tmp_path):
     assert_png(tmp_path / "out" / "loglikelihood.png")
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "Skipped `advantages.png`" in summary and "Skipped `generations.md`" in summary
-    assert "Skipped `inversion.png`" in summary and "No per-iteration records" in summary
+    assert "Skipped `heldout.png`" in summary and "No per-iteration records" in summary
 
 
 def test_resumed_logs_keep_the_last_logging_of_each_step(tmp_path):
@@ -181,9 +184,9 @@ def test_console_table_keeps_the_telling_columns_within_the_width(tmp_path):
     console = console_iteration_table(str(tmp_path / "typical"), width=100)
     lines = console.splitlines()
     assert max(len(line) for line in lines) <= 100, console
-    assert lines[0] == "Score before training: 0.5."
     expected = ["iter", "steps", "loss", "logp(y)", "logp(y')", "adv(cur)", "adv(hist)", "inversion", "score"]
-    assert lines[1].split() == [*expected, "alarms"]
+    assert lines[0].split() == [*expected, "alarms"]
+    assert lines[1].split() == ["start", "0.5"], "before training: the score"
     assert lines[2].split() == ["0", "1-1563", *["-78.33"] * 5, "0.225", "0.25", "saturated"]
     assert lines[5].split()[-1] == "vanished" and lines[6].split()[1] == "6253-7815*"
     legend = " ".join(console.split())
@@ -195,8 +198,8 @@ def test_console_table_keeps_the_telling_columns_within_the_width(tmp_path):
         console = console_iteration_table(str(tmp_path / "wide"), width=width)
         lines = console.splitlines()
         assert max(len(line) for line in lines) <= width, console
-        assert lines[1].split()[:5] == ["iter", "steps", "loss", "logp(y)", "logp(y')"]
-        assert lines[2 + 11].split()[1] == "1100001-1200000*" and "not shown for" in console
+        assert lines[0].split()[:5] == ["iter", "steps", "loss", "logp(y)", "logp(y')"]
+        assert lines[2 + 11].split()[1] == "1100001-1200000*" and "not shown for" in " ".join(console.split())
     assert console_iteration_table(str(tmp_path / "none")) == iteration_table(str(tmp_path / "none"))
 
 

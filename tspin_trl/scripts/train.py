@@ -176,8 +176,8 @@ def load_data(script_args, dataset_args, self_play_args, eval_strategy: str = "n
     Returns:
         `dict` with `train`, `eval` (the evaluation data: `eval_dataset_name` or `eval_datasets` when given, else the
         `dataset_test_split` split when `eval_strategy != "no"`, else the built-in task's held-out prompts, else
-        `None`), `held_out` and `scorer` (the built-in task's held-out prompts and checker, else `None`) and
-        `dataset_name` (what the model card names).
+        `None`), `held_out` and `reward_funcs` (the built-in task's held-out prompts and reward functions, else
+        `None`) and `dataset_name` (what the model card names).
     """
     from trl import get_dataset
 
@@ -186,7 +186,7 @@ def load_data(script_args, dataset_args, self_play_args, eval_strategy: str = "n
     has_eval_data = bool(self_play_args.eval_dataset_name or self_play_args.eval_datasets)
     if eval_strategy != "no" and not has_eval_data:
         _check_test_split_before_loading(eval_strategy, script_args, dataset_args)
-    held_out, scorer, dataset_name = None, None, script_args.dataset_name
+    held_out, reward_funcs, dataset_name = None, None, script_args.dataset_name
     train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
     if dataset_args.datasets:
         if script_args.dataset_name:
@@ -199,7 +199,7 @@ def load_data(script_args, dataset_args, self_play_args, eval_strategy: str = "n
     elif script_args.dataset_name:
         dataset = load_named_dataset(script_args.dataset_name, script_args.dataset_config, split=train_split)
     elif self_play_args.task in ("instructions", "sorting"):
-        from tspin_trl.demo import make_instruction_dataset, make_sorting_dataset, task_scorer
+        from tspin_trl.demo import make_instruction_dataset, make_sorting_dataset, task_reward_funcs
 
         make = make_instruction_dataset if self_play_args.task == "instructions" else make_sorting_dataset
         dataset = make(
@@ -208,7 +208,7 @@ def load_data(script_args, dataset_args, self_play_args, eval_strategy: str = "n
             seed=self_play_args.task_seed,
             conversational=self_play_args.conversational,
         )
-        held_out, scorer = dataset["test"], task_scorer(self_play_args.task)
+        held_out, reward_funcs = dataset["test"], task_reward_funcs(self_play_args.task)
         train_split, test_split = "train", "test"
     elif self_play_args.task is not None:
         raise UsageError(f"--task {self_play_args.task!r} is not a built-in task: use 'instructions' or 'sorting'.")
@@ -246,7 +246,13 @@ def load_data(script_args, dataset_args, self_play_args, eval_strategy: str = "n
         eval_dataset = dataset[test_split]
     if eval_dataset is None:  # the held-out prompts: the likelihood inversion is measured on them
         eval_dataset = held_out
-    return {"train": train, "eval": eval_dataset, "held_out": held_out, "scorer": scorer, "dataset_name": dataset_name}
+    return {
+        "train": train,
+        "eval": eval_dataset,
+        "held_out": held_out,
+        "reward_funcs": reward_funcs,
+        "dataset_name": dataset_name,
+    }
 
 
 def load_eval_data(self_play_args):
@@ -337,11 +343,15 @@ def _first_turn(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(script_args, training_args, model_args, dataset_args, self_play_args) -> None:
-    """Train with [`TSPINTrainer`], save the model and its card, write `results.md`, and end the run."""
+    """Train with [`TSPINTrainer`], save the model with its card and `results.md` (written by the trainer), print the
+    run's verdict and per-iteration table, and end the run."""
+    import textwrap
+
     from trl import get_peft_config, get_quantization_config
 
     from tspin_trl import TSPINTrainer
-    from tspin_trl.plot import console_iteration_table, iteration_table
+    from tspin_trl.plot import console_iteration_table
+    from tspin_trl.report import result_links, verdict
 
     model_init_kwargs = dict(
         revision=model_args.model_revision,
@@ -364,7 +374,7 @@ def main(script_args, training_args, model_args, dataset_args, self_play_args) -
         eval_dataset=data["eval"],
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
-        scorer=data["scorer"],
+        reward_funcs=data["reward_funcs"],
         scorer_dataset=data["held_out"],
     )
     if script_args.ignore_bias_buffers:
@@ -376,34 +386,19 @@ def main(script_args, training_args, model_args, dataset_args, self_play_args) -
         ]
 
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)
     trainer.create_model_card(model_name=Path(training_args.output_dir).name, dataset_name=data["dataset_name"])
+    trainer.save_model(training_args.output_dir)  # rewrites the card (with the dataset's name) and results.md
 
     if trainer.accelerator.is_main_process:
         output = Path(training_args.output_dir)
         links = result_links(output, trainer.run_folder)
-        (output / "results.md").write_text(f"{iteration_table(str(output))}\n{links}")
+        story = textwrap.fill(verdict(str(output), training_args.saturation_threshold), width=100)
         table = console_iteration_table(str(output), width=100)
-        print(f"\n{table}\nThe full table: {output / 'results.md'}\n{links}", flush=True)
+        print(f"\n{story}\n\n{table}\nThe full table: {output / 'results.md'}\n{links}", flush=True)
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=data["dataset_name"])
     # Finish the trackers and destroy the process group (as TRL's scripts do)
     trainer.end()
-
-
-def result_links(output: Path, folder) -> str:
-    """The list of a run's files that `results.md` points to: only those that exist (no scores without a scorer)."""
-    entries = [(output / "README.md", f"- model and model card: {output} (README.md)")]
-    entries.append((Path(folder.root), f"- per-iteration generations: {folder.root}/iteration_*/train.jsonl"))
-    entries.append((Path(folder.iterations_path), f"- per-iteration records: {folder.iterations_path}"))
-    entries.append((Path(folder.scores_path), f"- held-out responses and scores: {folder.scores_path}"))
-    entries.append((Path(folder.logs_path), f"- training logs: {folder.logs_path} (figures: tspin-trl plot {output})"))
-    has_generations = bool(list(Path(folder.root).glob("iteration_*/train.jsonl")))
-    return "".join(
-        line + "\n"
-        for path, line in entries
-        if (path.is_dir() and has_generations) or (not path.is_dir() and path.is_file())
-    )
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):
