@@ -333,8 +333,7 @@ def results_markdown(output_dir: str, table: str, saturation_threshold: float | 
     """`results.md`: the verdict, the per-iteration `table` (`tspin_trl.plot.iteration_table`) and the run's files."""
     links = result_links(Path(output_dir), RunFolder(output_dir))
     return (
-        f"# Results\n\n{verdict(output_dir, saturation_threshold)}\n\n## Per iteration\n\n{table}\n"
-        f"## Files\n\n{links}"
+        f"# Results\n\n{verdict(output_dir, saturation_threshold)}\n\n## Per iteration\n\n{table}\n## Files\n\n{links}"
     )
 
 

@@ -22,6 +22,7 @@ folder once (`$TSPIN_TRL_MODELS`, default `~/.cache/tspin_trl/models`) and then 
 """
 
 import argparse
+import functools
 import os
 import shutil
 import sys
@@ -45,8 +46,11 @@ class SelfPlayScriptArguments:
     Parameters:
         task (`str`, *optional*):
             Built-in generated task used when neither `dataset_name` nor `datasets` is set: `"instructions"`
-            (verifiable instructions, IFEval-style) or `"sorting"` (sort 8-12 digits, for the tiny preset). Its
-            held-out prompts are scored before training and after every iteration.
+            (verifiable instructions, IFEval-style) or `"sorting"` (sort digits, for the tiny preset). Its held-out
+            prompts are the evaluation data (held-out evidence after every iteration) and are scored by the task's
+            reward function before training and after every iteration.
+        sorting_digits (`str`, *optional*, defaults to `"8-12"`):
+            How many digits a prompt of the `"sorting"` task has: `"N"` or `"MIN-MAX"`.
         num_train_prompts (`int`, *optional*, defaults to `200`):
             Annotated prompts the built-in task generates (before `train_fraction`).
         num_eval_prompts (`int`, *optional*, defaults to `40`):
@@ -81,6 +85,9 @@ class SelfPlayScriptArguments:
     """
 
     task: str | None = field(default=None, metadata={"help": "Built-in task: 'instructions' or 'sorting'."})
+    sorting_digits: str = field(
+        default="8-12", metadata={"help": "Digits per prompt of `--task sorting`: N or MIN-MAX (e.g. 2-3)."}
+    )
     num_train_prompts: int = field(default=200, metadata={"help": "Prompts generated for the built-in task."})
     num_eval_prompts: int = field(default=40, metadata={"help": "Held-out prompts of the built-in task."})
     train_fraction: float = field(default=1.0, metadata={"help": "Fraction of the training split used."})
@@ -201,7 +208,10 @@ def load_data(script_args, dataset_args, self_play_args, eval_strategy: str = "n
     elif self_play_args.task in ("instructions", "sorting"):
         from tspin_trl.demo import make_instruction_dataset, make_sorting_dataset, task_reward_funcs
 
-        make = make_instruction_dataset if self_play_args.task == "instructions" else make_sorting_dataset
+        make = make_instruction_dataset
+        if self_play_args.task == "sorting":
+            low, high = sorting_digits(self_play_args.sorting_digits)
+            make = functools.partial(make_sorting_dataset, min_len=low, max_len=high)
         dataset = make(
             num_train=self_play_args.num_train_prompts,
             num_eval=self_play_args.num_eval_prompts,
@@ -253,6 +263,18 @@ def load_data(script_args, dataset_args, self_play_args, eval_strategy: str = "n
         "reward_funcs": reward_funcs,
         "dataset_name": dataset_name,
     }
+
+
+def sorting_digits(text: str) -> tuple[int, int]:
+    """`--sorting_digits`: `"N"` or `"MIN-MAX"` as `(min, max)`; a usage error naming the flag otherwise."""
+    parts = str(text).strip().split("-")
+    try:
+        low, high = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (0, -1)
+    except ValueError:
+        low, high = 0, -1
+    if not 1 <= low <= high:
+        raise UsageError(f"--sorting_digits {text!r}: give N or MIN-MAX with 1 <= MIN <= MAX, e.g. 2-3.")
+    return low, high
 
 
 def load_eval_data(self_play_args):
@@ -394,7 +416,9 @@ def main(script_args, training_args, model_args, dataset_args, self_play_args) -
         links = result_links(output, trainer.run_folder)
         story = textwrap.fill(verdict(str(output), training_args.saturation_threshold), width=100)
         table = console_iteration_table(str(output), width=100)
-        print(f"\n{story}\n\n{table}\nThe full table: {output / 'results.md'}\n{links}", flush=True)
+        print(
+            f"\nWhat self-play did:\n{story}\n\n{table}\nThe full table: {output / 'results.md'}\n{links}", flush=True
+        )
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=data["dataset_name"])
     # Finish the trackers and destroy the process group (as TRL's scripts do)
