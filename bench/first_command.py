@@ -6,7 +6,8 @@ it (a subprocess, from an empty folder, the preset written on first use, a fresh
 run it records the task score of greedy responses to the held-out prompts before training and after every iteration
 (`self_play/scores.jsonl`), the exact-match rate, the held-out log-likelihood per token (`self_play/heldout.jsonl`),
 the alarms (`self_play/iterations.jsonl`), the first held-out response, and the CPU seconds of the process (user +
-system, from `getrusage` of the child: what the machine spent, whatever else shares it).
+system, from `getrusage` of the child: what the machine spent, whatever else shares it; `OMP_WAIT_POLICY` unset, as a
+user runs it, so the seconds include the threads' waiting spins, which grow with the load).
 
     python bench/first_command.py --json bench/results/cpu_first_command.json
     python bench/first_command.py --candidates readme --seeds 42     # the README's command once
@@ -73,6 +74,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def run_once(flags: list[str], seed: int, workdir: Path) -> dict:
     """One `tspin-trl train` run; its scores, held-out evidence, alarms and CPU seconds."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TSPIN_TRL_MODELS=str(workdir / "models"))
+    env.pop("OMP_WAIT_POLICY", None)  # as a user runs it: `import bench` sets it to PASSIVE, which halves the CPU time
     env["TSPIN_TRL_CACHE"] = str(workdir / "proto")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     command = [sys.executable, "-m", "tspin_trl", "train", *flags, "--seed", str(seed), "--output_dir", "out"]
