@@ -11,8 +11,9 @@ user runs it, so the seconds include the threads' waiting spins, which grow with
 
     python bench/first_command.py --json bench/results/cpu_first_command.json
     python bench/first_command.py --candidates readme --seeds 42     # the README's command once
+    python bench/first_command.py --table bench/results/cpu_first_command.json   # the page's table, from the data
 
-`docs/cli.md` shows the table of `bench/results/cpu_first_command.json`.
+`docs/cli.md` shows that table of `bench/results/cpu_first_command.json`.
 """
 
 import argparse
@@ -88,7 +89,9 @@ def run_once(flags: list[str], seed: int, workdir: Path) -> dict:
     folder = workdir / "out" / "self_play"
     scores = {record["label"]: record for record in read_jsonl(folder / "scores.jsonl")}
     heldout = {record["label"]: record for record in read_jsonl(folder / "heldout.jsonl")}
-    iterations = {record["iteration"]: record for record in read_jsonl(folder / "iterations.jsonl")}
+    iterations: dict[int, dict] = {}  # the records of one iteration merge (a summary, then its held-out evidence)
+    for record in read_jsonl(folder / "iterations.jsonl"):
+        iterations.setdefault(record["iteration"], {}).update(record)
     labels = ["start", *(f"iteration_{t}" for t in sorted(iterations))]
     return {
         "seed": seed,
@@ -106,12 +109,36 @@ def run_once(flags: list[str], seed: int, workdir: Path) -> dict:
     }
 
 
+def markdown_table(results: dict) -> str:
+    """One row per run: the candidate, its seed, the score before training and after each iteration, the exact-match
+    rate after the last iteration, the alarms, the first held-out answer after the last iteration, CPU and wall
+    seconds."""
+    lines = [
+        "| candidate | seed | score: start, after each iteration | exact match at the end | alarms | first held-out "
+        "answer at the end | CPU s | wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, candidate in results["candidates"].items():
+        for run in candidate["runs"]:
+            alarms = ", ".join(f"{kind} in {run[kind]}" for kind in ("saturated", "vanished") if run[kind]) or "none"
+            answer = run["first_response"][-1].replace("|", "\\|") if run["first_response"] else ""
+            lines.append(
+                f"| `{name}` | {run['seed']} | {' -> '.join(f'{v:.3f}' for v in run['score'])} | "
+                f"{run['exact_match'][-1]:.3f} | {alarms} | `{answer}` | {run['cpu_seconds']} | {run['wall_seconds']} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--candidates", default=",".join(CANDIDATES), help=f"comma-separated, of {list(CANDIDATES)}")
     parser.add_argument("--seeds", default="42,1,2", help="comma-separated training seeds (--seed)")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--table", default=None, help="print the markdown table of a results file, and stop")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())))
+        return
     sys.path.insert(0, str(ROOT))
     from bench.machine import machine_info
 

