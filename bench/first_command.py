@@ -121,10 +121,11 @@ def markdown_table(results: dict) -> str:
     for name, candidate in results["candidates"].items():
         for run in candidate["runs"]:
             alarms = ", ".join(f"{kind} in {run[kind]}" for kind in ("saturated", "vanished") if run[kind]) or "none"
-            answer = run["first_response"][-1].replace("|", "\\|") if run["first_response"] else ""
+            answer = run["first_response"][-1] if run["first_response"] else ""
+            answer = f"`{answer}`".replace("|", "\\|") if answer.strip() else f"(blank, {len(answer)} characters)"
             lines.append(
                 f"| `{name}` | {run['seed']} | {' -> '.join(f'{v:.3f}' for v in run['score'])} | "
-                f"{run['exact_match'][-1]:.3f} | {alarms} | `{answer}` | {run['cpu_seconds']} | {run['wall_seconds']} |"
+                f"{run['exact_match'][-1]:.3f} | {alarms} | {answer} | {run['cpu_seconds']} | {run['wall_seconds']} |"
             )
     return "\n".join(lines)
 
