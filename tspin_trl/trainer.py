@@ -486,7 +486,10 @@ class TSPINTrainer(_BaseTrainer):
             output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         finally:
             self._run_lock.release()
-        self.write_results()  # the card and results.md, complete, also with `save_strategy="no"`
+        try:
+            self.write_results()  # the card and results.md, complete, also with `save_strategy="no"`
+        except Exception:  # the training is done and its model in memory: a report that fails must not lose them
+            logger.exception("Could not write results.md and the model card; call trainer.write_results() to retry.")
         return output
 
     def _check_settings(self) -> None:
