@@ -633,7 +633,8 @@ def plot_run(output_dir: str, out_dir: str | None = None, num_examples: int = 5)
     Args:
         output_dir (`str`):
             The run's `output_dir`, holding `self_play/logs.jsonl` (or a `trainer_state.json`), the
-            `self_play/iteration_<t>/train.jsonl` files and optionally `self_play/scores.jsonl`.
+            `self_play/iteration_<t>/train.jsonl` files and optionally `self_play/heldout.jsonl` and
+            `self_play/scores.jsonl`.
         out_dir (`str`, *optional*):
             Where to write; defaults to `output_dir/plots`.
         num_examples (`int`, *optional*, defaults to `5`):
@@ -641,10 +642,11 @@ def plot_run(output_dir: str, out_dir: str | None = None, num_examples: int = 5)
 
     Returns:
         `list[str]`: paths of the written files, among `loglikelihood.png` (log-probs of the real, synthetic and
-        proto responses with the iteration boundaries, the paper's Fig. 3), `rewards.png`, `advantages.png`,
-        `disagreement.png`, `inversion.png` (likelihood inversion on the evaluation data per iteration), `scores.png`,
-        `generations.md` (the paper's Table 5) and `summary.md` (the per-iteration table of [`iteration_table`], and a
-        note for every output skipped because its inputs are absent).
+        proto responses with the iteration boundaries, the paper's Fig. 3), `advantages.png`, `rewards.png` (objectives
+        with reference log-probs only, with the disagreement share), `heldout.png` (the held-out evidence before
+        training and after every iteration), `scores.png` (the task score, with 95% intervals when per-prompt rewards
+        are known), `generations.md` (the paper's Table 5) and `summary.md` (the run's verdict, the per-iteration table
+        of [`iteration_table`], and a note for every output skipped because its inputs are absent).
 
     Raises:
         `FileNotFoundError`: when `output_dir` has no training logs.

@@ -200,7 +200,6 @@ def test_pip_install_into_a_fresh_venv_then_train_outside_the_checkout(tmp_path)
 
 def readme_first_command_block() -> dict:
     from tests.support.docs import code_blocks
-
     from tspin_trl.scripts.parser import FIRST_COMMAND
 
     blocks = [block for block in code_blocks(ROOT / "README.md") if FIRST_COMMAND in block["code"]]
