@@ -11,6 +11,12 @@ from trl.trainer.utils import pad
 ROLES = ("real", "synthetic", "proto")
 
 
+def response_budget(prompt_length: int, max_length: int | None) -> int | None:
+    """How many tokens of a response are kept (and scored) after a prompt of `prompt_length` tokens: a prompt +
+    response longer than `max_length` keeps the whole prompt and cuts the response; `None` when nothing is cut."""
+    return None if max_length is None else max(max_length - prompt_length, 0)
+
+
 @dataclass
 class DataCollatorForTriplet(DataCollatorMixin):
     """
@@ -82,7 +88,7 @@ class DataCollatorForTriplet(DataCollatorMixin):
     require_synthetic: bool = True
 
     def _responses(self, example: dict[str, Any], roles: list[str]) -> list[list[int]]:
-        budget = None if self.max_length is None else max(self.max_length - len(example["prompt_ids"]), 0)
+        budget = response_budget(len(example["prompt_ids"]), self.max_length)
         return [example[f"{role}_ids"][:budget] for role in roles]
 
     def _right_pad(self, rows: list[list[int]], value: int) -> torch.Tensor:

@@ -534,7 +534,33 @@ def check_columns(dataset: Dataset | IterableDataset, name: str) -> str:
     data_format = detect_format(column_names)
     if isinstance(dataset, Dataset) and len(dataset) == 0:
         raise DataFormatError(f"The {name} dataset is empty.")
+    if "rejected" in column_names:
+        warn_unused_rejected(name, data_format)
     return data_format
+
+
+_WARNED_REJECTED: set[str] = set()
+
+
+def warn_unused_rejected(name: str, data_format: str) -> None:
+    """Say once per dataset name that DPO's `rejected` column trains nothing, and what `rewards/rejected` and
+    `logps/rejected` hold in this trainer (DPO's metric names, kept for DPO dashboards)."""
+    if name in _WARNED_REJECTED or not _on_main_process():
+        return
+    _WARNED_REJECTED.add(name)
+    use = (
+        "used only to find the prompt that 'chosen' and 'rejected' share"
+        if data_format == "implicit_preference"
+        else "not used"
+    )
+    logger.warning(
+        "The %s dataset has a 'rejected' column, %s: T-SPIN trains 'chosen' (the real response) against responses "
+        "sampled from the policy itself at every iteration. In the logs, `rewards/rejected` and `logps/rejected` "
+        "(DPO's names) hold those samples of the policy (the same as `rewards/synthetic` and `logps/synthetic`), not "
+        "your rejected responses. Drop the column to silence this warning.",
+        name,
+        use,
+    )
 
 
 def check_tokenizer(tokenizer: PreTrainedTokenizerBase, conversational: bool) -> None:

@@ -94,11 +94,12 @@ def add_tspin_sections(
     iterations: str | None,
     license_: str | None,
     base_model: str | None,
+    verdict: str | None = None,
 ) -> None:
     """
-    Rewrite the card at `card_path` (written by TRL's template): the settings table and the per-iteration table
-    before "Framework versions", a license section, and the metadata's `license` (set when known, TRL's `licence`
-    placeholder removed).
+    Rewrite the card at `card_path` (written by TRL's template): the run's verdict right after the card's opening
+    paragraph, the settings table and the per-iteration table before "Framework versions", a license section, and the
+    metadata's `license` (set when known, TRL's `licence` placeholder removed).
 
     Args:
         card_path (`str` or `os.PathLike`):
@@ -111,6 +112,8 @@ def add_tspin_sections(
             The base model's license ([`base_model_license`]), or `None` when unknown.
         base_model (`str` or `None`):
             The base model's name, for the license section.
+        verdict (`str`, *optional*):
+            A few sentences on what self-play did (`tspin_trl.report.verdict`), shown first.
     """
     card = ModelCard.load(card_path)
     data = card.data.to_dict()
@@ -134,8 +137,9 @@ def add_tspin_sections(
         sections += [
             "### Per-iteration results",
             "",
-            "Means over every training step of each self-play iteration (`self_play/iterations.jsonl`); "
-            "`likelihood_inversion` is measured on the evaluation data after the iteration.",
+            "The held-out evidence (`heldout ...`, `likelihood_inversion`) is measured on the evaluation data before "
+            "training (`start`) and after each iteration, the score on greedy responses to held-out prompts; the "
+            "other columns are means over every training step of the iteration (`self_play/iterations.jsonl`).",
             "",
             iterations,
         ]
@@ -143,5 +147,9 @@ def add_tspin_sections(
     marker = "### Framework versions"
     text = card.text
     text = text.replace(marker, "\n".join(sections) + marker, 1) if marker in text else text + "\n".join(sections)
+    if verdict:
+        opening = f"## What self-play did\n\n{verdict}\n\n"
+        anchor = next((a for a in ("## Quick start", "## Training procedure") if a in text), None)
+        text = text.replace(anchor, opening + anchor, 1) if anchor else opening + text
     card.text = text
     card.save(card_path)

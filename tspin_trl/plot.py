@@ -5,11 +5,20 @@ python -m tspin_trl.plot OUTPUT_DIR [--out DIR] [--num_examples 5]
 ```
 
 reads `OUTPUT_DIR/self_play/logs.jsonl` (or, without it, the `log_history` of the newest `trainer_state.json`), the
-per-iteration records `self_play/iterations.jsonl` (means over every training step of each iteration), the
-`self_play/iteration_<t>/train.jsonl` files and the optional `self_play/scores.jsonl` (the layout is
-[`RunFolder`]'s), and writes `loglikelihood.png`, `rewards.png`, `advantages.png`, `disagreement.png`,
-`inversion.png`, `scores.png`, `generations.md` and `summary.md` to `OUTPUT_DIR/plots` (figures whose metrics are
-absent are skipped, with a note in `summary.md`).
+per-iteration records `self_play/iterations.jsonl` (means over every training step of each iteration), the held-out
+evidence `self_play/heldout.jsonl`, the `self_play/iteration_<t>/train.jsonl` files and the optional
+`self_play/scores.jsonl` (the layout is [`RunFolder`]'s), and writes to `OUTPUT_DIR/plots` one figure per question:
+
+- `heldout.png`: did self-play help on held-out data? (log-likelihood of the real responses per token, margins over
+  the proto responses and the likelihood inversion, before training and after every iteration);
+- `scores.png`: did the task score rise? (with 95% intervals when the per-prompt rewards are known);
+- `loglikelihood.png`: how do the three responses' log-likelihoods move during training? (the paper's Fig. 3);
+- `advantages.png`: are the current and historical advantages positive, and for what share of pairs?;
+- `rewards.png`, only for objectives with reference log-probs (`spin`, `tspin_ref`): the rewards, and where their
+  order disagrees with the log-likelihoods' (under `tspin` the rewards are the log-likelihoods scaled);
+
+and `generations.md` (responses side by side) and `summary.md` (the run's verdict and per-iteration table). Figures
+whose inputs are absent are skipped, with a note in `summary.md`.
 
 matplotlib is imported only when a figure is drawn (`pip install tspin-trl[plot]`).
 """
@@ -22,17 +31,25 @@ from collections.abc import Sequence
 from typing import Any
 
 from .checked_io import read_jsonl
+from .report import _labels, heldout_records_by_label, t_quantile, verdict
 from .run_folder import ITERATION_KEY, RunFolder
 
 
-# Columns of the per-iteration table (`summary.md`, and the `results.md` of the training script), from the
-# per-iteration records: (record key, column name).
+# Columns of the per-iteration table (`summary.md`, `results.md`, the model card), from the per-iteration records:
+# (record key, column name). The held-out evidence and the score come first: they answer whether self-play helped.
+HELDOUT_COLUMNS = (
+    ("heldout_logp_real_per_token", "heldout logp(y)/token"),
+    ("heldout_margin_real_proto", "heldout logp(y)-logp(y0)"),
+    ("heldout_margin_synthetic_proto", "heldout logp(y')-logp(y0)"),
+    ("likelihood_inversion", "likelihood_inversion"),
+)
 TABLE_COLUMNS = (
     ("learning_rate", "learning_rate"),
     ("alpha", "alpha"),
     ("beta", "beta"),
     ("prompts_kept", "prompts_kept"),
     ("prompts_skipped", "prompts_skipped"),
+    *HELDOUT_COLUMNS,
     ("means.loss/per_example", "loss"),
     ("means.logps/real", "logps/real"),
     ("means.logps/synthetic", "logps/synthetic"),
@@ -44,10 +61,10 @@ TABLE_COLUMNS = (
     ("means.rewards/ties", "ties"),
     ("means.self_play/synthetic_equals_real", "identical_pairs"),
     ("means.advantage/saturated", "saturated_pairs"),
-    ("likelihood_inversion", "likelihood_inversion"),
     ("advantage_vanished", "advantage_vanished"),
     ("advantage_saturated", "advantage_saturated"),
 )
+SCORE = "score"  # the task score's column, from `self_play/scores.jsonl`
 # Per-iteration settings: shown only when they change from one iteration to another (a schedule)
 SETTING_COLUMNS = ("learning_rate", "alpha", "beta")
 _ROLES = ("real", "synthetic", "proto")
@@ -234,16 +251,32 @@ def _line_figure(
 
 
 def _scores_figure(path: str, scores: list[dict[str, Any]]) -> None:
+    """The task score before training and after every iteration, with the 95% interval of each mean when the
+    per-prompt rewards are recorded (reward functions in TRL's shape)."""
     latest = {record["label"]: record for record in scores if "label" in record}  # a resumed run may score again
-    labels = list(latest)
+    labels = _labels(latest)
     figure = _figure_class()(figsize=(7, 4), dpi=110, layout="constrained")
     ax = figure.subplots()
-    ax.plot(range(len(labels)), [latest[label]["score"] for label in labels], marker="o")
-    ax.set_xticks(range(len(labels)), [label.replace("_", " ") for label in labels])
-    ax.set_xlabel("evaluated after")
+    values = [latest[label]["score"] for label in labels]
+    halves = []
+    for label in labels:
+        kept = [v for v in latest[label].get("per_prompt") or [] if v == v]
+        if len(kept) < 2:
+            halves.append(0.0)
+            continue
+        mean = sum(kept) / len(kept)
+        variance = sum((v - mean) ** 2 for v in kept) / (len(kept) - 1)
+        halves.append(t_quantile(len(kept) - 1) * (variance / len(kept)) ** 0.5)
+    if any(halves):
+        ax.errorbar(range(len(labels)), values, yerr=halves, marker="o", capsize=4, label="mean, 95% interval")
+        ax.legend(loc="best", fontsize=8)
+    else:
+        ax.plot(range(len(labels)), values, marker="o")
+    ax.set_xticks(range(len(labels)), [_label_text(label) for label in labels])
+    ax.set_xlabel("greedy responses to the held-out prompts")
     ax.set_ylabel("score")
     ax.grid(alpha=0.3)
-    ax.set_title("Scorer between self-play iterations")
+    ax.set_title("Task score: did self-play help?")
     figure.savefig(path)
 
 
@@ -295,52 +328,100 @@ def _lookup(record: dict[str, Any], key: str) -> Any:
     return record.get(key)
 
 
-def _iteration_rows(output_dir: str) -> tuple[list[str], list[list[str]], list[bool], Any]:
-    """The per-iteration table as header, rows of formatted cells, whether each iteration stopped early, and the
-    score before training (`None` when there is none). Columns without any value are left out."""
+def _is_heldout(key: str) -> bool:
+    return key.startswith(("heldout_", "likelihood_inversion"))
+
+
+def _columns(records: dict[int, dict[str, Any]], start: dict[str, Any], has_scores: bool) -> list[tuple[str, str]]:
+    """The table's `(key, name)` columns that have a value: settings only when they change between iterations, the
+    held-out evidence of every evaluation set (a set other than `eval` under its own suffix), then the score (key
+    `SCORE`), then the means over the training steps and the alarms."""
+    rows = [*records.values(), start]
+    present = sorted({key for row in rows for key in row})
+    columns = []
+    for key, name in TABLE_COLUMNS:
+        found = [(key, name)]
+        if _is_heldout(key):  # `<key>_<set>` for the evaluation set `eval_<set>`
+            found += [(k, f"{name} [{k.removeprefix(key + '_')}]") for k in present if k.startswith(key + "_")]
+        for column_key, column_name in found:
+            if not any(_lookup(row, column_key) is not None for row in rows):
+                continue
+            if column_key in SETTING_COLUMNS and len({_format(r.get(column_key)) for r in records.values()}) <= 1:
+                continue
+            columns.append((column_key, column_name))
+    if has_scores:  # after the settings and the held-out evidence
+        before = [i + 1 for i, (key, _) in enumerate(columns) if key in SETTING_COLUMNS or key.startswith("prompts_")]
+        before += [i + 1 for i, (key, _) in enumerate(columns) if _is_heldout(key)]
+        columns.insert(max(before, default=0), (SCORE, "score"))
+    return columns
+
+
+def _start_values(folder: RunFolder) -> dict[str, Any]:
+    """The held-out evidence before training (`heldout.jsonl`), keyed as the per-iteration records key it."""
+    values: dict[str, Any] = {}
+    for record in folder.heldout():
+        if record.get("label") == "start" and isinstance(record.get("dataset"), str):
+            name = record["dataset"]
+            suffix = "" if name == "eval" else f"_{name.removeprefix('eval_')}"
+            values.update({f"{key}{suffix}": value for key, value in (record.get("measures") or {}).items()})
+    return values
+
+
+def _has_results(record: dict[str, Any]) -> bool:
+    """Whether an iteration's record holds results, not only the settings it started with."""
+    return "means" in record or any(_is_heldout(key) for key in record)
+
+
+def _iteration_rows(output_dir: str) -> tuple[list[str], list[list[str]], list[bool]]:
+    """The per-iteration table as header, rows of formatted cells (a `start` row first when there is held-out evidence
+    or a score before training) and whether each row's iteration stopped early. Columns without any value are left
+    out, and so are iterations that recorded nothing but the settings they started with."""
     folder = RunFolder(output_dir)
-    records = folder.iteration_records()
     scores = {record.get("label"): record.get("score") for record in folder.scores()}
-    columns = [
-        (key, name)
-        for key, name in TABLE_COLUMNS
-        if any(_lookup(r, key) is not None for r in records.values())
-        and (key not in SETTING_COLUMNS or len({_format(r.get(key)) for r in records.values()}) > 1)
-    ]
-    has_scores = any(f"iteration_{t}" in scores for t in records)
-    header = ["iteration", "steps", *(name for _, name in columns)] + (["score"] if has_scores else [])
+    records = {
+        t: record
+        for t, record in folder.iteration_records().items()
+        if _has_results(record) or f"iteration_{t}" in scores
+    }
+    start = _start_values(folder)
+    if "start" in scores:
+        start[SCORE] = scores["start"]
+    for t, record in records.items():
+        if f"iteration_{t}" in scores:
+            records[t] = {**record, SCORE: scores[f"iteration_{t}"]}
+    columns = _columns(records, start, has_scores=any(SCORE in row for row in (start, *records.values())))
+    header = ["iteration", "steps", *(name for _, name in columns)]
     rows, stopped = [], []
+    if records and start:
+        rows.append(["start", "", *(_format(_lookup(start, key)) for key, _ in columns)])
+        stopped.append(False)
     for t, record in records.items():
         steps = f"{record.get('first_step')}-{record.get('last_step')}" if "first_step" in record else ""
-        cells = [str(t), steps, *(_format(_lookup(record, key)) for key, _ in columns)]
-        if has_scores:
-            cells.append(_format(scores.get(f"iteration_{t}")))
-        rows.append(cells)
+        rows.append([str(t), steps, *(_format(_lookup(record, key)) for key, _ in columns)])
         stopped.append(record.get("complete") is False)
-    return header, rows, stopped, scores.get("start")
+    return header, rows, stopped
 
 
 def iteration_table(output_dir: str) -> str:
     """
     Markdown table of a run's iterations: its settings where they change between iterations (peak learning rate,
-    alpha, beta), the prompts kept and skipped by prompt selection, the means over every training step of each
-    iteration, the likelihood inversion on the evaluation data after it, its alarms and its score, from
-    `self_play/iterations.jsonl` and `self_play/scores.jsonl`. `summary.md` and the training script's `results.md`
-    both show this table.
+    alpha, beta), the prompts kept and skipped by prompt selection, the held-out evidence on the evaluation data after
+    each iteration (see `tspin_trl.self_play.inversion`), its score, the means over every training step of each
+    iteration and its alarms, from `self_play/iterations.jsonl`, `self_play/heldout.jsonl` and
+    `self_play/scores.jsonl`. A first row, `start`, holds the held-out evidence and the score before training.
+    `summary.md`, `results.md` and the model card show this table.
 
     Args:
         output_dir (`str`):
             The run's `output_dir`.
 
     Returns:
-        `str`: the table (with the score before training above it when there is one), or a line saying there is no
-        per-iteration record yet.
+        `str`: the table, or a line saying there is no per-iteration record yet.
     """
-    header, rows, stopped, start = _iteration_rows(output_dir)
+    header, rows, stopped = _iteration_rows(output_dir)
     if not rows:
         return NO_RECORDS
-    parts = [f"Score before training: {_format(start)}.", ""] if start is not None else []
-    parts += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    parts = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for cells, early in zip(rows, stopped):
         cells = [cells[0], cells[1] + (" (stopped early)" if early else ""), *cells[2:]]
         parts.append("| " + " | ".join(cells) + " |")
@@ -364,6 +445,9 @@ _CONSOLE_NAMES = {
     "ties": "ties",
     "identical_pairs": "y'=y",
     "saturated_pairs": "saturated",
+    "heldout logp(y)/token": "ho:lp/tok",
+    "heldout logp(y)-logp(y0)": "ho:y-y0",
+    "heldout logp(y')-logp(y0)": "ho:y'-y0",
     "likelihood_inversion": "inversion",
     "learning_rate": "lr",
     "alpha": "alpha",
@@ -376,6 +460,8 @@ _CONSOLE_NAMES = {
 _CONSOLE_PRIORITY = (
     "iteration",
     "steps",
+    "heldout logp(y)/token",
+    "score",
     "loss",
     "logps/real",
     "logps/synthetic",
@@ -383,7 +469,7 @@ _CONSOLE_PRIORITY = (
     "advantage/historical",
     "alarms",
     "likelihood_inversion",
-    "score",
+    "heldout logp(y)-logp(y0)",
     "beta",
     "alpha",
     "learning_rate",
@@ -395,8 +481,11 @@ _CONSOLE_PRIORITY = (
     "saturated_pairs",
     "ties",
     "disagreement",
+    "heldout logp(y')-logp(y0)",
 )
 _CONSOLE_LEGEND = {
+    "ho:lp/tok": "ho: on the held-out (evaluation) prompts, lp/tok: log-likelihood of the real responses per token, "
+    "y-y0 and y'-y0: mean margins of the real and current synthetic responses over the proto ones",
     "logp(y)": "logp(y), logp(y'), logp(y0): summed log-probs of the real, synthetic and proto responses",
     "adv(cur)": "adv(cur) = reward(y) - reward(y'), adv(hist) = reward(y') - reward(y0)",
     "acc(cur)": "acc(cur): share of pairs with adv(cur) > 0",
@@ -425,9 +514,15 @@ def console_iteration_table(output_dir: str, width: int = 100) -> str:
     """
     import textwrap
 
-    header, rows, stopped, start = _iteration_rows(output_dir)
+    header, rows, stopped = _iteration_rows(output_dir)
     if not rows:
         return NO_RECORDS
+    names = dict(_CONSOLE_NAMES)
+    for name in header:  # the held-out evidence of a named evaluation set: `<name> [<set>]`
+        base, _, suffix = name.partition(" [")
+        if suffix and base in names:
+            names[name] = f"{names[base]}[{suffix}"
+    order = list(_CONSOLE_NAMES) + [name for name in header if name not in _CONSOLE_NAMES]
     alarm_names = {"advantage_vanished": "vanished", "advantage_saturated": "saturated"}
     columns: dict[str, list[str]] = {}
     for index, name in enumerate(header):
@@ -443,24 +538,23 @@ def console_iteration_table(output_dir: str, width: int = 100) -> str:
     if any(alarms):
         columns["alarms"] = alarms
 
-    def line_width(names: list[str]) -> int:
-        return sum(max(len(_CONSOLE_NAMES[n]), *(len(c) for c in columns[n])) for n in names) + 2 * (len(names) - 1)
+    def line_width(shown: list[str]) -> int:
+        return sum(max(len(names[n]), *(len(c) for c in columns[n])) for n in shown) + 2 * (len(shown) - 1)
 
     kept: list[str] = []
-    for name in _CONSOLE_PRIORITY:
+    for name in [*_CONSOLE_PRIORITY, *(n for n in order if n not in _CONSOLE_PRIORITY)]:
         if name in columns and line_width([*kept, name]) <= width:
             kept.append(name)
-    shown = [name for name in _CONSOLE_NAMES if name in kept]
-    widths = [max(len(_CONSOLE_NAMES[n]), *(len(c) for c in columns[n])) for n in shown]
-    lines = [f"Score before training: {_format(start)}." if start is not None else ""]
-    lines.append("  ".join(_CONSOLE_NAMES[n].rjust(w) for n, w in zip(shown, widths)))
+    shown = [name for name in order if name in kept]
+    widths = [max(len(names[n]), *(len(c) for c in columns[n])) for n in shown]
+    lines = ["  ".join(names[n].rjust(w) for n, w in zip(shown, widths))]
     for i in range(len(rows)):
         lines.append("  ".join(columns[n][i].rjust(w) for n, w in zip(shown, widths)))
-    names = {_CONSOLE_NAMES[n] for n in shown}
-    legend = [text for key, text in _CONSOLE_LEGEND.items() if key in names]
+    shown_names = {names[n] for n in shown}
+    legend = [text for key, text in _CONSOLE_LEGEND.items() if key in shown_names]
     if any(stopped):
         legend.append("*: the iteration stopped early")
-    hidden = [_CONSOLE_NAMES.get(n, n) for n in columns if n not in kept]
+    hidden = [names.get(n, n) for n in columns if n not in kept]
     if hidden:
         legend.append(f"not shown for width: {', '.join(hidden)}")
     lines += textwrap.wrap("; ".join(legend) + ".", width=width) if legend else []
@@ -468,35 +562,73 @@ def console_iteration_table(output_dir: str, width: int = 100) -> str:
 
 
 def _summary_markdown(output_dir: str, notes: list[str]) -> str:
-    parts = ["# Per-iteration means (over every training step of the iteration)", "", iteration_table(output_dir)]
+    parts = ["# Summary", "", verdict(output_dir), "", "## Per iteration", "", iteration_table(output_dir)]
     parts += [
-        "`likelihood_inversion`: share of evaluation prompts whose own sampled response the policy finds more likely "
-        "than the real one, after the iteration. `disagreement` and `current_accuracy` count ties (within 1e-3 nats) "
-        "and identical pairs as neither.",
+        "`heldout ...` and `likelihood_inversion`: measured on the evaluation data with the initial policy (`start`) "
+        "and after each iteration (docs/self_play.md, diagnostics); `score`: the task score of greedy responses to "
+        "held-out prompts. The other columns are means over every training step of the iteration; "
+        "`disagreement` and `current_accuracy` count ties (within 1e-3 nats) and identical pairs as neither.",
     ]
     if notes:
         parts += ["", "## Notes", "", *(f"- {note}" for note in notes)]
     return "\n".join(parts) + "\n"
 
 
-def _inversion_figure(path: str, records: dict[int, dict[str, Any]]) -> bool:
-    keys = sorted({k for r in records.values() for k in r if k.startswith("likelihood_inversion")})
-    if not keys:
+def _heldout_figure(path: str, heldout: dict[str, dict[str, dict[str, Any]]]) -> bool:
+    """Held-out evidence before training and after every iteration, one line per evaluation set: the log-likelihood of
+    the real responses per token, the margins over the proto responses, the likelihood inversion."""
+    panels = [
+        ("logp(real) per token", [("heldout_logp_real_per_token", "")]),
+        (
+            "mean margin over proto (nats)",
+            [("heldout_margin_real_proto", "real - proto"), ("heldout_margin_synthetic_proto", "synthetic - proto")],
+        ),
+        ("share with logp(own sample)\n> logp(real)", [("likelihood_inversion", "")]),
+    ]
+    series = []  # (panel, label, xs, ys)
+    labels = _labels({label: None for records in heldout.values() for label in records})
+    positions = {label: i for i, label in enumerate(labels)}
+    for panel, (_, keys) in enumerate(panels):
+        for key, what in keys:
+            for name, records in sorted(heldout.items()):
+                points = [
+                    (positions[label], record["measures"][key])
+                    for label, record in sorted(records.items(), key=lambda item: _label_order(item[0]))
+                    if isinstance((record.get("measures") or {}).get(key), (int, float))
+                ]
+                if points:
+                    label = " ".join(
+                        part for part in (name.removeprefix("eval_") if name != "eval" else "", what) if part
+                    )
+                    series.append((panel, label or name, [p[0] for p in points], [p[1] for p in points]))
+    if not series:
         return False
-    figure = _figure_class()(figsize=(7, 4), dpi=110, layout="constrained")
-    ax = figure.subplots()
-    for key in keys:
-        points = [(t, r[key]) for t, r in records.items() if isinstance(r.get(key), (int, float))]
-        label = key.replace("likelihood_inversion", "eval").replace("eval_", "")
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
-    ax.set_xlabel("after iteration")
-    ax.set_ylabel("share of prompts with logp(own sample) > logp(real)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    ax.set_title("Likelihood inversion on the evaluation data")
+    used = sorted({panel for panel, *_ in series})
+    figure = _figure_class()(figsize=(7, 2.2 + 2.4 * len(used)), dpi=110, layout="constrained")
+    axes = figure.subplots(len(used), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, panel in zip(axes, used):
+        for _, label, xs, ys in (entry for entry in series if entry[0] == panel):
+            ax.plot(xs, ys, marker="o", label=label)
+        ax.set_ylabel(panels[panel][0])
+        ax.grid(alpha=0.3)
+        if panel == 2:
+            ax.set_ylim(-0.02, 1.02)
+        if panel == 1:
+            ax.axhline(0, color="0.7", linewidth=0.8)
+        ax.legend(loc="best", fontsize=8)
+    axes[-1].set_xticks(range(len(labels)), [_label_text(label) for label in labels])
+    axes[-1].set_xlabel("measured")
+    figure.suptitle("Held-out evidence: did self-play help?")
     figure.savefig(path)
     return True
+
+
+def _label_order(label: str) -> int:
+    return -1 if label == "start" else int(label.removeprefix("iteration_"))
+
+
+def _label_text(label: str) -> str:
+    return "before training" if label == "start" else f"after iteration {label.removeprefix('iteration_')}"
 
 
 # ---- entry points --------------------------------------------------------------------------------------------------
@@ -509,7 +641,8 @@ def plot_run(output_dir: str, out_dir: str | None = None, num_examples: int = 5)
     Args:
         output_dir (`str`):
             The run's `output_dir`, holding `self_play/logs.jsonl` (or a `trainer_state.json`), the
-            `self_play/iteration_<t>/train.jsonl` files and optionally `self_play/scores.jsonl`.
+            `self_play/iteration_<t>/train.jsonl` files and optionally `self_play/heldout.jsonl` and
+            `self_play/scores.jsonl`.
         out_dir (`str`, *optional*):
             Where to write; defaults to `output_dir/plots`.
         num_examples (`int`, *optional*, defaults to `5`):
@@ -517,10 +650,11 @@ def plot_run(output_dir: str, out_dir: str | None = None, num_examples: int = 5)
 
     Returns:
         `list[str]`: paths of the written files, among `loglikelihood.png` (log-probs of the real, synthetic and
-        proto responses with the iteration boundaries, the paper's Fig. 3), `rewards.png`, `advantages.png`,
-        `disagreement.png`, `inversion.png` (likelihood inversion on the evaluation data per iteration), `scores.png`,
-        `generations.md` (the paper's Table 5) and `summary.md` (the per-iteration table of [`iteration_table`], and a
-        note for every output skipped because its inputs are absent).
+        proto responses with the iteration boundaries, the paper's Fig. 3), `advantages.png`, `rewards.png` (objectives
+        with reference log-probs only, with the disagreement share), `heldout.png` (the held-out evidence before
+        training and after every iteration), `scores.png` (the task score, with 95% intervals when per-prompt rewards
+        are known), `generations.md` (the paper's Table 5) and `summary.md` (the run's verdict, the per-iteration table
+        of [`iteration_table`], and a note for every output skipped because its inputs are absent).
 
     Raises:
         `FileNotFoundError`: when `output_dir` has no training logs.
@@ -552,7 +686,6 @@ def plot_run(output_dir: str, out_dir: str | None = None, num_examples: int = 5)
             [("summed log-prob", [(f"logps/{r}", r) for r in _ROLES])],
             "Log-likelihood of the real, synthetic and proto responses",
         ),
-        "rewards.png": ([("reward", [(f"rewards/{r}", r) for r in _ROLES])], "Rewards of the three responses"),
         "advantages.png": (
             [
                 (
@@ -569,16 +702,20 @@ def plot_run(output_dir: str, out_dir: str | None = None, num_examples: int = 5)
             ],
             "Current and historical advantages",
         ),
-        "disagreement.png": (
-            [("share of examples", [("rewards/disagreement", "reward order != log-likelihood order")])],
-            "Disagreement of the reward and log-likelihood orders of real vs synthetic",
-        ),
     }
     objectives = {meta.get("objective") for _, meta in iterations.values()}
     if objectives == {"tspin"}:
         notes.append(
-            "Objective `tspin` is reference-free: its rewards are `alpha * logp`, so `rewards.png` is "
-            "`loglikelihood.png` scaled and the disagreement is 0 by construction."
+            "Objective `tspin` is reference-free: its rewards are `alpha * logp` (`loglikelihood.png` scaled) and the "
+            "reward and log-likelihood orders never disagree, so there is no `rewards.png`."
+        )
+    else:  # with reference log-probs the rewards tell something the log-likelihoods do not
+        figures["rewards.png"] = (
+            [
+                ("reward", [(f"rewards/{r}", r) for r in _ROLES]),
+                ("share of examples", [("rewards/disagreement", "reward order != log-likelihood order")]),
+            ],
+            "Rewards of the three responses, and where their order disagrees with the log-likelihoods'",
         )
     for name, (panels, title) in figures.items():
         path = os.path.join(out_dir, name)
@@ -586,11 +723,11 @@ def plot_run(output_dir: str, out_dir: str | None = None, num_examples: int = 5)
             written.append(path)
         else:
             notes.append(f"Skipped `{name}`: its metrics are not in the logs.")
-    path = os.path.join(out_dir, "inversion.png")
-    if _inversion_figure(path, folder.iteration_records()):
+    path = os.path.join(out_dir, "heldout.png")
+    if _heldout_figure(path, heldout_records_by_label(folder.heldout())):
         written.append(path)
     else:
-        notes.append("Skipped `inversion.png`: no likelihood inversion measured (it needs an evaluation dataset).")
+        notes.append("Skipped `heldout.png`: no held-out evidence (it needs an evaluation dataset).")
     if scores:
         _scores_figure(os.path.join(out_dir, "scores.png"), scores)
         written.append(os.path.join(out_dir, "scores.png"))

@@ -13,6 +13,8 @@ self_play/
   proto_<name>_chunks/          the same for a proto pass when the proto cache is off
   logs.jsonl                    every logged line, with its step
   iterations.jsonl              one summary record per iteration, computed from every training step
+  heldout.jsonl                 held-out evidence on the evaluation data, before training and after every iteration,
+                                with its per-prompt log-probs (with an evaluation set)
   scores.jsonl                  scorer results (optional)
   vllm_model/, vllm_weights/    with `use_vllm`: a model built in memory, saved for vLLM; weights for a CPU server
   replaced/<time>/              what a fresh start in a used output_dir moved aside (the earlier run's checkpoints)
@@ -114,6 +116,10 @@ class RunFolder:
         return os.path.join(self.root, "scores.jsonl")
 
     @property
+    def heldout_path(self) -> str:
+        return os.path.join(self.root, "heldout.jsonl")
+
+    @property
     def preflight_dir(self) -> str:
         """Where the preflight saves the model once to load it back (removed right after)."""
         return os.path.join(self.root, "preflight_checkpoint")
@@ -160,7 +166,7 @@ class RunFolder:
     def drop_records_after(self, step: int) -> None:
         """On resume from `step`: drop the log and iteration records of steps the interrupted run did after it (they
         are replayed), so that every step appears once."""
-        for path in (self.logs_path, self.iterations_path):
+        for path in (self.logs_path, self.iterations_path, self.heldout_path):
             if not os.path.isfile(path):
                 continue
             records = read_jsonl(path)
@@ -176,7 +182,13 @@ class RunFolder:
         """`{t: record}`: the merged per-iteration records (a later record's keys win)."""
         return merge_iteration_records(read_jsonl(self.iterations_path))
 
-    # ---- scores ----
+    # ---- held-out evidence and scores ----
+
+    def append_heldout(self, record: dict[str, Any]) -> None:
+        append_jsonl(self.heldout_path, record)
+
+    def heldout(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.heldout_path)
 
     def append_score(self, record: dict[str, Any]) -> None:
         append_jsonl(self.scores_path, record)

@@ -61,7 +61,7 @@ from .objective import ObjectivePolicy
 from .preflight import PreflightCallback
 from .presets import resolve_model
 from .run_folder import RunFolder, check_dataset_name
-from .scoring import ScoringCallback
+from .scoring import RewardFunc, ScoringCallback
 from .self_play import EvaluationResponses, SelfPlayCallback
 from .vllm_backend import make_generation_backend
 
@@ -167,12 +167,19 @@ class TSPINTrainer(_BaseTrainer):
             Quantization of a model loaded from a string.
         peft_config ([`~peft.PeftConfig`], *optional*):
             Adapter configuration; the model is wrapped with it.
-        scorer (`Callable[[list[str], list[dict]], float]`, *optional*):
-            Evaluation between iterations: called with the greedy responses of the current policy to the prompts of
-            `scorer_dataset` and that dataset's rows, it returns a score, logged as `self_play/score` before training
-            and after every iteration, and written with the responses to `output_dir/self_play/scores.jsonl`.
         scorer_dataset ([`~datasets.Dataset`], *optional*):
-            Held-out rows with a `prompt` column (text or messages) for `scorer`.
+            Held-out rows with a `prompt` column (text or messages) for `reward_funcs` or `scorer`. Defaults to
+            `eval_dataset` when it is one dataset with a `prompt` column.
+        reward_funcs (`Callable` or `list[Callable]`, *optional*):
+            A task score between iterations, in TRL's `reward_funcs` shape (as `GRPOTrainer` calls them):
+            `f(prompts, completions, completion_ids, **columns) -> list[float | None]`, called with the greedy
+            responses of the current policy to the prompts of `scorer_dataset` and that dataset's other columns. The
+            mean over prompts of the summed rewards is logged as `self_play/score` before training and after every
+            iteration, and written with the responses and per-prompt rewards to `output_dir/self_play/scores.jsonl`
+            (see `tspin_trl.scoring`).
+        scorer (`Callable[[list[str], list[dict]], float]`, *optional*):
+            The older shape of the task score: called with the decoded greedy responses and the rows of
+            `scorer_dataset`, it returns one number. Give `reward_funcs` or `scorer`, not both.
         ref_model (`None`, *optional*):
             Accepted so that a `DPOTrainer(..., ref_model=None)` call keeps working; T-SPIN never loads a reference
             model (for `objective="spin"`/`"tspin_ref"` the reference log-probs are computed once per iteration).
@@ -210,6 +217,7 @@ class TSPINTrainer(_BaseTrainer):
         peft_config: "PeftConfig | None" = None,
         scorer: Callable[[list[str], list[dict[str, Any]]], float] | None = None,
         scorer_dataset: Dataset | None = None,
+        reward_funcs: RewardFunc | list[RewardFunc] | None = None,
         ref_model: None = None,
     ):
         args = _checked_args(model, args, ref_model)
@@ -242,7 +250,9 @@ class TSPINTrainer(_BaseTrainer):
         )
         self._finish_model()
         self._build_run_parts(train_dataset)
-        self._install_callbacks(train_dataset, eval_dataset, scorer, scorer_dataset)
+        if scorer_dataset is None and (scorer is not None or reward_funcs is not None):
+            scorer_dataset = _default_scorer_dataset(eval_datasets)
+        self._install_callbacks(train_dataset, eval_dataset, scorer, scorer_dataset, reward_funcs)
 
     @property
     def compute_metrics(self) -> Callable[[EvalPrediction], dict] | None:
@@ -377,6 +387,7 @@ class TSPINTrainer(_BaseTrainer):
         eval_dataset: TripletDataset | dict[str, TripletDataset] | None,
         scorer: Callable[[list[str], list[dict[str, Any]]], float] | None,
         scorer_dataset: Dataset | None,
+        reward_funcs: RewardFunc | list[RewardFunc] | None,
     ) -> None:
         """The self-play callback over every dataset it fills (`"train"`, then `"eval"` or `"eval_<name>"`) and the
         `evaluate()` service beside it, the preflight (if on), the iteration monitor, and the scorer (if given)."""
@@ -392,7 +403,8 @@ class TSPINTrainer(_BaseTrainer):
         self.monitor = IterationMonitor(self.context)
         self.add_callback(self.self_play)
         if self.args.preflight:
-            will_generate = self.args.num_iterations > 1 or len(datasets) > 1 or scorer is not None
+            scores = scorer is not None or reward_funcs is not None
+            will_generate = self.args.num_iterations > 1 or len(datasets) > 1 or scores
             saves = self.args.save_strategy != "no"
             self.add_callback(
                 PreflightCallback(
@@ -407,8 +419,10 @@ class TSPINTrainer(_BaseTrainer):
             )
         self.add_callback(self.monitor)
         self.scoring = None
-        if scorer is not None or scorer_dataset is not None:
-            self.scoring = ScoringCallback(self.context, scorer, scorer_dataset, self._triplet_tokenizer)
+        if scorer is not None or scorer_dataset is not None or reward_funcs is not None:
+            self.scoring = ScoringCallback(
+                self.context, scorer, scorer_dataset, self._triplet_tokenizer, reward_funcs=reward_funcs
+            )
             self.add_callback(self.scoring)
 
     # ---- data plumbing -------------------------------------------------------------------------------------------
@@ -495,9 +509,14 @@ class TSPINTrainer(_BaseTrainer):
         if self.args.should_save:
             self._run_lock.acquire()
         try:
-            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+            output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         finally:
             self._run_lock.release()
+        try:
+            self.write_results()  # the card and results.md, complete, also with `save_strategy="no"`
+        except Exception:  # the training is done and its model in memory: a report that fails must not lose them
+            logger.exception("Could not write results.md and the model card; call trainer.write_results() to retry.")
+        return output
 
     def _check_settings(self) -> None:
         """Read the settings as `train()` starts, as transformers reads its own: a field changed on `trainer.args`
@@ -830,6 +849,9 @@ class TSPINTrainer(_BaseTrainer):
         adds no entry of its own to `log_history`."""
         mode = "train" if self.model.training else "eval"
         metrics = self.metrics.flush(mode)
+        if mode == "eval" and metrics.get("length/real"):
+            # comparable across iterations (fixed responses, unlike the loss): `metric_for_best_model`'s candidate
+            metrics["logps/real_per_token"] = metrics["logps/real"] / metrics["length/real"]
         if mode == "eval":  # `eval_`, or `eval_<name>_` for one of several evaluation sets, as the loss is named
             metrics = {f"{self._metric_key_prefix}_{key}": value for key, value in metrics.items()}
         elif "loss" in logs:  # a training entry: the iteration of its step (a logging window may span a boundary)
@@ -1041,6 +1063,9 @@ class TSPINTrainer(_BaseTrainer):
             tags (`str` or `list[str]`, *optional*):
                 Tags to be associated with the model card.
         """
+        if dataset_name is None:  # a later rewrite (end of `train()`, `save_model()`) keeps the name given once
+            dataset_name = getattr(self, "_card_dataset_name", None)
+        self._card_dataset_name = dataset_name
         names = [dataset_name] if isinstance(dataset_name, str) else list(dataset_name or [])
         one_hub_dataset = len(names) == 1 and not Path(names[0]).exists()
         super().create_model_card(model_name, names[0] if one_hub_dataset else None, tags)
@@ -1064,6 +1089,7 @@ class TSPINTrainer(_BaseTrainer):
 
         from .model_card import add_tspin_sections, base_model_license, settings_table
         from .plot import NO_RECORDS, iteration_table
+        from .report import verdict
 
         iterations = iteration_table(self.args.output_dir)
         revision = (self.args.model_init_kwargs or {}).get("revision")
@@ -1074,6 +1100,9 @@ class TSPINTrainer(_BaseTrainer):
             iterations=None if iterations == NO_RECORDS else iterations,
             license_=base_model_license(base_model, revision),
             base_model=Path(base_model).name if base_model and Path(base_model).is_dir() else base_model,
+            verdict=None
+            if iterations == NO_RECORDS
+            else verdict(self.args.output_dir, self.args.saturation_threshold),
         )
 
     def _check_policy_is_finite(self, before: str) -> None:
@@ -1101,12 +1130,42 @@ class TSPINTrainer(_BaseTrainer):
             + (f"the last good one, {kept}, is kept." if kept else "no checkpoint had been saved yet.")
         )
 
+    def _card_model_name(self) -> str:
+        model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
+        return model_name.split("/")[-1]
+
+    def write_results(self, output_dir: str | None = None) -> None:
+        """
+        Write the run's story into `args.output_dir` (on the main process): the model card (`README.md`) and
+        `results.md`, both opening with the verdict computed from the run's records (`tspin_trl.report`), then the
+        per-iteration table. Called at the end of `train()` (whatever the `save_strategy`) and by `save_model()`;
+        `output_dir`, when another folder, gets a copy of both files.
+        """
+        if not self.is_world_process_zero():
+            return
+        from .plot import iteration_table
+        from .report import write_results
+
+        self.create_model_card(model_name=self._card_model_name())
+        output = self.args.output_dir
+        path = write_results(output, iteration_table(output), self.args.saturation_threshold)
+        if output_dir is not None and os.path.abspath(output_dir) != os.path.abspath(self.args.output_dir):
+            os.makedirs(output_dir, exist_ok=True)
+            for source in (path, os.path.join(self.args.output_dir, "README.md")):
+                shutil.copyfile(source, os.path.join(output_dir, os.path.basename(source)))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the model as [`~transformers.Trainer.save_model`] does; after training, first rewrite the model card
+        and `results.md` (see [`write_results`]), so that a push to the Hub (`push_to_hub`) carries them."""
+        if not _internal_call and self.state.global_step > 0:
+            self.write_results(output_dir)
+        super().save_model(output_dir, _internal_call)
+
     def _save_checkpoint(self, model, trial):
         self._check_policy_is_finite(f"before saving checkpoint-{self.state.global_step}")
         folder = checkpoint_dir(self._get_output_dir(trial=trial), self.state.global_step)
         try:
-            model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
-            self.create_model_card(model_name=model_name.split("/")[-1])
+            self.create_model_card(model_name=self._card_model_name())
             if self.args.should_save:
                 self.monitor.save(folder)
                 self.metrics.save(folder)
@@ -1164,6 +1223,15 @@ def _checked_datasets(
     data_formats = {"train": check_columns(train_dataset, "train")}
     data_formats.update({name: check_columns(dataset, name) for name, dataset in eval_datasets.items()})
     return eval_datasets, data_formats
+
+
+def _default_scorer_dataset(eval_datasets: dict[str, Dataset | IterableDataset]) -> Dataset | None:
+    """The held-out prompts a task score uses when `scorer_dataset` is not given: the evaluation dataset, when there is
+    one (not a dict of several) with a `prompt` column."""
+    if list(eval_datasets) != ["eval"]:
+        return None
+    dataset = eval_datasets["eval"]
+    return dataset if isinstance(dataset, Dataset) and "prompt" in dataset.column_names else None
 
 
 def _loaded_model(

@@ -216,8 +216,7 @@ def test_pip_install_into_a_fresh_venv_then_train_outside_the_checkout(tmp_path)
 
 
 def readme_first_command_block() -> dict:
-    from test_docs import code_blocks
-
+    from tests.support.docs import code_blocks
     from tspin_trl.scripts.parser import FIRST_COMMAND
 
     blocks = [block for block in code_blocks(ROOT / "README.md") if FIRST_COMMAND in block["code"]]
@@ -228,7 +227,8 @@ def readme_first_command_block() -> dict:
 @pytest.mark.slow
 def test_the_readmes_first_command_runs_as_written(tmp_path):
     """The README's first block with a command, run as a user pastes it (from an empty folder, offline, no preset
-    written yet), and what it prints: the per-iteration table within 100 columns, then the run's files."""
+    written yet), and what it prints: the verdict and the per-iteration table within 100 columns, then the run's files.
+    The task score rises, no alarm fires, and the numbers the README states are this run's."""
     import time
 
     block = readme_first_command_block()
@@ -247,15 +247,27 @@ def test_the_readmes_first_command_runs_as_written(tmp_path):
     seconds = time.monotonic() - start
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
     out = tmp_path / "tiny-tspin"
-    closing = completed.stdout[completed.stdout.index("Score before training") :]
+    closing = completed.stdout[completed.stdout.index("What self-play did:") :]
     assert max(len(line) for line in closing.splitlines()) <= 100, closing
-    table = closing.splitlines()
-    assert table[1].split()[:5] == ["iter", "steps", "loss", "logp(y)", "logp(y')"]
-    assert [line.split()[0] for line in table[2:4]] == ["0", "1"]
-    assert f"The full table: {out.name}/results.md" in closing
+    lines = closing.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["iter", "steps"])
+    assert lines[header].split()[:5] == ["iter", "steps", "loss", "logp(y)", "logp(y')"]
+    assert [line.split()[0] for line in lines[header + 1 : header + 4]] == ["start", "0", "1"]
+    assert f"The full table: {out.name}/results.md" in closing and "alarms" not in lines[header]
     results = (out / "results.md").read_text()
-    # the full table: the settings that change between iterations (beta here: 0, then 0.1), then the means
-    assert "| iteration | steps | beta | loss | logps/real |" in results
+    # the full table: the settings that change between iterations (beta here: 0, then 0.1), the held-out evidence
+    assert "| iteration | steps | beta | heldout logp(y)/token |" in results
+    # the score rises, beyond noise (the verdict says so), and the README states this run's numbers
+    scores = [json.loads(line)["score"] for line in (out / "self_play" / "scores.jsonl").open()]
+    assert len(scores) == 3 and scores[0] < scores[1] < scores[2], scores
+    assert "from the start, up." in " ".join(closing.split())
+    stated = re.search(
+        r"went from \*\*([\d.]+)\*\* before training to \*\*([\d.]+)\*\* after iteration 0 and \*\*([\d.]+)\*\* after "
+        r"iteration 1",
+        " ".join(readme.split()),
+    )
+    assert stated, "the README states the score before training and after each iteration"
+    assert [float(value) for value in stated.groups()] == pytest.approx(scores, abs=0.03), (stated.groups(), scores)
     for path in re.findall(r"^- [^:]+: (\S+)", results, flags=re.MULTILINE):
         assert list(tmp_path.glob(path)), f"results.md links {path}, which does not exist"
     assert (out / "model.safetensors").is_file() and "### T-SPIN settings" in (out / "README.md").read_text()

@@ -41,10 +41,11 @@ def run(command, tmp_path, timeout=600):
 def test_train_script_single_process(tmp_path):
     out = tmp_path / "out"
     completed = run([sys.executable, str(TRAIN), *TINY, "--output_dir", str(out)], tmp_path)
-    # the console gets the 100-column table, results.md the full markdown one
-    assert "Score before training" in completed.stdout and re.search(r"^\s+0\s+1-\d", completed.stdout, re.M)
+    # the console gets the verdict and the 100-column table, results.md the verdict and the full markdown table
+    assert "What self-play did:\nOn 4 held-out prompts" in completed.stdout
+    assert re.search(r"^\s+0\s+1-\d", completed.stdout, re.M) and re.search(r"^start\s", completed.stdout, re.M)
     results = (out / "results.md").read_text()
-    assert results.startswith("Score before training") and "| 0 | 1-" in results
+    assert results.startswith("# Results\n\nOn 4 held-out prompts") and "| 0 | 1-" in results
     assert (out / "model.safetensors").is_file() and (out / "results.md").is_file()
     assert "2601.08198" in (out / "README.md").read_text()
     assert (out / "self_play" / "iteration_0" / "train.jsonl").is_file()

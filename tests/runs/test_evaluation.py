@@ -29,10 +29,15 @@ def test_eval_dataset_gets_its_own_responses(tmp_path, tokenizer):
     assert sorted(trainer.self_play.generation_stats) == sorted(
         ["proto/train", "proto/eval", "iteration_1/train", "iteration_1/eval", "final/eval"]
     )
-    # the likelihood inversion on the evaluation data, after every iteration
+    # the likelihood inversion on the evaluation data, before training and after every iteration
     inversion = [h for h in trainer.state.log_history if "self_play/likelihood_inversion" in h]
-    # after iteration 0: on the first training entry of iteration 1 (step 3); after iteration 1: on the train summary
-    assert [(h["step"], "loss" in h, "train_runtime" in h) for h in inversion] == [(3, True, False), (4, False, True)]
+    # before training: on the first training entry (step 1); after iteration 0: on the first training entry of
+    # iteration 1 (step 3); after iteration 1: on the train summary
+    assert [(h["step"], "loss" in h, "train_runtime" in h) for h in inversion] == [
+        (1, True, False),
+        (3, True, False),
+        (4, False, True),
+    ]
     assert all(0 <= h["self_play/likelihood_inversion"] <= 1 for h in inversion)
     records = trainer.run_folder.iteration_records()
     assert all("likelihood_inversion" in records[t] for t in (0, 1))

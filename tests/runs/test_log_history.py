@@ -173,7 +173,8 @@ def test_evaluations_on_start_and_every_steps(tmp_path, tokenizer):
     history = tspin.state.log_history
     assert history[0]["eval_loss"] is not None  # TRL's test_train_with_eval reads it
     # the inversion after iteration 0 rides on the first training entry of iteration 1, the final one on the summary
-    assert riding(history, "self_play/likelihood_inversion") == [("train", 2), ("summary", 2)]
+    # measured before training (on the first training entry), after iteration 0 (the first of iteration 1), at the end
+    assert riding(history, "self_play/likelihood_inversion") == [("train", 1), ("train", 2), ("summary", 2)]
 
 
 def test_two_evaluation_sets_each_have_their_entry(tmp_path, tokenizer):
@@ -186,7 +187,7 @@ def test_two_evaluation_sets_each_have_their_entry(tmp_path, tokenizer):
     history = tspin.state.log_history
     # TRL's test_train_with_multiple_eval_dataset reads them
     assert history[-3]["eval_data1_loss"] is not None and history[-2]["eval_data2_loss"] is not None
-    assert riding(history, "self_play/likelihood_inversion_data2") == [("train", 2), ("summary", 2)]
+    assert riding(history, "self_play/likelihood_inversion_data2") == [("train", 1), ("train", 2), ("summary", 2)]
 
 
 def test_compute_metrics_results_are_in_the_evaluation_entries(tmp_path, tokenizer):

@@ -17,6 +17,7 @@ from tspin_trl.data import (
     DataFormatError,
     TripletDataset,
     TripletTokenizer,
+    check_columns,
     detect_format,
     eos_token_ids,
     normalize_row,
@@ -557,3 +558,13 @@ def test_responses_cut_to_fit_max_length_are_counted_and_warned_once(tmp_path, t
     collator = DataCollatorForTriplet(pad_token_id=tokenizer.pad_token_id, max_length=64, require_synthetic=False)
     batch = collator([trainer.train_dataset.examples[2]])
     assert batch["input_ids"].size(1) == 64, "the collator cuts them, as the warning says"
+
+
+def test_an_unused_rejected_column_is_said_once_with_what_rewards_rejected_holds(caplog):
+    rows = Dataset.from_list([{"prompt": "sort: 2 1", "chosen": "1 2", "rejected": "2 1"}])
+    with caplog.at_level(logging.WARNING, logger="tspin_trl.data"):
+        assert check_columns(rows, "dpo_rejected_train") == "preference"
+        check_columns(rows, "dpo_rejected_train")
+    (warning,) = [r.getMessage() for r in caplog.records if "'rejected' column" in r.getMessage()]
+    assert "The dpo_rejected_train dataset has a 'rejected' column, not used" in warning
+    assert "`rewards/rejected` and `logps/rejected`" in warning and "the policy itself" in warning

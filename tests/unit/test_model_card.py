@@ -78,7 +78,7 @@ def test_model_card_states_the_tspin_settings_the_iterations_and_an_honest_licen
         "| training prompts | 6 |",
     ):
         assert row in card, row
-    assert "### Per-iteration results" not in card  # nothing trained yet
+    assert "### Per-iteration results" not in card and "## What self-play did" not in card  # nothing trained yet
 
     (base / "README.md").write_text("---\nlicense: apache-2.0\n---\n# the base model\n")
     folder = output / "self_play"
@@ -91,3 +91,7 @@ def test_model_card_states_the_tspin_settings_the_iterations_and_an_honest_licen
     assert "`apache-2.0`, from the card of the base model `base`" in card
     assert "### Per-iteration results" in card and "| 0 | 1-2 | 0.69 |" in card
     assert card.index("### T-SPIN settings") < card.index("### Framework versions")
+    # the verdict opens the card, right after TRL's opening paragraph
+    opening = card.split("## What self-play did\n\n")[1].split("\n\n")[0]
+    assert card.index("## What self-play did") < card.index("## Quick start")
+    assert opening.startswith("There is no held-out evidence: the run had no evaluation set.")

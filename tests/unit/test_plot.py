@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 from datasets import Dataset
@@ -12,7 +13,7 @@ from tspin_trl import TSPINTrainer
 from tspin_trl.plot import TABLE_COLUMNS, _cell, console_iteration_table, iteration_table, load_logs, main, plot_run
 
 
-FIGURES = ("loglikelihood.png", "rewards.png", "advantages.png", "disagreement.png")
+FIGURES = ("loglikelihood.png", "advantages.png")  # under `tspin`: no `rewards.png` (the log-likelihoods scaled)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -47,9 +48,9 @@ def test_plot_run_and_cli(run_dir, tmp_path, capsys):
     output_dir, rows = run_dir
     written = plot_run(str(output_dir), num_examples=3)
     plots = output_dir / "plots"
-    expected = [*FIGURES, "inversion.png", "scores.png", "generations.md", "summary.md"]
+    expected = [*FIGURES, "heldout.png", "scores.png", "generations.md", "summary.md"]
     assert sorted(written) == sorted(str(plots / name) for name in expected)
-    for name in (*FIGURES, "inversion.png", "scores.png"):
+    for name in (*FIGURES, "heldout.png", "scores.png"):
         assert_png(plots / name)
 
     generations = (plots / "generations.md").read_text()
@@ -58,13 +59,16 @@ def test_plot_run_and_cli(run_dir, tmp_path, capsys):
     assert "| iteration 0 |" in generations and "| iteration 1 |" in generations
     assert "proto (initial policy)" in generations
     summary = (plots / "summary.md").read_text()
-    assert "| 0 | 1-4 |" in summary and "| 1 | 5-8 |" in summary and "Score before training" in summary
-    assert "likelihood_inversion" in summary
+    assert summary.startswith("# Summary\n\nOn 2 held-out prompts (`eval`), the log-likelihood of the real responses")
+    assert "| start |  |" in summary and "| 0 | 1-4 |" in summary and "| 1 | 5-8 |" in summary
+    assert "| likelihood_inversion | score |" in summary and "heldout logp(y)/token" in summary
+    assert "Objective `tspin` is reference-free" in summary
     console = console_iteration_table(str(output_dir), width=100)
     assert max(len(line) for line in console.splitlines()) <= 100
-    header = console.splitlines()[1].split()
+    header = console.splitlines()[0].split()
     assert header[:5] == ["iter", "steps", "loss", "logp(y)", "logp(y')"] and "inversion" in header
-    assert "score" in header and console.splitlines()[2].split()[:2] == ["0", "1-4"]
+    assert {"score", "ho:lp/tok"} <= set(header) and console.splitlines()[1].split()[0] == "start"
+    assert console.splitlines()[2].split()[:2] == ["0", "1-4"]
 
     main([str(output_dir), "--out", str(tmp_path / "cli"), "--num_examples", "1"])
     printed = capsys.readouterr().out.split()
@@ -97,7 +101,7 @@ def test_checkpoint_fallback_and_skipped_figures(tmp_path):
     assert_png(tmp_path / "out" / "loglikelihood.png")
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "Skipped `advantages.png`" in summary and "Skipped `generations.md`" in summary
-    assert "Skipped `inversion.png`" in summary and "No per-iteration records" in summary
+    assert "Skipped `heldout.png`" in summary and "No per-iteration records" in summary
 
 
 def test_resumed_logs_keep_the_last_logging_of_each_step(tmp_path):
@@ -181,9 +185,9 @@ def test_console_table_keeps_the_telling_columns_within_the_width(tmp_path):
     console = console_iteration_table(str(tmp_path / "typical"), width=100)
     lines = console.splitlines()
     assert max(len(line) for line in lines) <= 100, console
-    assert lines[0] == "Score before training: 0.5."
     expected = ["iter", "steps", "loss", "logp(y)", "logp(y')", "adv(cur)", "adv(hist)", "inversion", "score"]
-    assert lines[1].split() == [*expected, "alarms"]
+    assert lines[0].split() == [*expected, "alarms"]
+    assert lines[1].split() == ["start", "0.5"], "before training: the score"
     assert lines[2].split() == ["0", "1-1563", *["-78.33"] * 5, "0.225", "0.25", "saturated"]
     assert lines[5].split()[-1] == "vanished" and lines[6].split()[1] == "6253-7815*"
     legend = " ".join(console.split())
@@ -195,8 +199,8 @@ def test_console_table_keeps_the_telling_columns_within_the_width(tmp_path):
         console = console_iteration_table(str(tmp_path / "wide"), width=width)
         lines = console.splitlines()
         assert max(len(line) for line in lines) <= width, console
-        assert lines[1].split()[:5] == ["iter", "steps", "loss", "logp(y)", "logp(y')"]
-        assert lines[2 + 11].split()[1] == "1100001-1200000*" and "not shown for" in console
+        assert lines[0].split()[:5] == ["iter", "steps", "loss", "logp(y)", "logp(y')"]
+        assert lines[2 + 11].split()[1] == "1100001-1200000*" and "not shown for" in " ".join(console.split())
     assert console_iteration_table(str(tmp_path / "none")) == iteration_table(str(tmp_path / "none"))
 
 
@@ -229,3 +233,23 @@ def test_iteration_boundaries_come_from_the_records_when_a_logging_window_spans_
     records = {0: {"first_step": 1}, 1: {"first_step": 5}, 2: {"first_step": 9}}
     assert _boundaries(lines, records) == [(4.5, 1), (8.5, 2)], "before each iteration's first step"
     assert _boundaries(lines, {}) == [(3.5, 1), (6.5, 2)], "without records: after the last entry of the previous one"
+
+
+def test_rewards_are_drawn_only_for_objectives_with_reference_logps(tmp_path):
+    """Under `tspin` the rewards are the log-likelihoods scaled (and never disagree with them): no figure. With a
+    reference (`spin`, `tspin_ref`) they differ, and the disagreement share is their second panel."""
+    from tspin_trl.run_folder import RunFolder
+
+    folder = RunFolder(str(tmp_path))
+    lines = [log_line(s, 0, **{"rewards/real": -1.0 * s, "rewards/disagreement": 0.25}) for s in (1, 2, 3)]
+    os.makedirs(folder.iteration_dir(0))
+    (tmp_path / "self_play" / "logs.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    data, meta = folder.iteration_files(0, "train")
+    row = {"index": 0, "prompt": "p", "real": "r", "synthetic": "s"}
+    Path(data).write_text(json.dumps(row) + "\n")
+    for objective, drawn in (("tspin", False), ("spin", True)):
+        Path(meta).write_text(json.dumps({"objective": objective}))
+        written = [os.path.basename(p) for p in plot_run(str(tmp_path), out_dir=str(tmp_path / objective))]
+        assert ("rewards.png" in written) == drawn, (objective, written)
+        assert "disagreement.png" not in written and "inversion.png" not in written
+    assert_png(tmp_path / "spin" / "rewards.png")

