@@ -1195,7 +1195,7 @@ def _with_sft_tokens(
 
 
 def _with_peft(
-    model: PreTrainedModel, peft_config: "PeftConfig | None", args: TSPINConfig, added_tokens: list[int] = ()
+    model: PreTrainedModel, peft_config: "PeftConfig | None", args: TSPINConfig, added_tokens: list[int] | None = None
 ) -> PreTrainedModel:
     """The model wrapped with `peft_config` (if given), and a PEFT model checked and prepared: no adapter on `lm_head`,
     input gradients for activation checkpointing (re-entrant under ZeRO-3). Tokens a cloned chat template added

@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 from datasets import Dataset
+from peft import LoraConfig
 
 from tests.support import make_config, self_play_trainer, sorting_rows
 from tspin_trl import TSPINConfig, TSPINTrainer
@@ -265,9 +266,13 @@ def test_chat_template_path_and_eos_token_are_applied_as_sft_applies_them(tmp_pa
         args=make_config(tmp_path / "out2", chat_template_path=str(tmp_path / "source")),
         train_dataset=Dataset.from_list(sorting_rows(2)),
         processing_class=clone_into,
+        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
     )
     assert clone_into.chat_template == template.read_text() and "<|tool|>" in clone_into.get_vocab()
-    assert trainer.model.get_input_embeddings().weight.shape[0] == len(clone_into)  # resized (to a multiple of 64)
+    embeddings = trainer.model.get_input_embeddings()
+    assert embeddings.weight.shape[0] == len(clone_into)  # resized (to a multiple of 64)
+    trainable = [name for name, p in trainer.model.named_parameters() if p.requires_grad and "lora_" not in name]
+    assert trainable and all("trainable_tokens" in name for name in trainable)  # the added tokens' embeddings, as SFT
     with pytest.raises(ValueError, match=r"`eos_token='<\|nope\|>'` is not in the vocabulary"):
         TSPINTrainer(
             model=build_tiny_model(tokenizer),
