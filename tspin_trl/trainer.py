@@ -648,9 +648,10 @@ class TSPINTrainer(_BaseTrainer):
 
     def _forward(
         self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], router_loss: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """The response log-probs of a batch, with `router_loss` the model's router load-balancing loss, and the
-        real responses' token counts: `(argmax-correct tokens, tokens, prompt + response tokens)`."""
+        real responses' token counts: `(argmax-correct tokens, tokens, prompt + response tokens)` (see
+        `_token_counts`)."""
         batch_size, num_roles = inputs["response_lengths"].shape
         with score_response_positions_only():
             return self._response_logps(model, inputs, batch_size, num_roles, router_loss)
@@ -690,7 +691,8 @@ class TSPINTrainer(_BaseTrainer):
         per_token = outputs.log_probs[:, positions]
         real = completion_mask[:batch_size, 1:].bool()  # the real responses' rows come first
         sequence = inputs["attention_mask"][:batch_size]
-        counts = _token_counts(outputs.is_top1[:batch_size, positions], real, sequence)
+        is_top1 = None if outputs.is_top1 is None else outputs.is_top1[:batch_size, positions]
+        counts = _token_counts(is_top1, real, sequence)
         return per_token.sum(dim=1).view(num_roles, batch_size), outputs.aux_loss if router_loss else None, counts
 
     def _block_attention_mask(self, segment_ids: torch.Tensor) -> Any:
@@ -745,10 +747,12 @@ class TSPINTrainer(_BaseTrainer):
             return loss, {"logps": logps.detach(), "predictions": predictions}
         return loss
 
-    def _record_token_metrics(self, mode: str, token_counts: torch.Tensor) -> None:
+    def _record_token_metrics(self, mode: str, token_counts: torch.Tensor | None) -> None:
         """SFT's `mean_token_accuracy` (the share of real-response tokens that are the model's argmax, from the fused
         head's tiles: no logits) and its `num_tokens` (prompt + real-response tokens trained on, cumulated over the
         training steps, as SFTTrainer counts them), summed over processes without a host sync."""
+        if token_counts is None:
+            return
         correct, total, tokens = self.accelerator.gather(token_counts.detach()).view(-1, 3).sum(0)
         self.metrics.record("mean_token_accuracy", correct / total.clamp(min=1), mode)
         if mode == "train":
@@ -1238,8 +1242,12 @@ def _with_peft(
     return model
 
 
-def _token_counts(is_top1: torch.Tensor, real: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
-    """`(argmax-correct real-response tokens, real-response tokens, prompt + real-response tokens)` of a batch."""
+def _token_counts(is_top1: torch.Tensor | None, real: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor | None:
+    """`(argmax-correct real-response tokens, real-response tokens, prompt + real-response tokens)` of a batch; `None`
+    from a model whose fused head gives no `is_top1` (another trainer's, e.g. a reference model passed to
+    `response_logps`)."""
+    if is_top1 is None:
+        return None
     return torch.stack([(is_top1 & real).sum(), real.sum(), sequence.sum()])
 
 
