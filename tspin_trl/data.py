@@ -292,6 +292,7 @@ def normalize_row(
     """
     synthetic = None
     split = {}
+    source = data_format  # what errors name: ShareGPT rows are checked as the messages they become
     if data_format == "sharegpt":
         row, data_format = sharegpt_to_messages(row, index), "messages"
     if data_format in ("text", "tokenized"):
@@ -300,13 +301,13 @@ def normalize_row(
         split = splitter.split_text(row, index) if data_format == "text" else splitter.split_tokens(row, index)
         prompt, real = split["prompt"], split["real"]
     elif data_format == "messages":
-        messages = row["messages"]
+        messages, column = row["messages"], _PROMPT_COLUMN[source]
         if not _is_message_list(messages):
-            raise DataFormatError(f"Row {index}, column 'messages': expected a non-empty list of messages.")
-        _check_messages(messages, "messages", index)
+            raise DataFormatError(f"Row {index}, column '{column}': expected a non-empty list of messages.")
+        _check_messages(messages, column, index)
         if messages[-1]["role"] != "assistant":
             raise DataFormatError(
-                f"Row {index}, column 'messages': the last message must be the assistant's (the real response), got "
+                f"Row {index}, column '{column}': the last message must be the assistant's (the real response), got "
                 f"role {messages[-1]['role']!r}."
             )
         prompt, real = messages[:-1], messages[-1:]
@@ -328,7 +329,7 @@ def normalize_row(
 
     conversational = not isinstance(prompt, str)
     text_field = splitter.text_field if splitter is not None else "text"
-    prompt_column = text_field if data_format == "text" else _PROMPT_COLUMN.get(data_format, "prompt")
+    prompt_column = text_field if data_format == "text" else _PROMPT_COLUMN.get(source, "prompt")
     if conversational:
         if not _is_message_list(prompt):
             raise DataFormatError(
@@ -340,7 +341,7 @@ def normalize_row(
     elif not prompt.strip():
         raise DataFormatError(f"Row {index}, column '{prompt_column}': the prompt is empty.")
 
-    real_column = text_field if data_format == "text" else _REAL_COLUMN.get(data_format, "chosen")
+    real_column = text_field if data_format == "text" else _REAL_COLUMN.get(source, "chosen")
     if real is None:
         raise DataFormatError(f"Row {index}, column '{real_column}': the real response is missing.")
     out = {"prompt": prompt, "real": _response(real, real_column, index, conversational)}

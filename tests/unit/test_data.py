@@ -475,3 +475,9 @@ def test_text_rows_train_through_the_trainer_and_read_as_sft_rows(tmp_path, toke
     assert dataset.to_dataset().column_names == dataset.column_names and dataset.num_rows == 4
     with pytest.raises(KeyError, match="Column 'labels' not in the dataset"):
         dataset["labels"]
+
+
+def test_sharegpt_errors_name_the_conversations_column():
+    row = {"conversations": [{"from": "gpt", "value": "hello"}, {"from": "human", "value": "hi"}]}
+    with pytest.raises(DataFormatError, match="Row 0, column 'conversations': the last message must be the assistant"):
+        normalize_row(row, "sharegpt", 0)
