@@ -71,6 +71,21 @@ DPO_COMPATIBILITY_FIELDS = (
     "pad_token",
 )
 DEFAULT_SOURCES.update({name: "DPOConfig (TRL 1.16)" for name in DPO_COMPATIBILITY_FIELDS})
+# Fields of TRL's SFTConfig that TSPINConfig accepts (their defaults are SFT's), and T-SPIN's own split rule.
+SFT_COMPATIBILITY_FIELDS = (
+    "dataset_text_field",
+    "chat_template_path",
+    "eos_token",
+    "dataset_kwargs",
+    "completion_only_loss",
+    "assistant_only_loss",
+    "packing",
+    "packing_strategy",
+    "eval_packing",
+    "shuffle_dataset",
+)
+DEFAULT_SOURCES.update({name: "SFTConfig (TRL 1.16)" for name in SFT_COMPATIBILITY_FIELDS})
+DEFAULT_SOURCES["response_template"] = "ours: unset, the documented split on tokens (docs/data_formats.md)"
 
 
 def parameter_docs() -> dict[str, str]:

@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 import functools
+import json
 import math
 import numbers
 import os
@@ -135,6 +136,24 @@ _DPO_ONLY_LOSS_TYPES = (
     "sft",
     "sigmoid_norm",
 )
+# SFTConfig (TRL 1.16) fields T-SPIN has no counterpart for: SFT's default (accepted, so an SFT configuration carries
+# over), and why any other value is refused.
+_SFT_FIELDS_WITHOUT_COUNTERPART: dict[str, tuple[Any, str]] = {
+    "packing": (
+        False,
+        "a T-SPIN row is one prompt with its two or three responses, so there is nothing to pack several examples "
+        "into; `share_prompt` is T-SPIN's own memory-saving layout (each prompt computed once)",
+    ),
+    "packing_strategy": ("bfd", "it applies to `packing`, which T-SPIN has no counterpart for"),
+    "shuffle_dataset": (
+        False,
+        "the training dataloader already draws the examples in a new random order every epoch, and the prepared "
+        "rows stay in dataset order so that the iteration files name them by their index",
+    ),
+}
+# SFT's token-level losses: `loss_type` is T-SPIN's per-term loss, so these are refused (an SFTConfig passed as `args`
+# is converted without SFT's default, see `TSPINConfig.from_training_arguments`).
+_SFT_LOSS_TYPES = ("nll", "chunked_nll", "dft")
 TRUNCATION_MODES = ("keep_end", "keep_start")
 VLLM_MODES = ("colocate", "server")
 VLLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -444,12 +463,50 @@ class TSPINConfig(_BaseConfig):
         pad_token (`str`, *optional*):
             DPO compatibility: accepted only at DPO's default (`None`); set `tokenizer.pad_token` instead.
 
+        > Parameters for SFT's data, and TRL's `SFTConfig` fields, accepted so that an SFT configuration carries over
+
+        response_template (`str`, *optional*):
+            Plain-text rows (the `dataset_text_field` column): the real response is the text after the last occurrence
+            of this string, the prompt the text up to and including it (generation continues from there). `"paper"` is
+            the paper's template, `### Instruction: {prompt}\n\n### Response: `, split after `"### Response: "`. Unset:
+            the default split on tokens, the response being the second half of each text's tokens (the eos token
+            appended, as SFT appends it), at most `max_completion_length` of them, so that real and generated responses
+            have the same length limit (see docs/data_formats.md).
+        dataset_text_field (`str`, *optional*, defaults to `"text"`):
+            SFT's: the column of plain-text rows, recognised when no other format's columns are present.
+        chat_template_path (`str`, *optional*):
+            SFT's: sets the tokenizer's chat template from a Jinja file (`.jinja`/`.j2`), or clones it (with its
+            special tokens, resizing the embeddings) from a tokenizer's folder or Hub id, as `SFTTrainer` does.
+        eos_token (`str`, *optional*):
+            SFT's: the token that ends a turn or sequence, set on the tokenizer and added to the model's generation eos
+            tokens, as `SFTTrainer` does. Real responses and generation end at it.
+        dataset_kwargs (`dict[str, Any]`, *optional*):
+            SFT compatibility: `None`, `{}` or `{"skip_prepare_dataset": False}`. `skip_prepare_dataset=True` is
+            refused: T-SPIN must know each prompt apart from its response to generate from it (pass pre-tokenized rows
+            with a `completion_mask` instead).
+        completion_only_loss (`bool`, *optional*):
+            SFT compatibility: `None` (SFT's default) and `True` are what T-SPIN always does, training on response
+            tokens only; `False` (train on the prompt too) is refused.
+        assistant_only_loss (`bool`, *optional*, defaults to `False`):
+            SFT compatibility: either value is accepted. T-SPIN trains on the real response only, which for
+            conversations is the last assistant turn: the earlier turns, assistant ones included, are the prompt.
+        packing (`bool`, *optional*, defaults to `False`):
+            SFT compatibility: accepted only at SFT's default; `share_prompt` is T-SPIN's memory-saving layout.
+        packing_strategy (`str`, *optional*, defaults to `"bfd"`):
+            SFT compatibility: accepted only at SFT's default (it applies to `packing`).
+        eval_packing (`bool`, *optional*):
+            SFT compatibility: `None` or `False` (T-SPIN packs no evaluation set).
+        shuffle_dataset (`bool`, *optional*, defaults to `False`):
+            SFT compatibility: accepted only at SFT's default; the training dataloader shuffles every epoch anyway.
+
     `loss_type` also takes DPO's list form: `["sigmoid"]` (DPO's default, T-SPIN's logistic loss) is `"sigmoid"`; DPO's
-    other loss types have no T-SPIN counterpart and are refused. `pad_to_multiple_of="auto"` (DPO's default) means no
-    padding to a multiple.
+    other loss types have no T-SPIN counterpart and are refused, and so are SFT's (`"nll"`, `"dft"`): an extra NLL term
+    on the real responses is `real_nll_weight`. `pad_to_multiple_of="auto"` (DPO's default) means no padding to a
+    multiple. A `transformers.TrainingArguments` or a TRL `SFTConfig` given to [`TSPINTrainer`] as `args` is converted
+    by [`~TSPINConfig.from_training_arguments`].
     """
 
-    _VALID_DICT_FIELDS = _BaseConfig._VALID_DICT_FIELDS + ["model_init_kwargs", "generation_kwargs"]
+    _VALID_DICT_FIELDS = _BaseConfig._VALID_DICT_FIELDS + ["model_init_kwargs", "generation_kwargs", "dataset_kwargs"]
 
     # Parameters whose default values are overridden from TrainingArguments
     learning_rate: float = field(
@@ -679,8 +736,69 @@ class TSPINConfig(_BaseConfig):
         default=None, metadata={"help": "DPO compatibility: only DPO's default (None); set `tokenizer.pad_token`."}
     )
 
+    # SFT's data and SFTConfig fields (TRL 1.16), accepted so that an SFT configuration carries over (see
+    # `_map_sft_fields`)
+    response_template: str | None = field(
+        default=None,
+        metadata={
+            "help": "Plain text: the response is the text after the last occurrence of this string ('paper': the "
+            "paper's '### Response: '). Unset: the second half of each text's tokens (at most max_completion_length)."
+        },
+    )
+    dataset_text_field: str = field(default="text", metadata={"help": "The column of plain-text rows (SFT's)."})
+    chat_template_path: str | None = field(
+        default=None,
+        metadata={"help": "A Jinja file, or a tokenizer whose chat template is cloned (as SFTTrainer does)."},
+    )
+    eos_token: str | None = field(
+        default=None, metadata={"help": "The token that ends a turn or sequence (set on the tokenizer, as SFT)."}
+    )
+    dataset_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "SFT compatibility: `skip_prepare_dataset=True` is refused."}
+    )
+    completion_only_loss: bool | None = field(
+        default=None, metadata={"help": "SFT compatibility: T-SPIN trains on responses only; False is refused."}
+    )
+    assistant_only_loss: bool = field(
+        default=False,
+        metadata={"help": "SFT compatibility: either value (T-SPIN trains on the last assistant turn only)."},
+    )
+    packing: bool = field(default=False, metadata={"help": "SFT compatibility: only SFT's default (False)."})
+    packing_strategy: str = field(default="bfd", metadata={"help": "SFT compatibility: only SFT's default ('bfd')."})
+    eval_packing: bool | None = field(
+        default=None, metadata={"help": "SFT compatibility: None or False (no packing)."}
+    )
+    shuffle_dataset: bool = field(default=False, metadata={"help": "SFT compatibility: only SFT's default (False)."})
+
+    @classmethod
+    def from_training_arguments(cls, args: Any) -> "TSPINConfig":
+        """
+        A `TSPINConfig` from a `transformers.TrainingArguments` or a TRL `SFTConfig`, converted as `SFTTrainer`
+        converts a `TrainingArguments`: every field's value carried over (`to_dict()`, the Hub token included), so the
+        other settings (learning rate, optimizer, ...) are the given ones, not T-SPIN's defaults. SFT's default
+        `loss_type="nll"` is dropped (T-SPIN's `loss_type` is its own per-term loss); SFT's other fields are accepted
+        or refused as `TSPINConfig` does. Another trainer's config (e.g. a `DPOConfig`, whose `beta` means something
+        else here) is refused.
+        """
+        from transformers import TrainingArguments
+        from trl import SFTConfig
+
+        if not isinstance(args, SFTConfig) and type(args) is not TrainingArguments:
+            raise TypeError(
+                f"`args` must be a TSPINConfig, or a TrainingArguments or SFTConfig to convert, got "
+                f"{type(args).__name__}. Build a TSPINConfig with the same fields (docs/migration.md lists what each "
+                "field of DPOConfig and SFTConfig means here)."
+            )
+        values = args.to_dict()
+        # `to_dict` hides every `*_token` field (hub_token, and SFT's eos_token and pad_token) behind a placeholder
+        values.update({name: getattr(args, name) for name in values if name.endswith("_token")})
+        if isinstance(args, SFTConfig) and values.get("loss_type") in _SFT_LOSS_TYPES[:2]:
+            del values["loss_type"]  # SFT's NLL, its only loss here: T-SPIN's loss replaces it
+        return cls(**values)
+
     def __post_init__(self):
         self._map_dpo_fields()  # first: it may set `share_prompt`
+        self._map_sft_fields()
         # TRL defaults to bf16; on a machine without a bf16-capable accelerator that is slower or fails.
         if self.bf16 is None and not self.fp16:
             self.bf16 = _accelerator_supports_bf16()
@@ -805,6 +923,15 @@ class TSPINConfig(_BaseConfig):
                     "counterpart.",
                 )
             self.loss_type = self.loss_type[0]
+        if self.loss_type in _SFT_LOSS_TYPES:
+            fail(
+                "loss_type",
+                self.loss_type,
+                f"it is an SFTConfig loss (a token-level loss on the responses). T-SPIN's `loss_type` is the per-term "
+                f"loss of its self-play objective, one of {list(LOSS_TYPES)} ('sigmoid' is the paper's); an extra NLL "
+                "term on the real responses is `real_nll_weight`. (An SFTConfig passed to TSPINTrainer as `args` is "
+                "converted without SFT's default 'nll'.)",
+            )
         if self.loss_type in _DPO_ONLY_LOSS_TYPES:
             fail(
                 "loss_type",
@@ -839,6 +966,52 @@ class TSPINConfig(_BaseConfig):
                 self.pad_to_multiple_of = int(text)
             else:
                 fail("pad_to_multiple_of", self.pad_to_multiple_of, "it must be an integer, 'auto' or None.")
+
+    def _map_sft_fields(self) -> None:
+        """Accept the fields of TRL's `SFTConfig` that a migrating configuration carries: those that mean the same
+        here (`dataset_text_field`, `chat_template_path`, `eos_token`; the trainer applies them), the others at a
+        value T-SPIN does anyway, and refuse any other value naming why and T-SPIN's counterpart."""
+        fail = _fail
+        for name, (default, instead) in _SFT_FIELDS_WITHOUT_COUNTERPART.items():
+            value = getattr(self, name)
+            if value != default:
+                fail(name, value, f"it is an SFTConfig field T-SPIN has no counterpart for: {instead}. Remove it.")
+        if self.eval_packing:
+            fail("eval_packing", True, "T-SPIN packs no evaluation set (see `packing`). Remove it.")
+        if self.completion_only_loss is False:
+            fail(
+                "completion_only_loss",
+                False,
+                "T-SPIN trains on response tokens only: its loss compares the real response with the policy's own "
+                "responses to the same prompt, and the prompt is their shared context. Remove it (None and True mean "
+                "what T-SPIN does).",
+            )
+        if isinstance(self.dataset_kwargs, str):  # from the command line
+            self.dataset_kwargs = json.loads(self.dataset_kwargs)
+        if self.dataset_kwargs is not None:
+            if not isinstance(self.dataset_kwargs, dict):
+                fail("dataset_kwargs", self.dataset_kwargs, "it must be a dict or None.")
+            unknown = sorted(set(self.dataset_kwargs) - {"skip_prepare_dataset"})
+            if unknown:
+                fail(
+                    "dataset_kwargs", self.dataset_kwargs, f"SFT's only key is 'skip_prepare_dataset'; got {unknown}."
+                )
+            if self.dataset_kwargs.get("skip_prepare_dataset"):
+                fail(
+                    "dataset_kwargs",
+                    self.dataset_kwargs,
+                    "`skip_prepare_dataset=True` has no counterpart: T-SPIN tokenizes each prompt apart from its "
+                    "response, since self-play generates from the prompt. Pass the rows untokenized, or pre-tokenized "
+                    "with a 'completion_mask' column (docs/data_formats.md).",
+                )
+        for name in ("response_template", "dataset_text_field", "chat_template_path", "eos_token"):
+            value = getattr(self, name)
+            if (value is not None or name == "dataset_text_field") and not (isinstance(value, str) and value):
+                fail(
+                    name,
+                    value,
+                    "it must be a non-empty string" + ("." if name == "dataset_text_field" else " or None."),
+                )
 
     def _validate_number_types(self) -> None:
         """Float fields hold numbers (a string such as "1e-4" or `None` would fail deep in training, naming nothing);

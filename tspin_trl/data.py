@@ -6,18 +6,25 @@ row's `tools` and `chat_template_kwargs`), then tokenized once. Conversational r
 not a prefix of the conversation), and preference rows without a `prompt` have it extracted with TRL's
 `maybe_extract_prompt`. The prompt is tokenized exactly as generation will see it, and each response is tokenized as
 the continuation of that prompt, ending at the first end-of-sequence token.
+
+SFT's data forms are accepted too: plain text (one column, `text` by default) is split into prompt and real response by
+a stated rule (after the last occurrence of a response template, or by default the second half of the tokens, at most
+`max_completion_length` of them), pre-tokenized rows by their completion mask, ShareGPT `conversations` are converted
+to messages with TRL's `maybe_convert_to_chatml`, and a `formatting_func`'s output follows the text rule (a string) or
+is a conversation (a list of messages).
 """
 
+import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 from accelerate import PartialState
 from datasets import Dataset, IterableDataset
 from transformers import PreTrainedTokenizerBase
-from trl.data_utils import apply_chat_template, maybe_extract_prompt
+from trl.data_utils import apply_chat_template, maybe_convert_to_chatml, maybe_extract_prompt
 
 
 logger = logging.getLogger(__name__)
@@ -29,7 +36,15 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "prompt_completion": ("prompt", "completion"),
     "preference": ("prompt", "chosen"),
     "implicit_preference": ("chosen", "rejected"),
+    "sharegpt": ("conversations",),
 }
+# SFT's forms, recognised apart from FORMATS: pre-tokenized rows (`input_ids`, before every other format, as SFT reads
+# them) and plain text (the `dataset_text_field` column, when no other format matches).
+TOKENIZED_MASK_COLUMNS = ("completion_mask", "labels")
+# `response_template` presets: "paper" ends the paper's prompt template, `### Instruction: {prompt}\n\n### Response: `
+RESPONSE_TEMPLATE_PRESETS = {"paper": "### Response: "}
+# ShareGPT's role names (TRL's `maybe_convert_to_chatml` renames the keys only)
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
 OPTIONAL_RESPONSE_COLUMNS = ("synthetic", "proto")
 RESPONSE_ROLES = ("real", "synthetic", "proto")
 # Columns TRL's vision-language trainers read; T-SPIN generates and scores text only.
@@ -37,13 +52,30 @@ IMAGE_COLUMNS = ("image", "images")
 SUPPORTED_FORMATS_TEXT = (
     "'prompt' + 'completion' (standard or conversational), 'messages' (the last assistant turn is the real "
     "response), SPIN's 'real' + 'generated' message lists, DPO's 'prompt' + 'chosen' (chosen is the real response), "
-    "or DPO's implicit-prompt 'chosen' + 'rejected' (the prompt is their shared first turns). Optional columns: "
+    "DPO's implicit-prompt 'chosen' + 'rejected' (the prompt is their shared first turns), ShareGPT's "
+    "'conversations' (from/value), plain text ('text' or `dataset_text_field`, split into prompt and response by "
+    "`response_template` or the default rule, see docs/data_formats.md), or pre-tokenized 'input_ids' with a "
+    "'completion_mask' (or 'labels', -100 on the prompt). Optional columns: "
     "'synthetic' and 'proto' (already generated responses), 'tools' (function schemas for the chat template) and "
     "'chat_template_kwargs' (a dict per row)"
 )
 # Where the prompt and the real response of each format come from, for error messages.
-_PROMPT_COLUMN = {"messages": "messages", "spin": "real", "implicit_preference": "chosen"}
-_REAL_COLUMN = {"messages": "messages", "spin": "real", "prompt_completion": "completion"}
+_PROMPT_COLUMN = {
+    "messages": "messages",
+    "spin": "real",
+    "implicit_preference": "chosen",
+    "sharegpt": "conversations",
+    "text": "text",
+    "tokenized": "input_ids",
+}
+_REAL_COLUMN = {
+    "messages": "messages",
+    "spin": "real",
+    "prompt_completion": "completion",
+    "sharegpt": "conversations",
+    "text": "text",
+    "tokenized": "input_ids",
+}
 # `multi_turn_completions`: what to do with a conversational response of several turns (see `split_multi_turn`).
 MULTI_TURN_COMPLETIONS = ("error", "last_assistant")
 _MULTI_TURN_HINT = (
@@ -56,8 +88,11 @@ class DataFormatError(ValueError):
     """A dataset row or column does not match any supported T-SPIN format."""
 
 
-def detect_format(column_names: Sequence[str]) -> str:
-    """Return the name of the dataset format from its columns, or raise a [`DataFormatError`] naming the fix."""
+def detect_format(column_names: Sequence[str], text_field: str = "text") -> str:
+    """Return the name of the dataset format from its columns, or raise a [`DataFormatError`] naming the fix.
+
+    Pre-tokenized rows (`input_ids`) come first, as SFT reads them, and need a completion mask; plain text
+    (`text_field`) is recognised when no other format matches."""
     columns = set(column_names)
     for column in IMAGE_COLUMNS:
         if column in columns:
@@ -66,7 +101,19 @@ def detect_format(column_names: Sequence[str]) -> str:
                 "text-only causal language models (it samples and scores text responses). Supported: "
                 f"{SUPPORTED_FORMATS_TEXT}. Drop the '{column}' column to train on the text alone."
             )
+    if "input_ids" in columns:
+        if not any(column in columns for column in TOKENIZED_MASK_COLUMNS):
+            raise DataFormatError(
+                f"The dataset is pre-tokenized ({sorted(columns)}) but has no 'completion_mask' (1 on the response "
+                "tokens) or 'labels' (-100 on the prompt tokens), so where the prompt ends is unknown: T-SPIN "
+                "generates its own responses from the prompt, so it must know it. Add a 'completion_mask' column, or "
+                "pass the untokenized rows (prompt/completion, messages, or text split by `response_template` or the "
+                "default rule, see docs/data_formats.md)."
+            )
+        return "tokenized"
     matches = [name for name, required in FORMATS.items() if set(required) <= columns]
+    if not matches and text_field in columns:
+        return "text"
     real_columns = {_REAL_COLUMN.get(name, "chosen") for name in matches}
     if len(real_columns) > 1:  # e.g. 'messages' and 'prompt' + 'completion': which is the real response?
         described = " and ".join(" + ".join(f"'{c}'" for c in FORMATS[name]) for name in matches)
@@ -276,8 +323,26 @@ def _move_earlier_turns(
     return prompt + earlier, real, kept, len(earlier)
 
 
+def sharegpt_to_messages(row: dict[str, Any], index: int) -> dict[str, Any]:
+    """A ShareGPT row (`conversations` of `from`/`value` turns) as a `messages` row, converted by TRL's
+    `maybe_convert_to_chatml`; ShareGPT's role names `human` and `gpt` become `user` and `assistant`."""
+    conversations = row["conversations"]
+    if not _is_message_list(conversations):
+        raise DataFormatError(
+            f"Row {index}, column 'conversations': expected a non-empty list of turns ({{'from': ..., 'value': ...}})."
+        )
+    converted = maybe_convert_to_chatml({"conversations": [dict(turn) for turn in conversations]})
+    for message in converted["messages"]:
+        message["role"] = SHAREGPT_ROLES.get(message.get("role"), message.get("role"))
+    return {key: value for key, value in row.items() if key != "conversations"} | converted
+
+
 def normalize_row(
-    row: dict[str, Any], data_format: str, index: int, multi_turn_completions: str = "error"
+    row: dict[str, Any],
+    data_format: str,
+    index: int,
+    multi_turn_completions: str = "error",
+    splitter: "TripletTokenizer | None" = None,
 ) -> dict[str, Any]:
     """Map a row of any supported format to `{"prompt", "real", "synthetic"?, "proto"?, "tools"?,
     "chat_template_kwargs"?, "moved_turns"?}`.
@@ -286,20 +351,31 @@ def normalize_row(
     (conversational data). A conversational response of several turns (e.g. a tool call, its result and the answer)
     is an error, unless `multi_turn_completions="last_assistant"`: the turns before its last assistant message then
     move into the prompt, and `moved_turns` gives their number (rows with none have no such key).
+    Plain-text and pre-tokenized rows are split by `splitter` ([`TripletTokenizer.split_text`],
+    [`TripletTokenizer.split_tokens`]); a split on tokens also returns them (`prompt_ids`, `real_ids`).
     """
     if multi_turn_completions not in MULTI_TURN_COMPLETIONS:
         raise ValueError(
             f"multi_turn_completions={multi_turn_completions!r} is invalid: use one of {list(MULTI_TURN_COMPLETIONS)}."
         )
     synthetic = None
-    if data_format == "messages":
-        messages = row["messages"]
+    split = {}
+    source = data_format  # what errors name: ShareGPT rows are checked as the messages they become
+    if data_format == "sharegpt":
+        row, data_format = sharegpt_to_messages(row, index), "messages"
+    if data_format in ("text", "tokenized"):
+        if splitter is None:
+            raise ValueError(f"Rows of the {data_format!r} format are split into prompt and response by a tokenizer.")
+        split = splitter.split_text(row, index) if data_format == "text" else splitter.split_tokens(row, index)
+        prompt, real = split["prompt"], split["real"]
+    elif data_format == "messages":
+        messages, column = row["messages"], _PROMPT_COLUMN[source]
         if not _is_message_list(messages):
-            raise DataFormatError(f"Row {index}, column 'messages': expected a non-empty list of messages.")
-        _check_messages(messages, "messages", index)
+            raise DataFormatError(f"Row {index}, column '{column}': expected a non-empty list of messages.")
+        _check_messages(messages, column, index)
         if messages[-1]["role"] != "assistant":
             raise DataFormatError(
-                f"Row {index}, column 'messages': the last message must be the assistant's (the real response), got "
+                f"Row {index}, column '{column}': the last message must be the assistant's (the real response), got "
                 f"role {messages[-1]['role']!r}."
             )
         prompt, real = messages[:-1], messages[-1:]
@@ -320,7 +396,8 @@ def normalize_row(
         prompt, real = example["prompt"], example["chosen"]
 
     conversational = not isinstance(prompt, str)
-    prompt_column = _PROMPT_COLUMN.get(data_format, "prompt")
+    text_field = splitter.text_field if splitter is not None else "text"
+    prompt_column = text_field if data_format == "text" else _PROMPT_COLUMN.get(source, "prompt")
     if conversational:
         if not _is_message_list(prompt):
             raise DataFormatError(
@@ -332,7 +409,7 @@ def normalize_row(
     elif not prompt.strip():
         raise DataFormatError(f"Row {index}, column '{prompt_column}': the prompt is empty.")
 
-    real_column = _REAL_COLUMN.get(data_format, "chosen")
+    real_column = text_field if data_format == "text" else _REAL_COLUMN.get(source, "chosen")
     if real is None:
         raise DataFormatError(f"Row {index}, column '{real_column}': the real response is missing.")
     given = {column: row[column] for column in OPTIONAL_RESPONSE_COLUMNS if row.get(column) is not None}
@@ -340,6 +417,7 @@ def normalize_row(
     if conversational and multi_turn_completions == "last_assistant":
         prompt, real, given, moved = _move_earlier_turns(prompt, real, given, real_column, index)
     out = {"prompt": prompt, "real": _response(real, real_column, index, conversational)}
+    out.update({key: split[key] for key in ("prompt_ids", "real_ids") if key in split})
     if synthetic is not None:
         out["synthetic"] = _response(synthetic, "generated", index, conversational)
     for column, value in given.items():
@@ -386,6 +464,11 @@ class TripletTokenizer:
     `max_length - max_completion_length` tokens so that a full-length generated response fits (dropped when
     `max_completion_length` is not below `max_length`).
 
+    Plain text (SFT's language-modeling rows) is split into prompt and real response by [`split_text`]: after the last
+    occurrence of `response_template`, or by default on tokens, the response being the text's second half (at most
+    `max_completion_length` tokens, the eos token appended as SFT appends it); pre-tokenized rows by their completion
+    mask ([`split_tokens`]).
+
     Args:
         tokenizer ([`~transformers.PreTrainedTokenizerBase`]):
             Tokenizer with a chat template for conversational data.
@@ -399,11 +482,16 @@ class TripletTokenizer:
             Token ids that end a response.
         max_completion_length (`int`, *optional*):
             Room a `"keep_end"` cut leaves for a generated response; without it, `"keep_end"` drops prompts with no
-            room too.
+            room too. It also caps the response of the default text split.
         multi_turn_completions (`str`, *optional*, defaults to `"error"`):
             What [`tokenize_dataset`] does with a conversational response of several turns: `"error"` refuses it,
             `"last_assistant"` moves the turns before its last assistant message into the prompt (see
             [`normalize_row`]).
+        response_template (`str`, *optional*):
+            Plain text: the response is the text after the last occurrence of this string (the prompt ends with it).
+            `"paper"` is the paper's template (`"### Response: "`). `None`: the default split on tokens.
+        text_field (`str`, *optional*, defaults to `"text"`):
+            The column of plain-text rows.
     """
 
     def __init__(
@@ -415,6 +503,8 @@ class TripletTokenizer:
         eos_ids: list[int],
         max_completion_length: int | None = None,
         multi_turn_completions: str = "error",
+        response_template: str | None = None,
+        text_field: str = "text",
     ):
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -423,7 +513,108 @@ class TripletTokenizer:
         self.eos_ids = eos_ids
         self.max_completion_length = max_completion_length
         self.multi_turn_completions = multi_turn_completions
+        self.response_template = RESPONSE_TEMPLATE_PRESETS.get(response_template, response_template)
+        self.text_field = text_field
         self._warned_prefix = False
+        self.announced_text_rule = False
+
+    @property
+    def text_rule(self) -> str:
+        """The rule that splits plain text into prompt and real response, in words."""
+        if self.response_template is not None:
+            return (
+                f"the response is the text after the last occurrence of response_template={self.response_template!r}"
+                " (the prompt ends with it)"
+            )
+        cap = (
+            ""
+            if self.max_completion_length is None
+            else f", at most max_completion_length={self.max_completion_length}"
+        )
+        return (
+            f"the response is the second half of the text's tokens (the eos token appended{cap}), the prompt the "
+            "tokens before it"
+        )
+
+    def split_text(self, row: dict[str, Any], index: int) -> dict[str, Any]:
+        """A plain-text row as its prompt and real response, by [`text_rule`]: `{"prompt", "real"}`, and the token ids
+        (`prompt_ids`, `real_ids`) when the split is on tokens."""
+        field = self.text_field
+        text = row.get(field)
+        if not isinstance(text, str) or not text.strip():
+            raise DataFormatError(
+                f"Row {index}, column '{field}': expected a non-empty string, got {type(text).__name__} ({text!r})."
+            )
+        if self.response_template is not None:
+            at = text.rfind(self.response_template)
+            if at < 0:
+                raise DataFormatError(
+                    f"Row {index}, column '{field}': the response template {self.response_template!r} does not occur "
+                    f"in the text (starting {text[:60]!r}), so its response is unknown. Fix the row, drop it, or set "
+                    "`response_template` to the string that precedes the response in every row."
+                )
+            cut = at + len(self.response_template)
+            if not text[cut:].strip():
+                raise DataFormatError(
+                    f"Row {index}, column '{field}': nothing follows the last {self.response_template!r}: the "
+                    "response is empty."
+                )
+            return {"prompt": text[:cut], "real": text[cut:]}
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        eos = self.tokenizer.eos_token
+        if eos is not None and not text.endswith(eos):  # as SFT appends it to language-modeling text
+            ids = ids + [self.tokenizer.eos_token_id]
+        if len(ids) < 2:
+            raise DataFormatError(
+                f"Row {index}, column '{field}': the text is one token ({text!r}): nothing is left for a prompt and a "
+                "response. Drop the row."
+            )
+        size = len(ids) // 2
+        if self.max_completion_length is not None:
+            size = min(size, self.max_completion_length)
+        return self._split_ids(ids, len(ids) - size)
+
+    def split_tokens(self, row: dict[str, Any], index: int) -> dict[str, Any]:
+        """A pre-tokenized row as its prompt and real response: the response is the run of tokens its
+        `completion_mask` marks (or its `labels` that are not -100), the prompt every token before it. Tokens after
+        the response (a chat template's newline after the end of turn) are dropped; a mask with several runs is an
+        error."""
+        ids = row["input_ids"]
+        if not (isinstance(ids, list) and ids and all(isinstance(i, int) for i in ids)):
+            raise DataFormatError(f"Row {index}, column 'input_ids': expected a non-empty list of token ids.")
+        column = next((c for c in TOKENIZED_MASK_COLUMNS if row.get(c) is not None), None)
+        if column is None:
+            raise DataFormatError(
+                f"Row {index}: its 'completion_mask' (or 'labels') is empty, so where the prompt ends is unknown."
+            )
+        mask = row[column] if column == "completion_mask" else [label != -100 for label in row[column]]
+        if len(mask) != len(ids):
+            raise DataFormatError(
+                f"Row {index}, column '{column}': {len(mask)} values for {len(ids)} input_ids; give one per token."
+            )
+        marked = [position for position, bit in enumerate(mask) if bit]
+        if not marked or marked[0] == 0:
+            raise DataFormatError(
+                f"Row {index}, column '{column}': "
+                + (
+                    "no token is marked as the response."
+                    if not marked
+                    else "the response starts at the first token, leaving no prompt to generate from."
+                )
+            )
+        start, end = marked[0], marked[-1] + 1
+        if len(marked) != end - start:
+            raise DataFormatError(
+                f"Row {index}, column '{column}': the response tokens are not one run (the mask has gaps, e.g. "
+                "several assistant turns). T-SPIN's real response is the end of the sequence: mark only the last "
+                "response."
+            )
+        return self._split_ids(ids[:end], start)
+
+    def _split_ids(self, ids: list[int], start: int) -> dict[str, Any]:
+        prompt_ids, real_ids = list(ids[:start]), cut_at_eos(list(ids[start:]), self.eos_ids)
+        decode = functools.partial(self.tokenizer.decode, skip_special_tokens=False)
+        return {"prompt": decode(prompt_ids), "real": decode(real_ids), "prompt_ids": prompt_ids, "real_ids": real_ids}
 
     def _template(self, example: dict[str, Any], options: dict[str, Any], index: int) -> dict[str, str]:
         if "chat_template_kwargs" in options:
@@ -512,7 +703,11 @@ class TripletTokenizer:
         """The tokenized example (`None` when it has no room for a response) and the number of prompt tokens cut."""
         standard = isinstance(row["prompt"], str)
         prompt_text, response_texts = self.render(row, index)
-        prompt_ids, cut = self.fit_prompt(self._encode_prompt_text(prompt_text, standard))
+        # a split on tokens (pre-tokenized rows, the default text split) keeps its tokens
+        given_ids = row.get("prompt_ids")
+        prompt_ids, cut = self.fit_prompt(
+            self._encode_prompt_text(prompt_text, standard) if given_ids is None else given_ids
+        )
         if prompt_ids is None:
             return None, cut
         real = row["real"]
@@ -520,18 +715,21 @@ class TripletTokenizer:
         out = {"prompt_text": prompt_text, "prompt_ids": prompt_ids, "real_text": real_text}
         for role, text in response_texts.items():
             out[f"{role}_ids"] = self.encode_response(text, standard)
+        if "real_ids" in row:
+            out["real_ids"] = row["real_ids"]
         return out, cut
 
     def __call__(self, row: dict[str, Any], index: int) -> dict[str, Any] | None:
         return self.encode(row, index)[0]
 
 
-def check_columns(dataset: Dataset | IterableDataset, name: str) -> str:
-    """Validate the columns of a dataset before any compute and return its format."""
+def check_columns(dataset: Dataset | IterableDataset, name: str, text_field: str = "text") -> str:
+    """Validate the columns of a dataset before any compute and return its format (`text_field`: the plain-text
+    column, see [`detect_format`])."""
     column_names = dataset.column_names
     if column_names is None:  # IterableDataset of unknown features
         column_names = list(next(iter(dataset)).keys())
-    data_format = detect_format(column_names)
+    data_format = detect_format(column_names, text_field)
     if isinstance(dataset, Dataset) and len(dataset) == 0:
         raise DataFormatError(f"The {name} dataset is empty.")
     if "rejected" in column_names:
@@ -616,9 +814,25 @@ def tokenize_dataset(
     `triplet_tokenizer`), one warning gives the number of rows whose earlier response turns moved into the prompt.
     """
     rule = triplet_tokenizer.multi_turn_completions
-    rows = [normalize_row(row, data_format, index, rule) for index, row in enumerate(dataset)]
+    rows = [normalize_row(row, data_format, index, rule, triplet_tokenizer) for index, row in enumerate(dataset)]
     if not rows:
         raise DataFormatError(f"The {name} dataset is empty.")
+    if data_format == "text" and not triplet_tokenizer.announced_text_rule and _on_main_process():
+        # once per trainer; the default rule is a choice made for the user, so it is a warning
+        triplet_tokenizer.announced_text_rule = True
+        default = triplet_tokenizer.response_template is None
+        (logger.warning if default else logger.info)(
+            "Plain-text rows (column '%s') are split into a prompt and a real response: %s. Self-play generates the "
+            "synthetic and proto-synthetic responses from the prompt part, and T-SPIN trains on the response part "
+            "only. %s, or pass prompt/completion rows (docs/data_formats.md).%s",
+            triplet_tokenizer.text_field,
+            triplet_tokenizer.text_rule,
+            "To split after a marker instead, set `response_template` (e.g. '### Response:', or 'paper' for the "
+            "paper's template)"
+            if default
+            else "Change it with `response_template`",
+            " This warning is shown once." if default else "",
+        )
     conversational = not isinstance(rows[0]["prompt"], str)
     if any((not isinstance(row["prompt"], str)) != conversational for row in rows):
         raise DataFormatError(f"The {name} dataset mixes plain-text and conversational prompts; use one kind.")
@@ -700,7 +914,38 @@ def tokenize_dataset(
                 _rows_text(sorted(long)),
                 tt.max_length,
             )
-    return TripletDataset(examples, mix_previous=mix_previous, num_source_rows=len(rows))
+    return TripletDataset(examples, mix_previous=mix_previous, num_source_rows=len(rows), max_length=tt.max_length)
+
+
+def apply_formatting_func(
+    dataset: Dataset | IterableDataset, formatting_func: Callable[[dict[str, Any]], Any], text_field: str = "text"
+) -> Dataset | IterableDataset:
+    """Each row replaced by `formatting_func(row)`, as `SFTTrainer` applies its `formatting_func`: a string becomes a
+    plain-text row (column `text_field`, split into prompt and response by the text rule), a list of messages a
+    `messages` row (the last assistant turn is the real response; the row's `tools` and `chat_template_kwargs` are
+    kept). The first row's output decides which; every row must give the same kind."""
+    first = formatting_func(next(iter(dataset)))
+    if isinstance(first, str):
+        column, keep, check = text_field, (), lambda value: isinstance(value, str)
+    elif _is_message_list(first):
+        column, keep, check = "messages", ("tools", "chat_template_kwargs"), _is_message_list
+    else:
+        raise DataFormatError(
+            f"`formatting_func` must return a string (plain text, split into prompt and response by the text rule) or "
+            f"a list of messages (a conversation), got {type(first).__name__} ({first!r:.80})."
+        )
+
+    def format_row(row: dict[str, Any], index: int) -> dict[str, Any]:
+        value = formatting_func(row)
+        if not check(value):
+            raise DataFormatError(
+                f"Row {index}: `formatting_func` returned {type(value).__name__} where row 0 gave "
+                f"{'a string' if column == text_field else 'a list of messages'}; return the same kind for every row."
+            )
+        return {column: value}
+
+    columns = dataset.column_names or list(next(iter(dataset)).keys())
+    return dataset.map(format_row, with_indices=True, remove_columns=[c for c in columns if c not in keep])
 
 
 class TripletDataset(torch.utils.data.Dataset):
@@ -722,13 +967,26 @@ class TripletDataset(torch.utils.data.Dataset):
 
     `row_indices` gives, for each example, the index of its row in the source dataset; `dropped_row_indices` the rows
     dropped for lack of room (see [`tokenize_dataset`]).
+
+    It reads as a `datasets.Dataset` does (`len`, `column_names`, `num_rows`, `[i]`, `[i:j]`, `["column"]`, iteration;
+    `to_dataset()` gives a real one): each item has, besides T-SPIN's own fields (`prompt_ids`, `real_ids`, and the
+    `synthetic_ids`, `proto_ids`, `ref_<role>_logps` self-play fills in), SFT's view of the example: `input_ids`, the
+    prompt followed by the real response as training sees it (cut to `max_length`), and `completion_mask`, 1 on the
+    response tokens.
     """
 
-    def __init__(self, examples: list[dict[str, Any]], mix_previous: bool = False, num_source_rows: int | None = None):
+    def __init__(
+        self,
+        examples: list[dict[str, Any]],
+        mix_previous: bool = False,
+        num_source_rows: int | None = None,
+        max_length: int | None = None,
+    ):
         self.examples = examples
         self.include_proto = True
         self.mix_previous = mix_previous
         self.num_source_rows = len(examples) if num_source_rows is None else num_source_rows
+        self.max_length = max_length
         self.served: list[int] | None = None
         self._given = [dict(example) for example in examples]  # shallow: self-play never changes a value in place
 
@@ -751,14 +1009,30 @@ class TripletDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.examples) * (2 if self.mix_previous else 1)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | slice | str) -> Any:
+        if isinstance(index, str):  # a column, as `datasets.Dataset["column"]`
+            if index not in self.column_names:
+                raise KeyError(f"Column {index!r} not in the dataset. Current columns are {self.column_names}.")
+            return [item[index] for item in self]
+        if isinstance(index, slice):  # a batch, as `datasets.Dataset[i:j]`: columns of lists
+            items = [self[i] for i in range(*index.indices(len(self)))]
+            return {name: [item[name] for item in items] for name in (items[0] if items else {})}
         if not -len(self) <= index < len(self):
             raise IndexError(f"Index {index} is out of range for a dataset of {len(self)} examples.")
         index %= len(self)
         previous = index >= len(self.examples)
         row = index - len(self.examples) if previous else index
         example = self.examples[row if self.served is None else self.served[row]]
-        item = {"prompt_ids": example["prompt_ids"], "real_ids": example["real_ids"]}
+        prompt_ids = example["prompt_ids"]
+        real_ids = example["real_ids"][
+            : None if self.max_length is None else max(self.max_length - len(prompt_ids), 0)
+        ]
+        item = {
+            "input_ids": prompt_ids + real_ids,  # SFT's view; the collator reads T-SPIN's fields below
+            "completion_mask": [0] * len(prompt_ids) + [1] * len(real_ids),
+            "prompt_ids": prompt_ids,
+            "real_ids": example["real_ids"],
+        }
         synthetic = "previous_synthetic" if previous and "previous_synthetic_ids" in example else "synthetic"
         roles = ("real", "synthetic", "proto") if self.include_proto else ("real", "synthetic")
         sources = {"real": "real", "synthetic": synthetic, "proto": "proto"}
@@ -770,6 +1044,22 @@ class TripletDataset(torch.utils.data.Dataset):
             if key in example:
                 item[f"ref_{role}_logps"] = example[key]
         return item
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def column_names(self) -> list[str]:
+        """The fields of an item, as `datasets.Dataset.column_names` (they grow as self-play fills responses in)."""
+        return list(self[0]) if len(self) else []
+
+    @property
+    def num_rows(self) -> int:
+        return len(self)
+
+    def to_dataset(self) -> Dataset:
+        """The items as a `datasets.Dataset` (a snapshot: self-play's later responses are not in it)."""
+        return Dataset.from_list(list(self))
 
     @property
     def row_indices(self) -> list[int]:

@@ -21,11 +21,13 @@ from transformers import (
     PreTrainedTokenizerBase,
     ProcessorMixin,
     TrainerCallback,
+    TrainingArguments,
     set_seed,
 )
 from transformers.optimization import get_scheduler
 from transformers.trainer_utils import EvalPrediction, PredictionOutput
 from transformers.utils import is_peft_available
+from trl.chat_template_utils import clone_chat_template
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import add_fused_lm_head, create_model_from_path, disable_dropout_in_model, get_config_model_id
@@ -52,7 +54,14 @@ from .collator import DataCollatorForTriplet
 from .compat import quiet_checkpointing_renames, score_response_positions_only
 from .config import TSPINConfig
 from .context import RunContext
-from .data import TripletDataset, TripletTokenizer, check_columns, eos_token_ids, tokenize_dataset
+from .data import (
+    TripletDataset,
+    TripletTokenizer,
+    apply_formatting_func,
+    check_columns,
+    eos_token_ids,
+    tokenize_dataset,
+)
 from .locks import RunLock
 from .loss import tspin_loss
 from .metrics import MetricsLog, per_example_metrics
@@ -110,6 +119,10 @@ PREPARED_WITH = (
     "packed_attention",
     "disable_dropout",
     "model_init_kwargs",
+    "response_template",
+    "dataset_text_field",
+    "chat_template_path",
+    "eos_token",
 )
 
 
@@ -183,6 +196,22 @@ class TSPINTrainer(_BaseTrainer):
         ref_model (`None`, *optional*):
             Accepted so that a `DPOTrainer(..., ref_model=None)` call keeps working; T-SPIN never loads a reference
             model (for `objective="spin"`/`"tspin_ref"` the reference log-probs are computed once per iteration).
+        formatting_func (`Callable[[dict], str | list[dict]]`, *optional*):
+            As in `SFTTrainer`: applied to every row of the training and evaluation sets (and of a set passed to
+            `evaluate()`) before anything else. A string is a plain-text row, split into prompt and real response by
+            `args.response_template` or the default rule; a list of messages is a conversation whose last assistant
+            turn is the real response.
+        optimizer_cls_and_kwargs (`tuple[type, dict]`, *optional*):
+            As for [`~transformers.Trainer`]: the optimizer class and its keyword arguments, instead of `args.optim`.
+        preprocess_logits_for_metrics (`Callable`, *optional*):
+            As for [`~transformers.Trainer`]: applied to each evaluation batch's predictions (T-SPIN's per-example
+            columns, see `PREDICTION_COLUMNS`) before `compute_metrics`.
+        compute_loss_func (`None`, *optional*):
+            Accepted so that an `SFTTrainer(..., compute_loss_func=None)` call keeps working; a function is refused
+            (T-SPIN's loss is its self-play objective: subclass and override `compute_loss` to change it).
+
+    `args` may also be a `transformers.TrainingArguments` or a TRL `SFTConfig`: it is converted with
+    [`TSPINConfig.from_training_arguments`], as `SFTTrainer` converts a `TrainingArguments`.
     """
 
     loss_is_scaled_for_ga = False
@@ -219,13 +248,21 @@ class TSPINTrainer(_BaseTrainer):
         scorer_dataset: Dataset | None = None,
         reward_funcs: RewardFunc | list[RewardFunc] | None = None,
         ref_model: None = None,
+        formatting_func: Callable[[dict[str, Any]], Any] | None = None,
+        optimizer_cls_and_kwargs: tuple[type[torch.optim.Optimizer], dict[str, Any]] | None = None,
+        preprocess_logits_for_metrics: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        compute_loss_func: None = None,
     ):
-        args = _checked_args(model, args, ref_model)
-        eval_datasets, data_formats = _checked_datasets(train_dataset, eval_dataset)
+        args = _checked_args(model, args, ref_model, compute_loss_func)
+        self._formatting_func = formatting_func
+        train_dataset, eval_dataset, eval_datasets, data_formats = _checked_datasets(
+            train_dataset, eval_dataset, formatting_func, args.dataset_text_field
+        )
         set_seed(args.seed)  # PEFT initialises adapters randomly
         model, model_revision = _loaded_model(model, args, quantization_config)
         processing_class = _loaded_tokenizer(model, processing_class, args, model_revision)
-        model = _with_peft(model, peft_config, args)
+        added_tokens = _with_sft_tokens(model, processing_class, args)
+        model = _with_peft(model, peft_config, args, added_tokens)
         train_dataset, eval_dataset = self._prepare_data(
             model, processing_class, args, train_dataset, eval_dataset, eval_datasets, data_formats
         )
@@ -247,6 +284,8 @@ class TSPINTrainer(_BaseTrainer):
             compute_metrics=compute_metrics,
             callbacks=callbacks,
             optimizers=optimizers,
+            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+            preprocess_logits_for_metrics=preprocess_logits_for_metrics,
         )
         self._finish_model()
         self._build_run_parts(train_dataset)
@@ -287,6 +326,8 @@ class TSPINTrainer(_BaseTrainer):
             self.eos_token_ids,
             max_completion_length=args.max_completion_length,
             multi_turn_completions=args.multi_turn_completions,
+            response_template=args.response_template,
+            text_field=args.dataset_text_field,
         )
         train_dataset = tokenize_dataset(
             train_dataset,
@@ -348,7 +389,10 @@ class TSPINTrainer(_BaseTrainer):
             )
         if self.args.disable_dropout:
             disable_dropout_in_model(self.model)
-        add_fused_lm_head(self.model.get_base_model() if is_peft_model(self.model) else self.model)
+        # `is_top1` (is the label the argmax?) comes out of the head's tiles: `mean_token_accuracy` without the logits
+        add_fused_lm_head(
+            self.model.get_base_model() if is_peft_model(self.model) else self.model, outputs=("log_probs", "is_top1")
+        )
         self.model.add_model_tags(self._tag_names)
 
     def _build_run_parts(self, train_dataset: TripletDataset) -> None:
@@ -360,6 +404,7 @@ class TSPINTrainer(_BaseTrainer):
         self._steps_settings = (args.max_steps, args.num_iterations)
         self._without_effect = args.settings_without_effect()  # warned when the config was built
         self.metrics = MetricsLog()
+        self._num_tokens: torch.Tensor | float = 0.0  # SFT's `num_tokens`, on the device once training runs
         self._metric_key_prefix = "eval"
         self.run_folder = RunFolder(args.output_dir)
         self._run_lock = RunLock(self.run_folder.lock_path)
@@ -734,8 +779,10 @@ class TSPINTrainer(_BaseTrainer):
 
     def _forward(
         self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], router_loss: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The response log-probs of a batch and, with `router_loss`, the model's router load-balancing loss."""
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The response log-probs of a batch, with `router_loss` the model's router load-balancing loss, and the
+        real responses' token counts: `(argmax-correct tokens, tokens, prompt + response tokens)` (see
+        `_token_counts`)."""
         batch_size, num_roles = inputs["response_lengths"].shape
         with score_response_positions_only():
             return self._response_logps(model, inputs, batch_size, num_roles, router_loss)
@@ -756,7 +803,10 @@ class TSPINTrainer(_BaseTrainer):
             roles = (inputs["segment_ids"] - 1).clamp(min=0)
             per_token = outputs.log_probs.masked_fill(~valid, 0)
             logps = per_token.new_zeros(batch_size, num_roles).scatter_add_(1, roles, per_token)
-            return logps.t(), None
+            real = valid & (inputs["segment_ids"] == 1)
+            # the prompt's tokens (all but its last, segment 0) and the real segment (the prompt's last + response)
+            sequence = (inputs["segment_ids"] == 0) | (inputs["segment_ids"] == 1)
+            return logps.t(), None, _token_counts(outputs.is_top1, real, sequence)
         completion_mask = inputs["completion_mask"]
         labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         outputs = model(
@@ -768,8 +818,13 @@ class TSPINTrainer(_BaseTrainer):
             **({"output_router_logits": router_loss} if self._has_router else {}),
         )
         # Prompt-learning PEFT methods prepend virtual tokens: keep the positions of the real tokens
-        per_token = outputs.log_probs[:, -(completion_mask.size(1) - 1) :]
-        return per_token.sum(dim=1).view(num_roles, batch_size), outputs.aux_loss if router_loss else None
+        positions = slice(-(completion_mask.size(1) - 1), None)
+        per_token = outputs.log_probs[:, positions]
+        real = completion_mask[:batch_size, 1:].bool()  # the real responses' rows come first
+        sequence = inputs["attention_mask"][:batch_size]
+        is_top1 = None if outputs.is_top1 is None else outputs.is_top1[:batch_size, positions]
+        counts = _token_counts(is_top1, real, sequence)
+        return per_token.sum(dim=1).view(num_roles, batch_size), outputs.aux_loss if router_loss else None, counts
 
     def _block_attention_mask(self, segment_ids: torch.Tensor) -> Any:
         """Mask of the packed layout (causal, a segment sees the shared prefix and itself), in the form chosen by
@@ -783,7 +838,8 @@ class TSPINTrainer(_BaseTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        logps, aux_loss = self._forward(model, inputs, router_loss=self.aux_loss_enabled)
+        logps, aux_loss, token_counts = self._forward(model, inputs, router_loss=self.aux_loss_enabled)
+        self._record_token_metrics(mode, token_counts)
         num_roles = logps.size(0)
         real_logps, synthetic_logps = logps[0], logps[1]
         proto_logps = logps[2] if num_roles == 3 else None
@@ -822,6 +878,17 @@ class TSPINTrainer(_BaseTrainer):
             return loss, {"logps": logps.detach(), "predictions": predictions}
         return loss
 
+    def _record_token_metrics(self, mode: str, token_counts: torch.Tensor | None) -> None:
+        """SFT's `mean_token_accuracy` (the share of real-response tokens that are the model's argmax, from the fused
+        head's tiles: no logits) and its `num_tokens` (prompt + real-response tokens trained on, cumulated over the
+        training steps, as SFTTrainer counts them), summed over processes without a host sync."""
+        if token_counts is None:
+            return
+        correct, total, tokens = self.accelerator.gather(token_counts.detach()).view(-1, 3).sum(0)
+        self.metrics.record("mean_token_accuracy", correct / total.clamp(min=1), mode)
+        if mode == "train":
+            self._num_tokens = self._num_tokens + tokens.double()
+
     def _record_metrics(self, mode, inputs, logps, refs, losses, current_losses, historical_losses):
         """Per-example metrics by name (see [`~tspin_trl.metrics.per_example_metrics`]), gathered once per step as one
         tensor; averaged and converted to floats only in `log` (no host sync in the training step)."""
@@ -852,6 +919,8 @@ class TSPINTrainer(_BaseTrainer):
         if mode == "eval" and metrics.get("length/real"):
             # comparable across iterations (fixed responses, unlike the loss): `metric_for_best_model`'s candidate
             metrics["logps/real_per_token"] = metrics["logps/real"] / metrics["length/real"]
+        if "mean_token_accuracy" in metrics:  # a training or evaluation line: SFT's token count so far goes with it
+            metrics["num_tokens"] = float(self._num_tokens)
         if mode == "eval":  # `eval_`, or `eval_<name>_` for one of several evaluation sets, as the loss is named
             metrics = {f"{self._metric_key_prefix}_{key}": value for key, value in metrics.items()}
         elif "loss" in logs:  # a training entry: the iteration of its step (a logging window may span a boundary)
@@ -958,7 +1027,9 @@ class TSPINTrainer(_BaseTrainer):
             if dataset.has("synthetic"):
                 return dataset
             copy = TripletDataset(
-                [dict(example) for example in dataset.examples], num_source_rows=dataset.num_source_rows
+                [dict(example) for example in dataset.examples],
+                num_source_rows=dataset.num_source_rows,
+                max_length=dataset.max_length,
             )
             self.evaluation.prepare(check_dataset_name(name or "eval"), copy, self.state.global_step)
             return copy
@@ -968,7 +1039,10 @@ class TSPINTrainer(_BaseTrainer):
                 f"{type(dataset).__name__}. Wrap a list of rows with `datasets.Dataset.from_list(rows)`."
             )
         name = check_dataset_name(name or "eval")
-        prepared = tokenize_dataset(dataset, check_columns(dataset, name), self._triplet_tokenizer, name)
+        text_field = self.args.dataset_text_field
+        if self._formatting_func is not None:
+            dataset = apply_formatting_func(dataset, self._formatting_func, text_field)
+        prepared = tokenize_dataset(dataset, check_columns(dataset, name, text_field), self._triplet_tokenizer, name)
         self.evaluation.prepare(name, prepared, self.state.global_step)
         return prepared
 
@@ -1187,14 +1261,25 @@ class TSPINTrainer(_BaseTrainer):
 # ---- set-up steps that need no trainer ---------------------------------------------------------------------------
 
 
-def _checked_args(model: "str | PreTrainedModel", args: TSPINConfig | None, ref_model: None) -> TSPINConfig:
-    """The configuration: `TSPINConfig("<model name>-TSPIN")` when unset; anything but a `TSPINConfig`, or a
-    `ref_model`, refused."""
+def _checked_args(
+    model: "str | PreTrainedModel", args: TSPINConfig | None, ref_model: None, compute_loss_func: None = None
+) -> TSPINConfig:
+    """The configuration: `TSPINConfig("<model name>-TSPIN")` when unset; a `TrainingArguments` or `SFTConfig`
+    converted (as `SFTTrainer` converts a `TrainingArguments`); anything else, a `ref_model` or a `compute_loss_func`,
+    refused."""
     if args is None:
         model_name = model if isinstance(model, str) else get_config_model_id(model.config)
         args = TSPINConfig(f"{str(model_name).split('/')[-1].removeprefix('preset:')}-TSPIN")
+    elif isinstance(args, TrainingArguments) and not isinstance(args, TSPINConfig):
+        args = TSPINConfig.from_training_arguments(args)  # another trainer's config is refused there
     elif not isinstance(args, TSPINConfig):
         raise TypeError(f"`args` must be a TSPINConfig, got {type(args).__name__}.")
+    if compute_loss_func is not None:
+        raise ValueError(
+            "TSPINTrainer takes no `compute_loss_func`: its loss is the T-SPIN objective over the real, synthetic and "
+            "proto-synthetic responses (`loss_type`, `alpha`, `beta`; `real_nll_weight` adds an NLL term on the real "
+            "responses). To change it, subclass TSPINTrainer and override `compute_loss`."
+        )
     if ref_model is not None:
         raise ValueError(
             "TSPINTrainer takes no `ref_model`: T-SPIN is reference-free, and `objective='spin'`/`'tspin_ref'` "
@@ -1204,10 +1289,15 @@ def _checked_args(model: "str | PreTrainedModel", args: TSPINConfig | None, ref_
 
 
 def _checked_datasets(
-    train_dataset: Dataset | IterableDataset | None, eval_dataset: Any
-) -> tuple[dict[str, Dataset | IterableDataset], dict[str, Any]]:
-    """Validate the data before loading anything: the types, the evaluation sets' names and every set's columns.
-    Returns the evaluation sets by name (`"eval"` for a single one) and the format of every set."""
+    train_dataset: Dataset | IterableDataset | None,
+    eval_dataset: Any,
+    formatting_func: Callable[[dict[str, Any]], Any] | None = None,
+    text_field: str = "text",
+) -> tuple[Dataset | IterableDataset, Any, dict[str, Dataset | IterableDataset], dict[str, Any]]:
+    """Validate the data before loading anything: the types, the evaluation sets' names and every set's columns
+    (`text_field`: the plain-text column), after `formatting_func` if given. Returns the training set and the
+    evaluation sets as given, the evaluation sets by name (`"eval"` for a single one; formatted), and the format of
+    every set."""
     if train_dataset is None:
         raise ValueError("`train_dataset` is required.")
     eval_datasets = eval_dataset if isinstance(eval_dataset, dict) else {"eval": eval_dataset}
@@ -1220,9 +1310,15 @@ def _checked_datasets(
             )
     for name in eval_datasets:
         check_dataset_name(name)
-    data_formats = {"train": check_columns(train_dataset, "train")}
-    data_formats.update({name: check_columns(dataset, name) for name, dataset in eval_datasets.items()})
-    return eval_datasets, data_formats
+    if formatting_func is not None:
+        train_dataset = apply_formatting_func(train_dataset, formatting_func, text_field)
+        eval_datasets = {
+            name: apply_formatting_func(dataset, formatting_func, text_field)
+            for name, dataset in eval_datasets.items()
+        }
+    data_formats = {"train": check_columns(train_dataset, "train", text_field)}
+    data_formats.update({name: check_columns(dataset, name, text_field) for name, dataset in eval_datasets.items()})
+    return train_dataset, eval_dataset, eval_datasets, data_formats
 
 
 def _default_scorer_dataset(eval_datasets: dict[str, Dataset | IterableDataset]) -> Dataset | None:
@@ -1289,9 +1385,43 @@ def _loaded_tokenizer(
     return processing_class
 
 
-def _with_peft(model: PreTrainedModel, peft_config: "PeftConfig | None", args: TSPINConfig) -> PreTrainedModel:
+def _with_sft_tokens(
+    model: PreTrainedModel, processing_class: PreTrainedTokenizerBase, args: TSPINConfig
+) -> list[int]:
+    """SFT's `eos_token` and `chat_template_path`, applied as `SFTTrainer` applies them: the eos token set on the
+    tokenizer and added to the model's generation eos tokens; the chat template read from a Jinja file, or cloned from
+    a tokenizer with TRL's `clone_chat_template` (which adds its special tokens and resizes the embeddings). Returns
+    the ids of the tokens the clone added."""
+    if args.eos_token is not None:
+        if args.eos_token not in processing_class.get_vocab():
+            raise ValueError(
+                f"`eos_token={args.eos_token!r}` is not in the vocabulary of the tokenizer "
+                f"({type(processing_class).__name__}): add it to the tokenizer first, or set an existing token."
+            )
+        processing_class.eos_token = args.eos_token
+        model.config.get_text_config().eos_token_id = processing_class.eos_token_id
+        if getattr(model, "generation_config", None) is not None:
+            configured = model.generation_config.eos_token_id
+            configured = [] if configured is None else [configured] if isinstance(configured, int) else configured
+            if processing_class.eos_token_id not in configured:
+                model.generation_config.eos_token_id = [processing_class.eos_token_id, *configured]
+    path = args.chat_template_path
+    if path is None:
+        return []
+    if os.path.isfile(path) and path.endswith((".jinja", ".j2")):
+        with open(path, encoding="utf-8") as template:
+            processing_class.chat_template = template.read()
+        return []
+    _, _, added = clone_chat_template(model, processing_class, path)
+    return processing_class.convert_tokens_to_ids([str(token) for token in added])
+
+
+def _with_peft(
+    model: PreTrainedModel, peft_config: "PeftConfig | None", args: TSPINConfig, added_tokens: list[int] | None = None
+) -> PreTrainedModel:
     """The model wrapped with `peft_config` (if given), and a PEFT model checked and prepared: no adapter on `lm_head`,
-    input gradients for activation checkpointing (re-entrant under ZeRO-3)."""
+    input gradients for activation checkpointing (re-entrant under ZeRO-3). Tokens a cloned chat template added
+    (`added_tokens`) get trainable embeddings, as `SFTTrainer` makes them."""
     if peft_config is not None:
         if not is_peft_available():
             raise ImportError("`peft_config` needs the `peft` library: `pip install tspin-trl[peft]`.")
@@ -1302,6 +1432,11 @@ def _with_peft(model: PreTrainedModel, peft_config: "PeftConfig | None", args: T
                 "You passed a PeftModel together with a `peft_config`: merge and unload the existing adapter "
                 "first, or pass the PeftModel without `peft_config`."
             )
+        if added_tokens:
+            indices = peft_config.trainable_token_indices
+            indices = {} if indices is None else indices if isinstance(indices, dict) else {"embed_tokens": indices}
+            indices["embed_tokens"] = [*indices.get("embed_tokens", []), *added_tokens]
+            peft_config.trainable_token_indices = indices
         is_quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
         peft_kwargs = {}
         if args.deepspeed_plugin is not None and args.deepspeed_plugin.zero_stage == 3 and not is_quantized:
@@ -1344,6 +1479,15 @@ def _checked_metrics(function: Callable[..., Any]) -> Callable[..., Any]:
 
     checked._tspin_checked = True
     return checked
+
+
+def _token_counts(is_top1: torch.Tensor | None, real: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor | None:
+    """`(argmax-correct real-response tokens, real-response tokens, prompt + real-response tokens)` of a batch; `None`
+    from a model whose fused head gives no `is_top1` (another trainer's, e.g. a reference model passed to
+    `response_logps`)."""
+    if is_top1 is None:
+        return None
+    return torch.stack([(is_top1 & real).sum(), real.sum(), sequence.sum()])
 
 
 def _reset_optimizer_state(optimizer: torch.optim.Optimizer) -> int:

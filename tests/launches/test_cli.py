@@ -1,6 +1,6 @@
 """The `tspin-trl` command as a process: `train` (TRL `dpo.py` parity: eval split, mixtures), `plot`, `env`, an unknown
-command, the installed TRL's `dpo.py` with only the class names swapped, a `pip install` into a fresh venv, the
-README's first command, and a launch that asked for two processes and got one."""
+command, the installed TRL's `dpo.py` and `sft.py` with only the class names swapped, a `pip install` into a fresh
+venv, the README's first command, and a launch that asked for two processes and got one."""
 
 import gzip
 import importlib.util
@@ -382,3 +382,46 @@ def test_sigterm_prints_the_command_that_resumes_and_the_resumed_run_says_where_
         resumed.stdout,
     )
     assert json.loads((tmp_path / "my out" / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
+
+
+def converted_trl_sft_script() -> str:
+    """The installed TRL's `trl/scripts/sft.py`, with SFTTrainer/SFTConfig swapped for TSPINTrainer/TSPINConfig (the
+    same renaming as `converted_trl_dpo_script`)."""
+    source = Path(importlib.util.find_spec("trl.scripts.sft").origin).read_text()
+    assert source.count("SFTTrainer") == 2 and source.count("SFTConfig") == 2, "TRL's sft.py changed shape"
+    source = source.replace("SFTTrainer", "TSPINTrainer").replace("SFTConfig", "TSPINConfig")
+
+    def move_import(match: re.Match) -> str:
+        indent, names = match.group(1), [name.strip() for name in match.group(2).split(",")]
+        ours = [name for name in names if name.startswith("TSPIN")]
+        rest = [name for name in names if not name.startswith("TSPIN")]
+        return f"{indent}from tspin_trl import {', '.join(ours)}\n{indent}from trl import {', '.join(rest)}"
+
+    source, count = re.subn(r"^( *)from trl import (.*TSPIN.*)$", move_import, source, flags=re.MULTILINE)
+    assert count == 2
+    return source
+
+
+def test_installed_trl_sft_script_trains_on_plain_text_with_the_classes_swapped(tmp_path):
+    """TRL's `sft.py` renamed, on a local plain-text dataset, split by the paper's template given as a flag (the flag
+    comes from `TSPINConfig`, so `tspin-trl train` has it too)."""
+    from tspin_trl.demo import save_tiny_preset
+
+    model = save_tiny_preset(tmp_path / "tiny")
+    data = tmp_path / "data"
+    data.mkdir()
+    texts = [f"### Instruction: sort {i} 2 1\n\n### Response: 1 2 {i}" for i in range(4)]
+    Dataset.from_list([{"text": text} for text in texts]).to_json(data / "train.jsonl")
+    script = tmp_path / "sft_tspin.py"
+    script.write_text(converted_trl_sft_script())
+    args = ["--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir", str(tmp_path / "out")]
+    args += ["--per_device_train_batch_size", "2", "--num_iterations", "1", "--max_completion_length", "8"]
+    args += ["--max_length", "64", "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no"]
+    args += ["--response_template", "paper", "--logging_steps", "1", "--activation_checkpointing", "false"]
+    completed = run([sys.executable, str(script), *args], tmp_path)
+    assert "Training completed" in completed.stdout
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    iteration = [json.loads(line) for line in (tmp_path / "out/self_play/iteration_0/train.jsonl").open()]
+    prompts = [text.partition("### Response: ")[0] + "### Response: " for text in texts]
+    assert [row["prompt"] for row in iteration] == prompts  # split after the template
+    assert any("mean_token_accuracy" in entry and "num_tokens" in entry for entry in logged(tmp_path / "out"))

@@ -159,3 +159,22 @@ def test_preflight_bench_smoke():
     (result,) = bench_preflight.main(["--smoke"])
     assert result["with"] > 0 and result["without"] > 0 and 0 < result["share"] < 1
     assert {"check: generation", "check: checkpoint save and load"} <= set(result)
+
+
+def test_sft_contract_probes_run_both_trainers(tmp_path):
+    """`bench/sft_contract.py` runs an SFT user's code against SFTTrainer and TSPINTrainer and tabulates both."""
+    from bench import sft_contract
+
+    ctx = sft_contract.Context(tmp_path)
+    probes = {name: function for name, _, function in sft_contract.PROBES}
+    rows = []
+    for name in ("data_text (language modeling)", "field_packing=True"):
+        row = {"name": name, "what": name}
+        for which in sft_contract.SIDES:
+            row[which], _ = sft_contract.run_probe(ctx, probes[name], which)
+        rows.append(row)
+    assert rows[0]["SFT"] == "ok: Dataset; [0] = '|sort: 0 3 6 9 -> 0 3 6 9<|end|>'"  # every token trained
+    assert rows[0]["T-SPIN"] == "ok: TripletDataset; [0] = 'sort: 0 3 6 9 -> |0 3 6 9<|end|>'"  # the split rule
+    assert rows[1]["T-SPIN"].startswith("error: ValueError: TSPINConfig.packing=True is invalid")
+    table = sft_contract.table({"versions": {"trl": "x"}, "probes": rows})
+    assert "| both run |" in table and "| SFT only |" in table and "2 probes" in table

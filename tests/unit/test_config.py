@@ -1,5 +1,6 @@
 """`tspin_trl/config.py`: `TSPINConfig`'s defaults (the paper's), validation (every bad value names its field: non-finite,
-absurd, mistyped, schedules, vLLM fields), parsing from the command line and YAML, and DPOConfig's fields."""
+absurd, mistyped, schedules, vLLM fields), parsing from the command line and YAML, and DPOConfig's and SFTConfig's
+fields (and a TrainingArguments or SFTConfig converted)."""
 
 import re
 
@@ -395,3 +396,93 @@ def test_settings_without_effect_in_the_configured_run_are_warned(tmp_path):
         output_dir=str(tmp_path), use_cpu=True, report_to=[], num_iterations=2, prompt_selection_threshold=10.0
     )
     assert args.settings_without_effect() == []
+
+
+# ---- fields of TRL's SFTConfig, and a TrainingArguments or SFTConfig given as `args` ---------------------------
+
+
+def sft_defaults() -> dict:
+    """Every field SFTConfig adds to TRL's base config, at SFT's default (the learning rate aside)."""
+    import dataclasses
+
+    from trl import SFTConfig
+    from trl.trainer.base_config import _BaseConfig
+
+    base = {spec.name for spec in dataclasses.fields(_BaseConfig)} | {"learning_rate"}
+    return {
+        spec.name: spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+        for spec in dataclasses.fields(SFTConfig)
+        if spec.name not in base
+    }
+
+
+def test_an_sft_config_at_its_defaults_is_accepted_but_its_loss(tmp_path):
+    kwargs = sft_defaults()
+    assert {"packing", "completion_only_loss", "dataset_text_field", "chat_template_path"} <= set(kwargs)
+    with pytest.raises(ValueError, match=r"loss_type='nll' is invalid: it is an SFTConfig loss .*real_nll_weight"):
+        TSPINConfig(output_dir=str(tmp_path), report_to=[], **kwargs)
+    args = TSPINConfig(output_dir=str(tmp_path), report_to=[], **{k: v for k, v in kwargs.items() if k != "loss_type"})
+    assert (args.max_length, args.dataset_text_field, args.loss_type) == (1024, "text", "sigmoid")
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"completion_only_loss": True}, {"assistant_only_loss": True}, {"eval_packing": False}]
+)
+def test_sft_fields_that_say_what_tspin_does_are_accepted(tmp_path, kwargs):
+    TSPINConfig(output_dir=str(tmp_path), report_to=[], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "field, value, reason",
+    [
+        ("packing", True, "share_prompt"),
+        ("packing_strategy", "wrapped", "applies to `packing`"),
+        ("shuffle_dataset", True, "new random order every epoch"),
+        ("eval_packing", True, "packs no evaluation set"),
+        ("completion_only_loss", False, "response tokens only"),
+        ("dataset_kwargs", {"skip_prepare_dataset": True}, "completion_mask"),
+        ("dataset_kwargs", {"add_special_tokens": False}, "only key is 'skip_prepare_dataset'"),
+        ("loss_type", "dft", "per-term loss of its self-play objective"),
+        ("response_template", "", "non-empty string"),
+        ("dataset_text_field", None, "non-empty string"),
+    ],
+)
+def test_sft_fields_without_counterpart_name_the_field_and_why(tmp_path, field, value, reason):
+    with pytest.raises(ValueError, match=rf"TSPINConfig\.{field}=.* is invalid: .*{re.escape(reason)}"):
+        TSPINConfig(output_dir=str(tmp_path), report_to=[], **{field: value})
+
+
+def test_training_arguments_and_sft_configs_convert_other_configs_do_not(tmp_path):
+    from transformers import TrainingArguments
+    from trl import DPOConfig, SFTConfig
+
+    args = TSPINConfig.from_training_arguments(
+        TrainingArguments(output_dir=str(tmp_path), report_to=[], learning_rate=3e-4, hub_token="secret")
+    )
+    assert type(args) is TSPINConfig and (args.learning_rate, args.hub_token) == (3e-4, "secret")  # the given values
+    sft = SFTConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, eos_token="<|end|>", max_length=256)
+    args = TSPINConfig.from_training_arguments(sft)
+    assert (args.loss_type, args.eos_token, args.max_length) == ("sigmoid", "<|end|>", 256)  # SFT's nll dropped
+    assert (args.learning_rate, args.optim) == (sft.learning_rate, sft.optim)
+    with pytest.raises(ValueError, match="loss_type='dft' is invalid"):
+        TSPINConfig.from_training_arguments(
+            SFTConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, loss_type="dft")
+        )
+    with pytest.raises(TypeError, match="got DPOConfig. Build a TSPINConfig"):
+        TSPINConfig.from_training_arguments(DPOConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True))
+
+
+def test_an_sft_yaml_config_with_a_response_template_parses(tmp_path):
+    from trl import TrlParser
+
+    config = tmp_path / "sft.yaml"
+    config.write_text(
+        f"output_dir: {tmp_path}\nreport_to: none\ndataset_text_field: content\nresponse_template: paper\n"
+        "completion_only_loss: true\ndataset_kwargs: '{\"skip_prepare_dataset\": false}'\n"
+    )
+    (args,) = TrlParser((TSPINConfig,)).parse_args_and_config(["--config", str(config)])
+    assert (args.dataset_text_field, args.response_template, args.dataset_kwargs) == (
+        "content",
+        "paper",
+        {"skip_prepare_dataset": False},
+    )

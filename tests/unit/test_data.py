@@ -17,6 +17,7 @@ from tspin_trl.data import (
     DataFormatError,
     TripletDataset,
     TripletTokenizer,
+    apply_formatting_func,
     check_columns,
     detect_format,
     eos_token_ids,
@@ -368,9 +369,10 @@ def test_prepared_datasets_are_readable_before_training(tmp_path, tokenizer):
     trainer = tspin_trainer(tmp_path, tokenizer, rows, eval_rows=rows[:2])
     assert len(trainer.train_dataset) == 3 and len(trainer.eval_dataset) == 2
     item = trainer.train_dataset[0]
-    assert set(item) == {"prompt_ids", "real_ids"}  # not sampled yet: absent, not an error
+    # not sampled yet: absent, not an error; SFT's view (input_ids, completion_mask) beside T-SPIN's fields
+    assert set(item) == {"input_ids", "completion_mask", "prompt_ids", "real_ids"}
     assert tokenizer.decode(item["real_ids"]) == "1 0<|end|>"
-    assert set(trainer.eval_dataset[1]) == {"prompt_ids", "real_ids"}
+    assert set(trainer.eval_dataset[1]) == {"input_ids", "completion_mask", "prompt_ids", "real_ids"}
     with pytest.raises(ValueError, match="The batch has no synthetic responses: self-play has not sampled them yet"):
         trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
 
@@ -568,3 +570,112 @@ def test_an_unused_rejected_column_is_said_once_with_what_rewards_rejected_holds
     (warning,) = [r.getMessage() for r in caplog.records if "'rejected' column" in r.getMessage()]
     assert "The dpo_rejected_train dataset has a 'rejected' column, not used" in warning
     assert "`rewards/rejected` and `logps/rejected`" in warning and "the policy itself" in warning
+
+
+# ---- SFT's data forms: plain text, pre-tokenized rows, ShareGPT, formatting_func, the readable prepared dataset ----
+
+
+def text_tokenizer(tokenizer, **kwargs) -> TripletTokenizer:
+    return TripletTokenizer(
+        tokenizer, 64, None, "keep_end", eos_token_ids(tokenizer), max_completion_length=8, **kwargs
+    )
+
+
+def test_plain_text_is_recognised_only_when_no_other_format_is_there():
+    assert detect_format(["text"]) == "text" and detect_format(["content", "id"], text_field="content") == "text"
+    assert detect_format(["text", "prompt", "completion"]) == "prompt_completion"
+    assert detect_format(["input_ids", "attention_mask", "completion_mask", "text"]) == "tokenized"  # as SFT: first
+    assert detect_format(["conversations"]) == "sharegpt"
+    with pytest.raises(DataFormatError, match="pre-tokenized .* no 'completion_mask'"):
+        detect_format(["input_ids", "attention_mask"])
+
+
+def test_default_text_split_halves_the_tokens_capped_at_max_completion_length(tokenizer):
+    split = text_tokenizer(tokenizer)
+    short = split.split_text({"text": "abcdef"}, 0)  # 6 characters + eos: the last 3 tokens are the response
+    assert tokenizer.decode(short["prompt_ids"]) == "abcd" and tokenizer.decode(short["real_ids"]) == "ef<|end|>"
+    text = "sort: 3 1 2 4 5 6 -> 1 2 3 4 5 6"
+    long = split.split_text({"text": text}, 0)
+    assert len(long["real_ids"]) == 8  # half would be 17: capped at max_completion_length
+    whole = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+    assert long["prompt_ids"] + long["real_ids"] == whole  # exactly the tokens SFT trains on for this text
+    ended = split.split_text({"text": "abcdef<|end|>"}, 0)  # a text that ends with eos gets no second one
+    assert ended["prompt_ids"] + ended["real_ids"] == tokenizer("abcdef<|end|>")["input_ids"]
+    with pytest.raises(DataFormatError, match="Row 3, column 'text': expected a non-empty string"):
+        split.split_text({"text": "  "}, 3)
+
+
+def test_response_template_splits_after_its_last_occurrence(tokenizer):
+    split = text_tokenizer(tokenizer, response_template="A:")
+    assert split.split_text({"text": "Q: x A: y\nQ: z A: w"}, 0) == {"prompt": "Q: x A: y\nQ: z A:", "real": " w"}
+    paper = text_tokenizer(tokenizer, response_template="paper")
+    row = {"text": "### Instruction: sort 3 1\n\n### Response: 1 3"}
+    assert paper.split_text(row, 0) == {"prompt": "### Instruction: sort 3 1\n\n### Response: ", "real": "1 3"}
+    with pytest.raises(DataFormatError, match=r"Row 2, column 'text': the response template 'A:' does not occur"):
+        split.split_text({"text": "no marker"}, 2)
+    with pytest.raises(DataFormatError, match="nothing follows the last 'A:'"):
+        split.split_text({"text": "Q: x A: "}, 0)
+
+
+def test_pretokenized_rows_split_at_their_completion_mask_or_labels(tokenizer):
+    split = text_tokenizer(tokenizer)
+    ids = tokenizer("abcdef")["input_ids"]
+    out = split.split_tokens({"input_ids": ids, "completion_mask": [0, 0, 1, 1, 1, 0]}, 0)
+    assert out["prompt_ids"] == ids[:2] and out["real_ids"] == ids[2:5]  # the trailing unmarked token is dropped
+    out = split.split_tokens({"input_ids": ids, "labels": [-100, -100, -100] + ids[3:]}, 0)
+    assert out["prompt_ids"] == ids[:3] and out["real_ids"] == ids[3:]
+    with pytest.raises(DataFormatError, match="not one run"):
+        split.split_tokens({"input_ids": ids, "completion_mask": [0, 1, 0, 1, 1, 1]}, 0)
+    with pytest.raises(DataFormatError, match="leaving no prompt"):
+        split.split_tokens({"input_ids": ids, "completion_mask": [1] * 6}, 0)
+    with pytest.raises(DataFormatError, match="5 values for 6 input_ids"):
+        split.split_tokens({"input_ids": ids, "completion_mask": [0, 0, 1, 1, 1]}, 0)
+
+
+def test_sharegpt_conversations_become_messages_with_chat_roles():
+    row = {"conversations": [{"from": "human", "value": "sort: 3 1 2"}, {"from": "gpt", "value": "1 2 3"}]}
+    assert normalize_row(row, "sharegpt", 0) == {"prompt": USER, "real": ANSWER[0]}
+    with pytest.raises(DataFormatError, match="Row 0, column 'conversations'"):
+        normalize_row({"conversations": "text"}, "sharegpt", 0)
+
+
+def test_formatting_func_output_is_text_or_a_conversation():
+    rows = Dataset.from_list([{"q": "sort: 3 1 2", "a": "1 2 3", "tools": None}] * 2)
+    text = apply_formatting_func(rows, lambda row: f"{row['q']} -> {row['a']}")
+    assert text.column_names == ["text"] and text[0] == {"text": "sort: 3 1 2 -> 1 2 3"}
+    messages = apply_formatting_func(rows, lambda row: [user(row["q"]), assistant(row["a"])])
+    assert messages.column_names == ["tools", "messages"] and messages[0]["messages"][1]["content"] == "1 2 3"
+    streamed = apply_formatting_func(rows.to_iterable_dataset(), lambda row: row["q"], text_field="content")
+    assert list(streamed) == [{"content": "sort: 3 1 2"}] * 2
+    with pytest.raises(DataFormatError, match="must return a string .* or a list of messages .*got dict"):
+        apply_formatting_func(rows, lambda row: {"prompt": row["q"]})
+    with pytest.raises(DataFormatError, match="Row 1: `formatting_func` returned int where row 0 gave a string"):
+        apply_formatting_func(rows, lambda row, seen=[]: seen.append(1) or ("x" if len(seen) < 3 else 1))
+
+
+def test_text_rows_train_through_the_trainer_and_read_as_sft_rows(tmp_path, tokenizer, caplog):
+    rows = [{"text": f"sort: {i} 3 1 -> 1 3 {i}"} for i in range(4)]
+    with caplog.at_level(logging.WARNING, logger="tspin_trl.data"):
+        trainer = tspin_trainer(tmp_path, tokenizer, rows, eval_rows=rows[:2], max_length=20)
+    announced = [r.getMessage() for r in caplog.records if "Plain-text rows (column 'text')" in r.getMessage()]
+    assert len(announced) == 1 and "set `response_template`" in announced[0]  # the rule, once, and how to change it
+    dataset = trainer.train_dataset
+    assert dataset.column_names == ["input_ids", "completion_mask", "prompt_ids", "real_ids"]
+    item = dataset[1]
+    # the prompt, then the real response cut at the end to max_length=20 (its eos falls off), as training cuts it
+    assert tokenizer.decode(item["input_ids"]) == "sort: 1 3 1 -> 1 3 1" and len(item["input_ids"]) == 20
+    assert item["completion_mask"] == [0] * len(item["prompt_ids"]) + [1] * (20 - len(item["prompt_ids"]))
+    assert tokenizer.decode(item["real_ids"]).endswith("<|end|>")  # T-SPIN's own field is the whole response
+    assert dataset["real_ids"] == [row["real_ids"] for row in dataset] and dataset[0:2]["prompt_ids"] == [
+        dataset[0]["prompt_ids"],
+        dataset[1]["prompt_ids"],
+    ]
+    assert dataset.to_dataset().column_names == dataset.column_names and dataset.num_rows == 4
+    with pytest.raises(KeyError, match="Column 'labels' not in the dataset"):
+        dataset["labels"]
+
+
+def test_sharegpt_errors_name_the_conversations_column():
+    row = {"conversations": [{"from": "gpt", "value": "hello"}, {"from": "human", "value": "hi"}]}
+    with pytest.raises(DataFormatError, match="Row 0, column 'conversations': the last message must be the assistant"):
+        normalize_row(row, "sharegpt", 0)

@@ -1,16 +1,17 @@
 """`tspin_trl/trainer.py` without training: the forward pass (the shared-prompt layout gives the same log-probs and
 loss; CPO and DPO as special cases), construction-time checks and warnings, and the settings `train()` re-checks
-before its first step."""
+before its first step; SFT's arguments, config fields and `mean_token_accuracy`."""
 
 import copy
 
 import pytest
 import torch
 from datasets import Dataset
+from peft import LoraConfig
 
 from tests.support import make_config, self_play_trainer, sorting_rows
-from tspin_trl import TSPINTrainer
-from tspin_trl.demo import build_tiny_model
+from tspin_trl import TSPINConfig, TSPINTrainer
+from tspin_trl.demo import build_char_tokenizer, build_tiny_model
 
 
 def test_shared_prompt_layout_gives_the_same_logps_and_loss(tmp_path, model, tokenizer):
@@ -188,3 +189,121 @@ def test_trainer_args_replaced_by_plain_training_arguments_is_refused_as_such(tm
     ):
         trainer.train()
     assert trainer.state.global_step == 0
+
+
+# ---- SFT's arguments, config fields and metrics -------------------------------------------------------------------
+
+
+def lm_warmed(model, tokenizer, texts: list[str], steps: int = 2):
+    """The model after a few plain next-token steps on `texts` (torch only), so that some, not all, of its argmax
+    predictions are right and token accuracy is a number worth comparing."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        for text in texts:
+            ids = torch.tensor([tokenizer(text)["input_ids"]])
+            model(input_ids=ids, labels=ids).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    return model
+
+
+@pytest.mark.parametrize("share_prompt", [True, False])
+def test_mean_token_accuracy_is_the_argmax_accuracy_on_the_real_responses(tmp_path, model, tokenizer, share_prompt):
+    rows = [r | {"synthetic": "9 9 9", "proto": "0 1"} for r in sorting_rows(4, conversational=False)]
+    model = lm_warmed(model, tokenizer, [r["prompt"] + r["completion"] for r in rows])
+    trainer = TSPINTrainer(
+        model=model,
+        args=make_config(tmp_path, share_prompt=share_prompt),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
+    trainer.model.eval()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    with torch.no_grad():
+        trainer.compute_loss(trainer.model, batch)
+    logged = trainer.metrics.flush("eval")["mean_token_accuracy"]
+    correct = total = 0
+    with torch.no_grad():  # the full logits of prompt + real response, which the fused head never builds
+        for item in trainer.train_dataset:
+            ids = torch.tensor(item["input_ids"])
+            predicted = trainer.model(input_ids=ids[None]).logits[0, :-1].argmax(-1)
+            real = torch.tensor(item["completion_mask"][1:], dtype=torch.bool)
+            correct += (predicted == ids[1:])[real].sum().item()
+            total += real.sum().item()
+    assert 0 < correct < total and logged == pytest.approx(correct / total)
+
+
+def test_sft_arguments_are_converted_or_refused_with_the_fix(tmp_path, model, tokenizer):
+    from transformers import TrainingArguments
+    from trl import DPOConfig
+
+    dataset = Dataset.from_list(sorting_rows(4))
+    trainer = TSPINTrainer(
+        model=model,
+        args=TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, learning_rate=1e-3),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    assert type(trainer.args) is TSPINConfig and trainer.args.learning_rate == 1e-3
+    with pytest.raises(ValueError, match="TSPINTrainer takes no `compute_loss_func`: .* override `compute_loss`"):
+        TSPINTrainer(model=model, train_dataset=dataset, processing_class=tokenizer, compute_loss_func=lambda *a: 0)
+    with pytest.raises(TypeError, match="got DPOConfig"):
+        TSPINTrainer(model=model, args=DPOConfig(str(tmp_path), use_cpu=True), train_dataset=dataset)
+
+
+def test_chat_template_path_and_eos_token_are_applied_as_sft_applies_them(tmp_path, tokenizer):
+    template = tmp_path / "template.jinja"
+    template.write_text("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}<|end|>{% endfor %}"
+                        "{% if add_generation_prompt %}[assistant] {% endif %}")  # fmt: skip
+    model = build_tiny_model(tokenizer)
+    trainer = TSPINTrainer(
+        model=model,
+        args=make_config(tmp_path / "out", chat_template_path=str(template), eos_token="<|user|>"),
+        train_dataset=Dataset.from_list(sorting_rows(2)),
+        processing_class=tokenizer,
+    )
+    assert tokenizer.decode(trainer.train_dataset[0]["prompt_ids"]).startswith("[user] sort: ")
+    user_id = tokenizer.convert_tokens_to_ids("<|user|>")
+    assert tokenizer.eos_token == "<|user|>" and model.generation_config.eos_token_id[0] == user_id
+    assert user_id in trainer.eos_token_ids  # responses and generation end at it
+
+    source = build_char_tokenizer()  # a tokenizer to clone from: its template, eos and one more special token
+    source.add_special_tokens({"additional_special_tokens": ["<|tool|>"]})
+    source.chat_template = template.read_text()
+    source.save_pretrained(tmp_path / "source")
+    clone_into = build_char_tokenizer()
+    trainer = TSPINTrainer(
+        model=build_tiny_model(clone_into),
+        args=make_config(tmp_path / "out2", chat_template_path=str(tmp_path / "source")),
+        train_dataset=Dataset.from_list(sorting_rows(2)),
+        processing_class=clone_into,
+        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
+    )
+    assert clone_into.chat_template == template.read_text() and "<|tool|>" in clone_into.get_vocab()
+    embeddings = trainer.model.get_input_embeddings()
+    assert embeddings.weight.shape[0] == len(clone_into)  # resized (to a multiple of 64)
+    trainable = [name for name, p in trainer.model.named_parameters() if p.requires_grad and "lora_" not in name]
+    assert trainable and all("trainable_tokens" in name for name in trainable)  # the added tokens' embeddings, as SFT
+    with pytest.raises(ValueError, match=r"`eos_token='<\|nope\|>'` is not in the vocabulary"):
+        TSPINTrainer(
+            model=build_tiny_model(tokenizer),
+            args=make_config(tmp_path / "out3", eos_token="<|nope|>"),
+            train_dataset=Dataset.from_list(sorting_rows(2)),
+            processing_class=tokenizer,
+        )
+
+
+def test_formatting_func_formats_the_training_and_evaluation_sets(tmp_path, model, tokenizer):
+    rows = [{"question": f"sort: {i} 1", "answer": f"1 {i}"} for i in range(2, 6)]
+    trainer = TSPINTrainer(
+        model=model,
+        args=make_config(tmp_path, response_template=" => "),
+        train_dataset=Dataset.from_list(rows),
+        eval_dataset={"held_out": Dataset.from_list(rows[:2])},
+        processing_class=tokenizer,
+        formatting_func=lambda row: f"{row['question']} => {row['answer']}",
+    )
+    for dataset in (trainer.train_dataset, trainer.eval_dataset["held_out"]):
+        assert tokenizer.decode(dataset[0]["prompt_ids"]) == "sort: 2 1 => "
+        assert tokenizer.decode(dataset[0]["real_ids"]) == "1 2<|end|>"
