@@ -142,10 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     records: list[dict] = []
     warm_starts: dict[int, dict] = {}
-    for record in done.values():
-        if record["method"] == "warm" or record["method"] in rows:
-            planner.record(record)
-            (warm_starts.__setitem__(record["seed"], record) if record["method"] == "warm" else records.append(record))
+    for key, record in done.items():
+        if key != run_key(setting, record["method"], record["k"], record["seed"]):
+            continue  # recorded under another setting: not this run's
+        if record["method"] == "warm":
+            warm_starts[record["seed"]] = record
+        elif record["method"] in rows:
+            records.append(record)
+        else:
+            continue
+        planner.record(record)
     printed_gate = False
 
     def stamp() -> str:

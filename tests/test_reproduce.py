@@ -487,6 +487,17 @@ def test_reproduce_smoke(tmp_path):
         assert needle in page, needle
     assert not (work / "runs").exists()  # run folders are removed
 
+    # --resume makes no run again: every warm start and run comes from the work folder's runs.jsonl
+    again = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--ignore-preconditions", "--resume", "--out", str(tmp_path / "again"),
+         "--work-dir", str(work)],
+        env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "warm start seed" not in again.stdout and " held-out KL " not in again.stdout
+    redone = json.loads((tmp_path / "again" / "figures" / "reproduction_results.json").read_text())
+    assert redone["verdicts"] == results["verdicts"]
+
 
 @pytest.mark.slow
 def test_gpu_recipe_smoke_runs_its_script_with_workers(tmp_path):
