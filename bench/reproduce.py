@@ -1,22 +1,21 @@
-"""Reproduce the T-SPIN paper's comparison at small scale on a task whose target distribution is known exactly;
+"""Reproduce the T-SPIN paper's comparison at small scale, in a setting with headroom whose target is known exactly;
 write docs/reproduction.md (or, with --gpu, the GPU recipe's page to the folder given).
 
-The task (`bench/repro/task.py`): prompt = 4-7 distinct digits, real answer = as many digits drawn uniformly with
-replacement from them. Rows (`bench/repro/runs.py`): SFT on 100% (continued) and on 25%, SPIN with and without its
-data mixing, T-SPIN alpha 1, T-SPIN w/o historical advantage, T-SPIN alpha 0.1, T-SPIN_ref, and beyond the paper SPIN
-and T-SPIN with NeMo-Aligner's annealing and T-SPIN with prompt selection; all from one warm start (SFT on the whole
-pool), every iteration its own run. Which runs are made follows rules fixed before the run (`bench/repro/plan.py`:
-per-row learning-rate grids extended until the chosen rate is interior, every seed at the chosen rate, equal-rate
-comparisons with every seed); the verdicts (`bench/repro/analysis.py`) follow rules stated in the page
-(`bench/repro/template.md`).
+The task (`bench/repro/task.py`): a prompt is 4-7 distinct digits; the answer is as many digits drawn uniformly with
+replacement from the prompt digits shifted by k (mod 10). Each seed's warm start learns the old rule (k = 0); every
+row then learns the new rule (k = 1) from it. Rows (`bench/repro/runs.py`): SFT on the 25% subset (with self-play's
+steps, and with SFT 100%'s), SFT on 100%, SPIN, T-SPIN, T-SPIN w/o H-A, T-SPIN_ref (AdamW); SPIN and T-SPIN with
+RMSProp and the paper's per-iteration reset (the fidelity arm); beyond the paper, NeMo-Aligner's annealing and prompt
+selection. Which runs are made follows rules fixed before the run (`bench/repro/plan.py`); the preconditions and the
+verdicts follow rules written in `bench/repro/analysis.py` (and in the results JSON).
 
 ```bash
 make reproduce                                # = python bench/reproduce.py: the full run, writes docs/
-python bench/reproduce.py --quick             # fewer rates, 1 seed, 3 iterations; writes outputs/reproduce-quick/
-python bench/reproduce.py --smoke --out DIR   # a few dozen prompts, 2 iterations (the test)
+python bench/reproduce.py --quick             # smaller, 3 seeds, 3 iterations; writes outputs/reproduce-quick/
+python bench/reproduce.py --smoke --out DIR   # a few dozen prompts, 2 seeds, 2 iterations (the test)
 python bench/reproduce.py --gpu --out DIR     # the GPU recipe: a 26M-parameter Llama, 8 runs at once (one H100/H200)
 python bench/reproduce.py --gpu --smoke --out DIR   # the GPU recipe's code path at the smoke size (runs on a CPU)
-python bench/reproduce.py --resume            # skip the runs already in the work folder's runs.jsonl
+python bench/reproduce.py --resume            # skip the runs already recorded in the work folder's runs.jsonl
 ```
 """
 
@@ -35,65 +34,16 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from repro import pool, report, runs  # noqa: E402
+from repro import analysis, pool, report, runs  # noqa: E402
 from repro.plan import Planner  # noqa: E402
+from repro.settings import setting_for  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_SHAPE = dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=256)
-GPU_SHAPE = dict(hidden_size=512, num_hidden_layers=8, num_attention_heads=8, intermediate_size=1408)
-SMOKE_SHAPE = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
 
 
-def setting_for(mode: str) -> runs.Setting:
-    """The setting of a mode: "full", "quick", "smoke", "gpu" or "gpu-smoke"."""
-    setting = runs.Setting(
-        name="draws",
-        model="llama",
-        pool=1200,
-        held_out=300,
-        validation=200,
-        iterations=5,  # the paper's iter0 .. iter4
-        sft_lrs=[1e-4, 3e-4, 1e-3],
-        selfplay_lrs=[1e-5, 3e-5, 1e-4],
-        seeds=[0, 1, 2],
-        methods=list(runs.METHODS),
-        tiny_shape=TINY_SHAPE,
-        min_digits=4,
-        max_digits=7,
-        replacement=True,
-        warm_epochs=12,
-        warm_lr=3e-3,
-        eval_samples=2,
-    )
-    if mode == "quick":
-        setting.iterations, setting.seeds = 3, [0]
-        setting.sft_lrs, setting.selfplay_lrs = [3e-4], [3e-5, 1e-4]
-        setting.extend_down, setting.extend_up, setting.equal_lrs = 1, 0, [1e-4]
-    elif mode in ("smoke", "gpu-smoke"):
-        setting.pool, setting.held_out, setting.validation, setting.iterations = 48, 16, 16, 2
-        setting.sft_lrs, setting.selfplay_lrs, setting.seeds = [1e-3], [1e-4], [0]
-        setting.extend_down, setting.extend_up, setting.equal_lrs = 0, 0, [1e-4]
-        setting.tiny_shape = SMOKE_SHAPE
-        setting.warm_epochs, setting.batch_size, setting.warm_batch_size = 1, 8, 8
-        setting.eval_paths, setting.eval_samples = 2, 2
-    elif mode == "gpu":
-        # One H100/H200, 8 runs at once: a 26M-parameter Llama (40x the CPU model), 3.3x the data, 1000 held-out
-        # prompts, 8 p_data paths and 4 samples per prompt. Sized in docs/reproduction.md ("The GPU recipe").
-        setting.name = "draws-gpu"
-        setting.tiny_shape = GPU_SHAPE
-        setting.pool, setting.held_out, setting.validation = 4000, 1000, 500
-        setting.batch_size, setting.warm_batch_size, setting.warm_epochs, setting.warm_lr = 64, 64, 6, 1e-3
-        setting.sft_lrs, setting.selfplay_lrs = [3e-5, 1e-4, 3e-4], [3e-6, 1e-5, 3e-5]
-        setting.eval_paths, setting.eval_samples = 8, 4
-        setting.eval_batch_size = setting.generation_batch_size = 4096
-    if mode == "gpu-smoke":
-        setting.name = "draws-gpu-smoke"
-    return setting
-
-
-def run_key(setting: runs.Setting, method: str, lr: float, seed: int) -> str:
-    blob = json.dumps([setting.to_dict(), method, lr, seed], sort_keys=True)
+def run_key(setting: runs.Setting, method: str, k, seed: int) -> str:
+    blob = json.dumps([setting.to_dict(), method, k, seed], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -103,7 +53,7 @@ def rows_that_run(setting: runs.Setting, skip: list[str]) -> tuple[list[str], di
     if unknown:
         raise SystemExit(f"--skip-rows: unknown row(s) {', '.join(unknown)}; rows are {', '.join(runs.METHODS)}")
     rows, not_run = [], {}
-    for m in setting.methods:
+    for m in runs.METHODS:
         missing = runs.missing_fields(runs.METHODS[m])
         if m in skip:
             not_run[m] = "switched off (--skip-rows)"
@@ -117,20 +67,23 @@ def rows_that_run(setting: runs.Setting, skip: list[str]) -> tuple[list[str], di
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="fewer rates, 1 seed, 3 iterations")
-    size.add_argument("--smoke", action="store_true", help="a few dozen prompts, 2 iterations (the test)")
+    size.add_argument("--quick", action="store_true", help="smaller data, 3 seeds, 3 iterations")
+    size.add_argument("--smoke", action="store_true", help="a few dozen prompts, 2 seeds, 2 iterations (the test)")
     parser.add_argument("--gpu", action="store_true", help="the GPU recipe (a 26M-parameter Llama, runs in parallel)")
     parser.add_argument("--out", help="folder for reproduction.md and figures/ (default: docs/ for the full run, "
                         "outputs/reproduce-<mode>/ otherwise)")  # fmt: skip
     parser.add_argument(
-        "--work-dir", help="warm start, proto cache and runs.jsonl (default: outputs/reproduce-work-<mode>)"
+        "--work-dir", help="warm starts, proto cache and runs.jsonl (default: outputs/reproduce-work-<mode>)"
     )
-    parser.add_argument("--jobs", type=int, help="runs at once (default: 8 with --gpu, else 1)")
+    parser.add_argument("--jobs", type=int, help="runs at once (default: 8 with --gpu, 2 for the CPU page and "
+                        "--quick (one thread each), 1 with --smoke)")  # fmt: skip
     parser.add_argument("--deadline-min", type=float, help="start no run that would end after this many minutes "
                         "from the start (default: 7 with --gpu, else none); runs still going 0.5 min later stop")  # fmt: skip
     parser.add_argument("--skip-rows", default="", help="comma-separated rows not to run (e.g. spin_anneal,"
                         "tspin_anneal,tspin_select); the page says so")  # fmt: skip
     parser.add_argument("--resume", action="store_true", help="skip runs already recorded in the work folder")
+    parser.add_argument("--ignore-preconditions", action="store_true", help="make every run even when a "
+                        "precondition fails (the verdicts stay marked untestable; the smoke test uses it)")  # fmt: skip
     parser.add_argument("--render-only", metavar="JSON", help="re-draw the page and figures from a results JSON")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "smoke" if args.smoke else "full"
@@ -161,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, not_run = rows_that_run(setting, [m for m in args.skip_rows.split(",") if m])
     for m, why in not_run.items():
         print(f"row {m} does not run: {why}", flush=True)
-    jobs = args.jobs or (8 if args.gpu else 1)
+    jobs = args.jobs or (8 if args.gpu else 1 if mode == "smoke" else 2)
     deadline_min = args.deadline_min if args.deadline_min is not None else (7.0 if mode == "gpu" else None)
     deadline = clock0 + 60 * deadline_min if deadline_min else None
     hard_deadline = deadline + 30 if deadline else None
@@ -178,35 +131,67 @@ def main(argv: list[str] | None = None) -> int:
     elif runs_path.exists():
         runs_path.unlink()
 
-    runner = pool.Runner(jobs)  # workers start now, while the warm start trains here
-    load_start = os.getloadavg()[0]
-    data = runs.make_data(setting)
-    warm_folder = str(work / f"warm_start_{run_key(setting, 'warm', 0, 0)}")
-    warm = runs.build_warm_start(setting, data, setting.seeds[0], warm_folder)
-    print(f"[{time.perf_counter() - started:6.0f}s] warm start: held-out KL {warm['held_out']['forward_kl']:.3f}, "
-          f"validity {warm['held_out']['validity']:.3f} ({warm['wall_s']:.0f}s)", flush=True)  # fmt: skip
+    def warm_folder(seed: int) -> str:
+        return str(work / f"warm_start_{run_key(setting, 'warm', None, seed)}")
 
-    planner = Planner(setting, runs.METHODS, rows, warm["validation"]["forward_kl"])
+    # Workers start (and import torch, transformers, trl) now; on a CPU each gets one thread (tiny models run best so).
+    runner = pool.Runner(jobs, threads=None if args.gpu else 1)
+    load_start = os.getloadavg()[0]
+    planner = Planner(
+        setting, runs.METHODS, rows, gate=analysis.gate(setting.seeds), past_failed_gate=args.ignore_preconditions
+    )
     records: list[dict] = []
-    for record in done.values():
-        if record["method"] in rows:
-            planner.record(record)
+    warm_starts: dict[int, dict] = {}
+    for key, record in done.items():
+        if key != run_key(setting, record["method"], record["k"], record["seed"]):
+            continue  # recorded under another setting: not this run's
+        if record["method"] == "warm":
+            warm_starts[record["seed"]] = record
+        elif record["method"] in rows:
             records.append(record)
+        else:
+            continue
+        planner.record(record)
+    printed_gate = False
+
+    def stamp() -> str:
+        return f"[{time.perf_counter() - started:6.0f}s]"
 
     def on_record(job, record: dict) -> None:
-        record["key"] = run_key(setting, job.method, job.lr, job.seed)
+        nonlocal printed_gate
+        record["method"], record["k"] = job.method, job.k
+        record["key"] = run_key(setting, job.method, job.k, job.seed)
         record["reason"] = job.reason
-        records.append(record)
         with open(runs_path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        kls = " ".join(f"{p['forward_kl']:.3f}" for p in record["points"])
-        print(f"[{time.perf_counter() - started:6.0f}s] {job.method:12s} lr {job.lr:<7g} seed {job.seed} "
-              f"({job.reason}): held-out KL {kls}; validation {record['validation_kl']:.3f} "
-              f"({record['wall_s']:.0f}s)", flush=True)  # fmt: skip
+        if job.method == "warm":
+            warm_starts[job.seed] = record
+            h = record["held_out"]
+            print(f"{stamp()} warm start seed {job.seed}: held-out KL to the new rule {h['forward_kl']:.3f}, to the "
+                  f"old rule {record['held_out_old_rule_kl']:.3f}; sampled validity new/old rule "
+                  f"{h['validity_sampled']:.3f}/{h['validity_old_rule']:.3f} ({record['cpu_s']:.0f} s CPU)", flush=True)  # fmt: skip
+        else:
+            records.append(record)
+            kls = " ".join(f"{p['forward_kl']:.3f}" for p in record["points"])
+            print(f"{stamp()} {job.method:13s} lr {job.lr:<8g} seed {job.seed} ({job.reason}): held-out KL {kls}; "
+                  f"validation {record['validation_kl']:.3f} ({record['cpu_s']:.0f} s CPU)", flush=True)  # fmt: skip
+        planner.ready()  # lets the gate run as soon as its runs are in
+        if planner.gate_result is not None and not printed_gate:
+            printed_gate = True
+            holds, text = planner.gate_result
+            outcome = (
+                "HOLD"
+                if holds
+                else "FAIL (the claims are untestable; "
+                + ("the runs go on: --ignore-preconditions)" if args.ignore_preconditions else "nothing else runs)")
+            )
+            print(f"{stamp()} PRECONDITIONS {outcome}: {text}", flush=True)
+
+    def job_args(job) -> tuple:
+        return (setting.to_dict(), job.method, job.lr, job.seed, warm_folder(job.seed), str(work))
 
     try:
-        failures = runner.run(planner, lambda job: (setting.to_dict(), job.method, job.lr, job.seed, warm_folder,
-                                                    str(work)), on_record, deadline, hard_deadline)  # fmt: skip
+        failures = runner.run(planner, job_args, on_record, deadline, hard_deadline)
     finally:
         runner.close()
         pool.remove_run_folders(work)
@@ -223,14 +208,16 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_s": usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime,
         "load_average": [load_start, os.getloadavg()[0]],
         "machine": _machine(),
+        "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "versions": _versions(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "jobs": jobs,
+        "threads_per_job": runner.threads if jobs > 1 else None,
         "deadline_min": deadline_min,
     }
-    results = {"meta": meta, "setting": setting.to_dict(), "warm_start": warm, "runs": records, "plan": plan,
-               "not_run": not_run, "failures": failures}  # fmt: skip
+    results = {"meta": meta, "setting": setting.to_dict(), "rules": analysis.RULES, "warm_starts": warm_starts,
+               "runs": records, "plan": plan, "not_run": not_run, "failures": failures}  # fmt: skip
     report.render(results, doc_path, figures)
     print(f"wrote {doc_path} and {figures} (wall {meta['wall_s'] / 60:.1f} min, CPU {meta['cpu_s'] / 60:.1f} min)",
           flush=True)  # fmt: skip

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The GPU recipe of docs/reproduction.md on one H100/H200 with no network, in under 9 minutes: a 26M-parameter Llama
-# built from a config and warmed up on the device, then every row, rate and seed of the page's plan, 8 runs at once
-# on the one GPU (python bench/reproduce.py --gpu). Writes OUT/reproduction.md and OUT/figures/ (4 files); the
-# work folder (models, caches) stays in /tmp.
+# The GPU recipe of docs/reproduction.md on one H100/H200 with no network, in under 9 minutes: the page's design (rows,
+# seeds, rules, verdicts) at a larger scale: a 26M-parameter Llama built from a config, one warm start per seed trained
+# on the device, then the planned runs in the page's order (preconditions first), 8 runs at once on the one GPU
+# (python bench/reproduce.py --gpu); runs that would end after the deadline are listed as not run. Writes
+# OUT/reproduction.md and OUT/figures/ (3 files); the work folder (models, caches) stays in /tmp.
 #
 #   bash bench/gpu_wheels.sh                    # here: trl, datasets, transformers wheels into .whl/ (15 MB)
 #   bash bench/reproduce_gpu.sh OUT [ARGS...]   # there, from the repository root, with .whl carried along

@@ -1,481 +1,555 @@
-"""From the runs to the numbers of the page: the learning-rate choice, per-iteration curves, the claims' verdicts.
+"""From the runs to the numbers of the page: the preconditions, the claims' verdicts, and every table.
 
-Rules (written before the full run, stated on the page): every comparison is paired by seed, and a difference is
-beyond noise when its mean exceeds `max(std over seeds of the per-seed differences, KL_FLOOR)`.
+The decision rules are written here, before the run, and copied into the results JSON (`RULES`, and each verdict's
+`rule`): every comparison is paired by seed (a seed is a whole replicate: its own warm start, data order and
+sampling); an estimate is the mean over seeds of the per-seed differences, with its two-sided 95% Student
+t-interval; a claim is `confirmed` when the interval lies wholly on the claim's side of its threshold, `refuted` when
+it lies wholly on the other side, and `inconclusive` otherwise (also when fewer than two seeds pair up, or when a row
+the claim needs has an inconclusive learning rate: its choice sits at an edge of its grid). When a precondition
+fails, every claim is `inconclusive` and marked untestable.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .plan import KL_FLOOR  # nats: differences below this are never called real (the KL estimate's noise is below it)
+from .plan import FLAT_KL, PRECONDITION_ROWS, rate
+from .stats import difference_of_proportions, fisher_exact, t_interval
 
 
-SHARE_FLOOR = 0.02  # shares (validity, inversion): the same rule with this floor
+RULES: dict[str, Any] = {
+    "confidence": 0.95,
+    "pairing": "by seed: a seed is a warm start (initialisation and data order) and every run from it",
+    "interval": "two-sided Student t-interval of the mean of the per-seed differences",
+    "primary_metric": "held-out forward KL to the new rule after the last iteration (nats; lower is better)",
+    "verdict": "confirmed if the 95% interval lies wholly on the claim's side of its threshold, refuted if wholly on "
+    "the other side, else inconclusive; inconclusive too with fewer than 2 paired seeds or when a row it needs has "
+    "an inconclusive rate (its choice at an edge of its grid)",
+    "largest_rise": "max over iterations t >= 1 of KL_t - min(KL_0 .. KL_{t-1}), and at least 0 (KL_0: the warm start)",
+    "stray_rise_nats": 0.5,  # a run strays when its largest rise exceeds this
+    "stray_factor": 3,  # ... at this many times each row's chosen rate (the next rung of the rate ladder)
+    "fisher_p": 0.05,
+    "matches_margin_share": 0.2,  # T-SPIN on 25% matches SFT on 100%: within 20% of the SFT 25% - SFT 100% gap
+    "selection_margin_share": 0.1,  # prompt selection costs no quality: within 10% of T-SPIN's gain on the warm start
+    "flat_kl_nats": FLAT_KL,  # a grid's lowest rate does not train when it stays this close to the warm start
+}
+
+METRICS = ("forward_kl", "validity_greedy", "validity_sampled", "advantage_current", "advantage_historical")
 
 
-def _finite(values) -> list[float]:
-    return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+# ---- small helpers ---------------------------------------------------------------------------------------------------
 
 
-def mean_std(values: Sequence[float | None]) -> tuple[float, float, int]:
-    vals = _finite(values)
-    if not vals:
-        return float("nan"), float("nan"), 0
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0), len(vals)
+def nan() -> float:
+    return float("nan")
 
 
-def paired(a: Sequence[float], b: Sequence[float], floor: float = KL_FLOOR) -> tuple[float, float]:
-    """Mean over seeds of `a - b` and its noise `max(std of the per-seed differences, floor)`."""
-    diffs = [x - y for x, y in zip(a, b, strict=True)]
-    std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-    return statistics.fmean(diffs), max(std, floor)
+def mean(values: Sequence[float]) -> float:
+    values = [v for v in values if v == v]
+    return statistics.fmean(values) if values else nan()
 
 
-def index_runs(runs: list[dict]) -> dict[tuple[str, float, int], dict]:
-    return {(r["method"], r["lr"], r["seed"]): r for r in runs}
+def interval(values: Sequence[float]) -> list[float]:
+    lo, hi = t_interval(values, RULES["confidence"])
+    return [lo, hi]
 
 
-def choose_lrs(runs: list[dict], methods: Sequence[str], grid_seed: int,
-               grid_rates: dict[str, Sequence[float]] | None = None) -> tuple[dict[str, float], dict]:  # fmt: skip
-    """Per method, the rate whose grid run (seed `grid_seed`, a rate of `grid_rates[method]` when given) ends with
-    the lowest validation forward KL (ties: the lower rate)."""
-    grid: dict[str, dict[float, dict[str, float]]] = defaultdict(dict)
-    for r in runs:
-        if r["method"] not in methods:
-            continue
-        if grid_rates is not None and r["lr"] not in grid_rates.get(r["method"], ()):
-            continue
-        if r["seed"] == grid_seed:
-            kls = [p["forward_kl"] for p in r["points"]]
-            grid[r["method"]][r["lr"]] = {
-                "validation_kl": r["validation_kl"],
-                "held_out_kl": kls[-1],
-                "held_out_worst": max(kls),
-            }
-    chosen = {}
-    for m in methods:
-        options = {
-            lr: v["validation_kl"] for lr, v in grid.get(m, {}).items() if v["validation_kl"] == v["validation_kl"]
-        }
-        if options:
-            chosen[m] = min(options, key=lambda lr: (options[lr], lr))
-    return chosen, grid
+def index(runs: Sequence[dict]) -> dict[tuple[str, int, int], dict]:
+    return {(r["method"], r["k"], r["seed"]): r for r in runs if r["method"] != "warm"}
 
 
-def series(run: dict, start: dict, key: str) -> list[float]:
-    """A held-out metric at the start (the warm start) and after every iteration."""
-    return [start.get(key, float("nan"))] + [p.get(key, float("nan")) for p in run["points"]]
-
-
-def rows_at(runs_by_key, method: str, lr: float, seeds: Sequence[int]) -> list[dict]:
-    return [runs_by_key[(method, lr, s)] for s in seeds if (method, lr, s) in runs_by_key]
-
-
-def trajectory(group: list[dict], start: dict, key: str = "forward_kl", floor: float = KL_FLOOR,
-               lower_is_better: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Worsenings between consecutive points beyond noise, and the change from the start."""
-    curves = [series(r, start, key) for r in group]
-    length = min(len(c) for c in curves)
-    sign = 1 if lower_is_better else -1
-    worse, rises = [], []
-    for i in range(1, length):
-        mean, tol = paired([sign * c[i] for c in curves], [sign * c[i - 1] for c in curves], floor)
-        rises.append(sign * mean)
-        if mean > tol:
-            worse.append(i)
-    change, tol = paired([sign * c[length - 1] for c in curves], [sign * c[0] for c in curves], floor)
-    best = [min(sign * v for v in c[1:length]) for c in curves]
-    return {
-        "worse_at": worse,  # point indices (1 = after iteration 0) that worsened beyond noise from the previous one
-        "steps": rises,
-        "change": sign * change,
-        "tolerance": tol,
-        "improved": change < -tol,
-        "monotone": change < -tol and not worse,
-        "final_minus_best": statistics.fmean(sign * c[length - 1] - b for c, b in zip(curves, best)),
-    }
-
-
-def _at(indices: list[int]) -> str:
-    return ", ".join(f"after it{i - 1}" for i in indices)
-
-
-def train_log_curve(group: list[dict], key: str) -> list[tuple[float, float, int]]:
-    if not group or not group[0]["train_logs"].get(key):
-        return []
-    length = min(len(r["train_logs"][key]) for r in group)
-    return [mean_std([r["train_logs"][key][i] for r in group]) for i in range(length)]
-
-
-def evaluate_claims(runs_by_key, chosen: dict[str, float], seeds: Sequence[int], start: dict) -> dict[str, dict]:
-    """The paper's three claims and the stabiliser question, each at every method's chosen rate, by the page's rules."""
-    group = {m: rows_at(runs_by_key, m, lr, seeds) for m, lr in chosen.items()}
-    traj = {m: trajectory(g, start) for m, g in group.items() if g}
-    final = {m: [r["points"][-1]["forward_kl"] for r in g] for m, g in group.items() if g}
-    claims: dict[str, dict] = {}
-
-    # 1. T-SPIN improves steadily where SPIN oscillates.
-    if "tspin" in traj and "spin" in traj:
-        t, s = traj["tspin"], traj["spin"]
-        spin_text = (f"SPIN's KL rises beyond noise {_at(s['worse_at'])}" if s["worse_at"]
-                     else "SPIN's KL never rises beyond noise")  # fmt: skip
-        if not t["monotone"]:
-            parts = [f"rises beyond noise {_at(t['worse_at'])}"] if t["worse_at"] else []
-            parts.append(f"changes by {t['change']:+.3f} nats from the warm start (noise {t['tolerance']:.3f})")
-            verdict, why = "not shown", "T-SPIN's held-out KL " + " and ".join(parts) + f"; {spin_text}."
-        elif s["worse_at"]:
-            verdict = "shown"
-            why = f"T-SPIN's held-out KL falls by {-t['change']:.3f} nats without a rise beyond noise; {spin_text}."
-        else:
-            verdict = "inconclusive"
-            why = (f"T-SPIN's held-out KL falls by {-t['change']:.3f} nats without a rise, but {spin_text} "
-                   f"(SPIN changes by {s['change']:+.3f}): no oscillation to contrast with.")  # fmt: skip
-        claims["stability"] = {"verdict": verdict, "why": why}
-
-    # 2. T-SPIN on 25% matches SFT on 100%.
-    if all(m in final for m in ("tspin", "sft_full", "sft_quarter")):
-        gap, gap_tol = paired(final["sft_quarter"], final["sft_full"])
-        diff, tol = paired(final["tspin"], final["sft_full"])
-        f = {m: statistics.fmean(v) for m, v in final.items()}
-        numbers = (f"T-SPIN ends at {f['tspin']:.3f} nats, SFT on 100% at {f['sft_full']:.3f}, SFT on 25% at "
-                   f"{f['sft_quarter']:.3f} (T-SPIN - SFT 100%: {diff:+.3f}, noise {tol:.3f})")  # fmt: skip
-        if gap <= gap_tol:
-            verdict, why = (
-                "inconclusive",
-                f"SFT on 100% does not beat SFT on 25% beyond noise ({gap:+.3f}, noise {gap_tol:.3f}), so the setting cannot test it. {numbers}.",
-            )
-        elif diff <= tol:
-            verdict, why = "shown", numbers + "."
-        else:
-            verdict, why = "not shown", numbers + ": T-SPIN is worse beyond noise."
-        claims["data_efficiency"] = {"verdict": verdict, "why": why}
-
-    # 3. T-SPIN keeps logp(real) > logp(synthetic); SPIN inverts it after iteration 0.
-    if group.get("tspin") and group.get("spin"):
-
-        def order(g):
-            return [[(r["train_logs"]["logps/real"][i] or 0) - (r["train_logs"]["logps/synthetic"][i] or 0)
-                     for i in range(len(r["train_logs"]["logps/real"]))] for r in g]  # fmt: skip
-
-        t_keeps = all(v > 0 for run in order(group["tspin"]) for v in run)
-        s_inverts = any(v < 0 for run in order(group["spin"]) for v in run[1:])
-        t_min = min(v for run in order(group["tspin"]) for v in run)
-        s_min = (
-            min(v for run in order(group["spin"]) for v in run[1:])
-            if len(order(group["spin"])[0]) > 1
-            else float("nan")
-        )
-        inv = {m: statistics.fmean(r["points"][-1]["inversion"] for r in group[m]) for m in ("tspin", "spin")}
-        numbers = (f"smallest per-iteration mean logp(real) - logp(synthetic): T-SPIN {t_min:+.2f}, SPIN after "
-                   f"iteration 0 {s_min:+.2f}; held-out inversion after the last iteration: T-SPIN {inv['tspin']:.2f}, "
-                   f"SPIN {inv['spin']:.2f}")  # fmt: skip
-        if t_keeps and s_inverts:
-            verdict = "shown"
-        elif t_keeps:
-            verdict = "half shown"
-            numbers += " (SPIN keeps the order too)"
-        else:
-            verdict = "not shown"
-        claims["likelihood_order"] = {"verdict": verdict, "why": numbers + "."}
-
-    # 4. Which component stabilises: each ablation against T-SPIN alpha 1.
-    if "tspin" in traj:
-        parts, stabilisers = [], []
-        for m, component in (("tspin_a01", "the saturating alpha=1 loss"), ("tspin_no_ha", "the historical term"),
-                             ("tspin_ref", "the reference-free reward")):  # fmt: skip
-            if m not in traj:
-                continue
-            diff, tol = paired(final[m], final["tspin"])
-            worse = diff > tol
-            extra_rises = bool(traj[m]["worse_at"]) and not traj["tspin"]["worse_at"]
-            if worse or extra_rises:
-                stabilisers.append(component)
-            parts.append(
-                f"without {component} ({m}): final KL {diff:+.3f} vs T-SPIN (noise {tol:.3f}), rises beyond noise "
-                f"{_at(traj[m]['worse_at']) or 'nowhere'}, final - best {traj[m]['final_minus_best']:+.3f}"
-            )
-        parts.append(f"T-SPIN alpha 1 rises beyond noise {_at(traj['tspin']['worse_at']) or 'nowhere'}, "
-                     f"final - best {traj['tspin']['final_minus_best']:+.3f}")  # fmt: skip
-        verdict = ", ".join(stabilisers) if stabilisers else "none shown"
-        claims["stabiliser"] = {"verdict": verdict, "why": "; ".join(parts) + "."}
-    return claims
-
-
-def worst(run: dict) -> float:
-    """The largest held-out KL after any iteration."""
-    return max(p["forward_kl"] for p in run["points"])
+def warm_map(warm_starts: dict) -> dict[int, dict]:
+    return {int(seed): record for seed, record in warm_starts.items()}
 
 
 def final(run: dict) -> float:
     return run["points"][-1]["forward_kl"]
 
 
-def paired_groups(by_key, a: str, lr_a: float, b: str, lr_b: float, seeds: Sequence[int]):
-    """Runs of `a` and `b` with the seeds both have, in seed order."""
-    common = [s for s in seeds if (a, lr_a, s) in by_key and (b, lr_b, s) in by_key]
-    return [by_key[(a, lr_a, s)] for s in common], [by_key[(b, lr_b, s)] for s in common]
+def kl_curve(run: dict, warm: dict) -> list[float]:
+    return [warm["held_out"]["forward_kl"]] + [p["forward_kl"] for p in run["points"]]
 
 
-def compare(ga: list[dict], gb: list[dict]) -> dict[str, Any]:
-    """`a - b` paired by seed: final and worst held-out KL, with their noise; `n` seeds."""
-    if not ga:
-        return {"n": 0}
-    d_final, t_final = paired([final(r) for r in ga], [final(r) for r in gb])
-    d_worst, t_worst = paired([worst(r) for r in ga], [worst(r) for r in gb])
-    return {"n": len(ga), "final": d_final, "final_noise": t_final, "worst": d_worst, "worst_noise": t_worst}
+def largest_rise(curve: Sequence[float]) -> float:
+    """The largest rise of a curve above its best earlier point, at least 0 (a curve that never rises: 0)."""
+    rises = [curve[t] - min(curve[:t]) for t in range(1, len(curve))]
+    return max([0.0, *rises]) if all(v == v for v in curve) else float("inf")
 
 
-def group_stats(group: list[dict], warm_kl: float, jump: float = 0.5) -> dict[str, Any]:
-    return {
-        "n": len(group),
-        "final": mean_std([final(r) for r in group]),
-        "worst": mean_std([worst(r) for r in group]),
-        "jumped": sum(worst(r) > warm_kl + jump for r in group),
-    }
+def paired(by: dict, a: tuple[str, int | None], b: tuple[str, int | None], seeds: Sequence[int],
+           f: Callable[[dict, dict, int], float]) -> tuple[list[float], list[int]]:  # fmt: skip
+    """`f(run_a, run_b, seed)` for every seed where both runs exist."""
+    diffs, used = [], []
+    for s in seeds:
+        ra, rb = by.get((a[0], a[1], s)), by.get((b[0], b[1], s))
+        if ra is not None and rb is not None and a[1] is not None and b[1] is not None:
+            diffs.append(f(ra, rb, s))
+            used.append(s)
+    return diffs, used
 
 
-def equal_rates(by_key, setting: dict, warm_kl: float) -> dict[str, Any]:
-    """The rows of `equal_rows` at each rate of `equal_lrs` with every seed, and each against T-SPIN alpha 1."""
-    out: dict[str, Any] = {}
-    for lr in setting["equal_lrs"]:
-        per = {}
-        for m in setting["equal_rows"]:
-            group = rows_at(by_key, m, lr, setting["seeds"])
-            if group:
-                per[m] = group_stats(group, warm_kl)
-                if m != "tspin":
-                    per[m]["vs_tspin"] = compare(*paired_groups(by_key, m, lr, "tspin", lr, setting["seeds"]))
-        out[f"{lr:g}"] = {"lr": lr, "rows": per}
-    return out
-
-
-def historical_term_verdict(eq: dict[str, Any]) -> dict[str, str]:
-    """Question 5: does the historical term (beta 0.1 vs 0) destabilise T-SPIN at the equal rates?"""
-    parts, worse_with, worse_without, seeds = [], [], [], []
-    for key, block in eq.items():
-        c = block["rows"].get("tspin_no_ha", {}).get("vs_tspin")
-        if not c or not c["n"]:
-            continue
-        seeds.append(c["n"])
-        # c is (w/o H-A) - T-SPIN: positive = T-SPIN (with the term) is lower
-        parts.append(f"lr {key}: worst-point KL T-SPIN - w/o H-A {-c['worst']:+.3f} (noise {c['worst_noise']:.3f}), "
-                     f"final {-c['final']:+.3f} (noise {c['final_noise']:.3f}), {c['n']} seed(s)")  # fmt: skip
-        if -c["worst"] > c["worst_noise"]:
-            worse_with.append(key)
-        elif c["worst"] > c["worst_noise"]:
-            worse_without.append(key)
-    if not parts:
-        return {"verdict": "not run", "why": "the equal-rate runs of T-SPIN and T-SPIN w/o H-A are missing."}
-    if min(seeds) < 2:
-        return {"verdict": "inconclusive (one seed)", "why": "; ".join(parts) + "."}
-    if worse_with:
-        verdict = "shown at lr " + ", ".join(worse_with)
-    elif worse_without:
-        verdict = "the reverse (w/o H-A is worse at lr " + ", ".join(worse_without) + ")"
+def decide(diffs: Sequence[float], side: str) -> tuple[str, float, list[float]]:
+    """The verdict of a paired estimate whose claim is `side` ("below" or "above") zero."""
+    if len(diffs) < 2 or not all(math.isfinite(d) for d in diffs):
+        return "inconclusive", mean(diffs), [nan(), nan()]
+    lo, hi = interval(diffs)
+    if side == "below":
+        verdict = "confirmed" if hi < 0 else "refuted" if lo > 0 else "inconclusive"
     else:
-        verdict = "not shown"
-    return {"verdict": verdict, "why": "; ".join(parts) + "."}
+        verdict = "confirmed" if lo > 0 else "refuted" if hi < 0 else "inconclusive"
+    return verdict, statistics.fmean(diffs), [lo, hi]
 
 
-def beyond_paper(by_key, setting: dict, methods: dict, rows: Sequence[str], chosen: dict[str, float],
-                 warm_kl: float) -> dict[str, Any]:  # fmt: skip
-    """The annealed and prompt-selection rows, each against its comparison row at the same rate, paired by seed."""
-    out: dict[str, Any] = {}
-    for m in rows:
-        method = methods[m]
-        if method.rate_rule == "anneal":
-            lr = setting["anneal_lr"]
-        elif method.rate_rule == "chosen":
-            lr = chosen.get(method.compare_with)
-        else:
-            continue
-        if lr is None:
-            out[m] = {"lr": None}
-            continue
-        ga, gb = paired_groups(by_key, m, lr, method.compare_with, lr, setting["seeds"])
-        entry = {"lr": lr, "compare_with": method.compare_with, "compare": compare(ga, gb)}
-        if ga:
-            entry["row"] = group_stats(ga, warm_kl)
-            entry["base"] = group_stats(gb, warm_kl)
-            entry["trajectory"] = trajectory(ga, {"forward_kl": warm_kl})
-            entry["base_trajectory"] = trajectory(gb, {"forward_kl": warm_kl})
-            entry["timing"] = {name: timing_of(g) for name, g in (("row", ga), ("base", gb))}
-            entry["kl_curve"] = [mean_std(c) for c in zip(*([warm_kl] + [p["forward_kl"] for p in r["points"]]
-                                                           for r in ga))]  # fmt: skip
-            entry["base_kl_curve"] = [mean_std(c) for c in zip(*([warm_kl] + [p["forward_kl"] for p in r["points"]]
-                                                                for r in gb))]  # fmt: skip
-        out[m] = entry
+# ---- preconditions ---------------------------------------------------------------------------------------------------
+
+
+def preconditions(runs: Sequence[dict], warm_starts: dict, chosen: dict[str, int | None],
+                  seeds: Sequence[int]) -> dict[str, dict]:  # fmt: skip
+    """The setting's preconditions (headroom, and an anchor for the historical term), each paired by seed:
+    `{name: {holds, estimate, ci95, n_seeds, rule, text}}`."""
+    by, warm = index(runs), warm_map(warm_starts)
+    sub, full = ("sft_sub", chosen.get("sft_sub")), ("sft_full", chosen.get("sft_full"))
+    out = {}
+    diffs, used = paired(by, sub, sub, seeds, lambda a, b, s: final(a) - warm[s]["held_out"]["forward_kl"])
+    verdict, est, ci = decide(diffs, "below")
+    out["sft_subset_improves_on_warm_start"] = {
+        "holds": verdict == "confirmed", "estimate": est, "ci95": ci, "n_seeds": len(used),
+        "rule": "final held-out KL of SFT 25% (self-play's steps) minus the warm start's; holds if the 95% interval "
+        "lies below 0 (self-play's data still teaches something)",
+    }  # fmt: skip
+    diffs, used = paired(by, full, sub, seeds, lambda a, b, s: final(a) - final(b))
+    verdict, est, ci = decide(diffs, "below")
+    out["sft_full_improves_on_sft_subset"] = {
+        "holds": verdict == "confirmed", "estimate": est, "ci95": ci, "n_seeds": len(used),
+        "rule": "final held-out KL of SFT 100% minus SFT 25% (self-play's steps); holds if the 95% interval lies below "
+        "0 (more data helps: the 25%-vs-100% claim can be tested)",
+    }  # fmt: skip
+    diffs = [warm[s]["held_out"]["validity_old_rule"] - warm[s]["held_out"]["validity_sampled"]
+             for s in seeds if s in warm]  # fmt: skip
+    verdict, est, ci = decide(diffs, "above")
+    out["proto_follows_old_rule"] = {
+        "holds": verdict == "confirmed", "estimate": est, "ci95": ci, "n_seeds": len(diffs),
+        "rule": "share of the warm start's held-out samples valid under the old rule minus the share valid under the "
+        "new rule; holds if the 95% interval lies above 0 (the proto responses follow the old rule: the historical "
+        "term has an anchor to move away from)",
+    }  # fmt: skip
     return out
 
 
-def timing_of(group: list[dict]) -> dict[str, Any]:
-    """Mean over seeds, per iteration: preparation (regeneration) and training seconds, and the pairs trained."""
-    out: dict[str, Any] = {}
-    for key in ("prepare_s", "train_s"):
-        columns = [r.get("timing", {}).get(key, []) for r in group]
-        length = min(len(c) for c in columns) if columns else 0
-        out[key] = [statistics.fmean(c[i] for c in columns) for i in range(length)]
-    pairs = [r.get("trained_pairs", []) for r in group]
-    length = min(len(c) for c in pairs) if pairs else 0
-    out["trained_pairs"] = [statistics.fmean(c[i] for c in pairs) for i in range(length)]
-    out["wall_s"] = statistics.fmean(r["wall_s"] for r in group)
+def gate(seeds: Sequence[int]) -> Callable[[dict], tuple[bool, str]]:
+    """The planner's gate: the preconditions from what has run (printed by the caller)."""
+
+    def check(partial: dict) -> tuple[bool, str]:
+        pre = preconditions(partial["runs"], partial["warm_starts"], partial["chosen"], seeds)
+        text = "; ".join(f"{name}: {'holds' if p['holds'] else 'FAILS'} (estimate {p['estimate']:+.3f}, 95% CI "
+                         f"[{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}], {p['n_seeds']} seeds)"
+                         for name, p in pre.items())  # fmt: skip
+        return all(p["holds"] for p in pre.values()), text
+
+    return check
+
+
+# ---- the claims ------------------------------------------------------------------------------------------------------
+
+
+class Claims:
+    """The verdicts of every claim, from the runs at each row's chosen rate (or its stray rate)."""
+
+    def __init__(self, results: dict, labels: dict[str, str]):
+        self.results = results
+        self.setting = results["setting"]
+        self.by = index(results["runs"])
+        self.warm = warm_map(results["warm_starts"])
+        self.plan_rows = results.get("plan", {}).get("rows", {})
+        self.chosen = {m: r["chosen_k"] for m, r in self.plan_rows.items()}
+        self.labels = labels
+        self.seeds = list(self.setting["seeds"])
+        self.untestable = None
+        gate_result = results.get("plan", {}).get("gate")
+        if gate_result is not None and not gate_result["holds"]:
+            self.untestable = gate_result["text"]
+        self.verdicts: list[dict] = []
+
+    def k(self, m: str, stray: bool = False) -> int | None:
+        base = self.chosen.get(m)
+        return None if base is None else base + (1 if stray else 0)
+
+    def _inconclusive_rows(self, rows: Sequence[str]) -> list[str]:
+        return [f"{self.labels[m]}: {self.plan_rows[m]['status'] if m in self.plan_rows else 'did not run'}"
+                for m in rows if not self.plan_rows.get(m, {}).get("conclusive")]  # fmt: skip
+
+    def add(self, key: str, claim: str, group: str, rows: Sequence[str], rule: str, verdict: str, estimate: float,
+            ci: Sequence[float], n: int, detail: str = "", **extra: Any) -> dict:  # fmt: skip
+        bad = self._inconclusive_rows(rows)
+        if self.untestable:
+            verdict, rule = "inconclusive", f"Untestable: a precondition fails (see the preconditions). {rule}"
+        elif bad and verdict != "inconclusive":
+            verdict, rule = "inconclusive", f"{rule} Overridden: {'; '.join(bad)}."
+        elif bad:
+            rule = f"{rule} Also: {'; '.join(bad)}."
+        entry = {"key": key, "claim": claim, "group": group, "verdict": verdict, "rule": rule, "estimate": estimate,
+                 "ci95": list(ci), "n_seeds": n, "detail": detail, "untestable": bool(self.untestable), **extra}  # fmt: skip
+        self.verdicts.append(entry)
+        return entry
+
+    def difference(self, key: str, claim: str, group: str, a: tuple[str, int | None], b: tuple[str, int | None],
+                   side: str, rule: str, f: Callable[[dict, dict, int], float] | None = None,
+                   rows: Sequence[str] | None = None) -> dict:  # fmt: skip
+        f = f or (lambda ra, rb, s: final(ra) - final(rb))
+        diffs, used = paired(self.by, a, b, self.seeds, f)
+        verdict, est, ci = decide(diffs, side)
+        return self.add(key, claim, group, rows or [a[0], b[0]], rule, verdict, est, ci, len(used),
+                        per_seed=dict(zip(used, diffs)))  # fmt: skip
+
+    def rise(self, run: dict) -> float:
+        return largest_rise(kl_curve(run, self.warm[run["seed"]]))
+
+    def evaluate(self) -> list[dict]:
+        L = self.labels
+        paired_rule = "paired by seed, at each row's chosen rate"
+        for m in ("tspin", "spin"):
+            self.difference(
+                f"beats_sft_{m}", f"Self-play beats SFT at equal data and steps ({L[m]})", "paper",
+                (m, self.k(m)), ("sft_sub", self.k("sft_sub")), "below",
+                f"d = final held-out KL of {L[m]} minus {L['sft_sub']} ({paired_rule}); confirmed if the 95% interval "
+                "lies below 0, refuted if above 0.",
+            )  # fmt: skip
+        share = RULES["matches_margin_share"]
+        self.difference(
+            "matches_sft_full", f"T-SPIN on 25% matches SFT on 100% (non-inferiority, margin {share:.0%} of the gap "
+            "between SFT 25% and SFT 100%)", "paper", ("tspin", self.k("tspin")), ("sft_full", self.k("sft_full")),
+            "below",
+            f"d = KL(T-SPIN) - KL(SFT 100%) - {share:g} x (KL(SFT 25%) - KL(SFT 100%)), final held-out KL per seed "
+            f"({paired_rule}); confirmed if the 95% interval lies below 0 (T-SPIN is within the margin of SFT 100% or "
+            "better), refuted if above 0.",
+            f=lambda ra, rb, s: final(ra) - final(rb) - share * (self._final("sft_sub", s) - final(rb)),
+            rows=["tspin", "sft_full", "sft_sub"],
+        )  # fmt: skip
+        self.difference(
+            "stable_chosen", "Stability across iterations at the chosen rates: T-SPIN's largest rise above its best "
+            "earlier point is smaller than SPIN's", "paper", ("tspin", self.k("tspin")), ("spin", self.k("spin")),
+            "below",
+            f"d = largest rise of T-SPIN minus SPIN's (held-out KL, nats; {RULES['largest_rise']}; {paired_rule}); "
+            "confirmed if the 95% interval lies below 0, refuted if above 0 (both never rising gives d = 0: "
+            "inconclusive).",
+            f=lambda ra, rb, s: self.rise(ra) - self.rise(rb),
+        )  # fmt: skip
+        self.stray_claim()
+        self.difference(
+            "historical_term", "The historical term improves T-SPIN (T-SPIN against T-SPIN w/o H-A)", "paper",
+            ("tspin", self.k("tspin")), ("tspin_no_ha", self.k("tspin_no_ha")), "below",
+            f"d = final held-out KL of T-SPIN minus T-SPIN w/o H-A ({paired_rule}); confirmed if the 95% interval lies "
+            "below 0, refuted if above 0.",
+        )  # fmt: skip
+        self.inversion_claim()
+        self.difference(
+            "stable_chosen_rmsprop", "Stability under RMSProp with the paper's per-iteration reset: T-SPIN's largest "
+            "rise is smaller than SPIN's", "fidelity", ("tspin_rms", self.k("tspin_rms")),
+            ("spin_rms", self.k("spin_rms")), "below",
+            f"as the stability claim, for the RMSProp rows ({paired_rule}).",
+            f=lambda ra, rb, s: self.rise(ra) - self.rise(rb),
+        )  # fmt: skip
+        self.selection_claims()
+        for m in ("spin_anneal", "tspin_anneal"):
+            base = self.setting_base(m)
+            for stray, where in ((False, "at the base row's chosen rate"), (True, "at 3x it, where the un-annealed "
+                                                                                   "row may stray")):  # fmt: skip
+                k = self.k(base, stray)
+                self.difference(
+                    f"{m}_{'stray' if stray else 'chosen'}", f"NeMo annealing improves {L[base]} {where}", "beyond",
+                    (m, k), (base, k), "below",
+                    f"d = final held-out KL of {L[m]} minus {L[base]} at the same rate (lr {self._lr(k)}), paired by "
+                    "seed; confirmed if the 95% interval lies below 0, refuted if above 0.",
+                    rows=[base],
+                )  # fmt: skip
+        return self.verdicts
+
+    def setting_base(self, m: str) -> str:
+        from .runs import METHODS
+
+        return METHODS[m].base
+
+    def _lr(self, k: int | None) -> str:
+        return "n/a" if k is None else f"{rate(k):g}"
+
+    def _final(self, m: str, seed: int) -> float:
+        run = self.by.get((m, self.k(m), seed))
+        return final(run) if run is not None else nan()
+
+    def stray_claim(self) -> None:
+        counts = {}
+        for m in ("tspin", "spin"):
+            runs = [self.by[(m, self.k(m, True), s)] for s in self.seeds if (m, self.k(m, True), s) in self.by]
+            strayed = [self.rise(r) > RULES["stray_rise_nats"] for r in runs]
+            counts[m] = (sum(strayed), len(strayed))
+        (a, n_a), (b, n_b) = counts["tspin"], counts["spin"]
+        p = fisher_exact(a, n_a - a, b, n_b - b) if n_a and n_b else nan()
+        alpha = RULES["fisher_p"]
+        if not (n_a and n_b):
+            verdict = "inconclusive"
+        elif p < alpha:
+            verdict = "confirmed" if a / n_a < b / n_b else "refuted"
+        else:
+            verdict = "inconclusive"
+        ci = difference_of_proportions(a, n_a, b, n_b) if n_a and n_b else (nan(), nan())
+        self.add(
+            "stray", f"Stability at {RULES['stray_factor']}x the chosen rates: fewer T-SPIN seeds stray than SPIN seeds",
+            "paper", ["tspin", "spin"],
+            f"a run strays when its largest rise exceeds {RULES['stray_rise_nats']:g} nats; T-SPIN and SPIN each at "
+            f"{RULES['stray_factor']}x its own chosen rate with every seed; Fisher's exact test (two-sided) on the "
+            f"counts: confirmed if p < {alpha:g} and T-SPIN strays less, refuted if p < {alpha:g} and T-SPIN strays "
+            "more, else inconclusive. Estimate: T-SPIN's share of strayed seeds minus SPIN's, with Newcombe's 95% "
+            "interval.",
+            verdict, (a / n_a - b / n_b) if n_a and n_b else nan(), ci, min(n_a, n_b),
+            counts={"tspin": [a, n_a], "spin": [b, n_b]}, fisher_p=p,
+        )  # fmt: skip
+
+    def train_gaps(self, m: str) -> list[list[float]]:
+        """Per seed, per iteration: the mean over the iteration's training steps of logp(real) - logp(synthetic)."""
+        out = []
+        for s in self.seeds:
+            run = self.by.get((m, self.k(m), s))
+            if run is None or not run.get("train_logs"):
+                continue
+            out.append([(it.get("logps/real") or nan()) - (it.get("logps/synthetic") or nan())
+                        for it in run["train_logs"]])  # fmt: skip
+        return out
+
+    def inversion_claim(self) -> None:
+        gaps = self.train_gaps("tspin")
+        rule = ("g_t = mean over iteration t's training steps of logp(real) - logp(synthetic) (T-SPIN at its chosen "
+                "rate, per seed). Confirmed if the 95% interval of g_t lies above 0 in every iteration t >= 1; refuted "
+                "if it lies below 0 in some iteration t >= 1 although it lay above 0 in iteration 0 (T-SPIN lost the "
+                "order it started with); inconclusive otherwise, in particular when iteration 0 already starts "
+                "inverted (the claim 'keeps' has nothing to keep).")  # fmt: skip
+        if len(gaps) < 2:
+            self.add("no_inversion", "No likelihood inversion: T-SPIN keeps logp(real) > logp(synthetic)", "paper",
+                     ["tspin"], rule, "inconclusive", nan(), [nan(), nan()], len(gaps))  # fmt: skip
+            return
+        iterations = min(len(g) for g in gaps)
+        cis = [interval([g[t] for g in gaps]) for t in range(iterations)]
+        means = [mean([g[t] for g in gaps]) for t in range(iterations)]
+        later = range(1, iterations)
+        if later and all(cis[t][0] > 0 for t in later):
+            verdict = "confirmed"
+        elif any(cis[t][1] < 0 for t in later) and cis[0][0] > 0:
+            verdict = "refuted"
+        else:
+            verdict = "inconclusive"
+        worst = min(later, key=lambda t: means[t]) if later else 0
+        self.add("no_inversion", "No likelihood inversion: T-SPIN keeps logp(real) > logp(synthetic)", "paper",
+                 ["tspin"], rule, verdict, means[worst], cis[worst], len(gaps),
+                 detail=f"smallest g_t at iteration {worst}", per_iteration={"mean": means, "ci95": cis})  # fmt: skip
+
+    def selection_claims(self) -> None:
+        k = self.k("tspin")
+        share = RULES["selection_margin_share"]
+        triggered = any((it.get("skipped") or 0) > 0 for s in self.seeds
+                        for it in (self.by.get(("tspin_select", k, s)) or {}).get("selection", []))  # fmt: skip
+
+        def quality(ra: dict, rb: dict, s: int) -> float:
+            return final(ra) - final(rb) - share * (self.warm[s]["held_out"]["forward_kl"] - final(rb))
+
+        entry = self.difference(
+            "selection_quality", f"Prompt selection costs no quality (non-inferiority, margin {share:.0%} of T-SPIN's "
+            "gain over the warm start)", "beyond", ("tspin_select", k), ("tspin", k), "below",
+            f"d = KL(selection) - KL(T-SPIN) - {share:g} x (KL(warm start) - KL(T-SPIN)), final held-out KL at T-SPIN's "
+            "chosen rate, paired by seed; confirmed if the 95% interval lies below 0, refuted if above 0; "
+            "inconclusive when no prompt was skipped in any iteration of any seed (selection did not trigger).",
+            f=quality, rows=["tspin"],
+        )  # fmt: skip
+        if not triggered and entry["verdict"] != "inconclusive":
+            entry["verdict"] = "inconclusive"
+            entry["rule"] += " Overridden: no prompt was skipped."
+
+        def saved(ra: dict, rb: dict, s: int) -> float:
+            return sum(rb["timing"]["prepare_cpu_s"][1:]) - sum(ra["timing"]["prepare_cpu_s"][1:])
+
+        self.difference(
+            "selection_time", "Prompt selection saves regeneration time (iterations 1 and later)", "beyond",
+            ("tspin_select", k), ("tspin", k), "above",
+            "d = preparation CPU seconds (regeneration, prompt scoring, reference log-probs) of T-SPIN minus those of "
+            "T-SPIN with prompt selection, summed over iterations 1 and later, paired by seed: a positive d is time "
+            "saved, a negative d a cost; confirmed if the 95% interval lies above 0, refuted if below 0.",
+            f=saved, rows=["tspin"],
+        )  # fmt: skip
+
+
+# ---- tables ----------------------------------------------------------------------------------------------------------
+
+
+def point_stats(values: Sequence[float]) -> dict[str, Any]:
+    values = [v for v in values if v is not None]
+    ci = interval(values) if len(values) > 1 else [nan(), nan()]
+    return {"mean": mean(values), "ci95": ci, "n": len(values)}
+
+
+def curves(by: dict, warm: dict[int, dict], m: str, k: int | None, seeds: Sequence[int]) -> dict[str, list[dict]]:
+    """Per held-out metric: the warm start ("start") and every iteration, mean and 95% interval over seeds."""
+    runs = [by[(m, k, s)] for s in seeds if (m, k, s) in by]
+    out = {}
+    for key in METRICS:
+        columns = []
+        start = [warm[r["seed"]]["held_out"].get(key, 0.0 if key == "advantage_historical" else None) for r in runs]
+        columns.append(point_stats(start))
+        for t in range(min((len(r["points"]) for r in runs), default=0)):
+            columns.append(point_stats([r["points"][t].get(key) for r in runs]))
+        out[key] = columns
+    rises = [largest_rise(kl_curve(r, warm[r["seed"]])) for r in runs]
+    out["largest_rise"] = [point_stats(rises)]
     return out
 
 
-def anneal_verdict(bp: dict[str, Any], labels: dict[str, str]) -> dict[str, str] | None:
-    """Question 6: does NeMo-style annealing change where SPIN / T-SPIN end, or how far they stray, at its rate?"""
-    verdicts, parts = [], []
-    for m, e in bp.items():
-        if not m.endswith("_anneal"):
-            continue
-        c = e.get("compare", {})
-        if not c.get("n"):
-            verdicts.append(f"{labels[m]}: not run")
-            continue
-        if c["n"] < 2:
-            word = "inconclusive (one seed)"
-        elif c["worst"] < -c["worst_noise"] or c["final"] < -c["final_noise"]:
-            word = "helps" if c["final"] <= c["final_noise"] else "mixed"
-        elif c["worst"] > c["worst_noise"] or c["final"] > c["final_noise"]:
-            word = "hurts"
-        else:
-            word = "no difference beyond noise"
-        verdicts.append(f"{labels[m]}: {word}")
-        parts.append(f"{labels[m]} - {labels[e['compare_with']]} at lr {e['lr']:g}: final KL {c['final']:+.3f} "
-                     f"(noise {c['final_noise']:.3f}), worst-point KL {c['worst']:+.3f} (noise {c['worst_noise']:.3f}),"
-                     f" {c['n']} seed(s)")  # fmt: skip
-    if not verdicts:
-        return None
-    return {"verdict": "; ".join(verdicts), "why": ("; ".join(parts) or "no runs") + "."}
+def grid_table(by: dict, plan_rows: dict, setting: dict) -> dict[str, dict]:
+    seeds = setting["seeds"][: setting["grid_seeds"]]
+    out = {}
+    for m, row in plan_rows.items():
+        cells = {}
+        for k in row["ks"]:
+            runs = [by[(m, k, s)] for s in seeds if (m, k, s) in by]
+            cells[k] = {"lr": rate(k), "validation_kl": mean([r["validation_kl"] for r in runs]),
+                        "held_out_final": mean([final(r) for r in runs]), "n": len(runs)}  # fmt: skip
+        out[m] = {"cells": cells, "chosen_k": row["chosen_k"], "status": row["status"],
+                  "conclusive": row["conclusive"]}  # fmt: skip
+    return out
 
 
-def selection_verdict(bp: dict[str, Any], labels: dict[str, str], pool_quarter: int) -> dict[str, str] | None:
-    """Question 7: does prompt selection cost quality, and what time does it save (iterations after the first)?"""
-    e = bp.get("tspin_select")
-    if e is None:
-        return None
-    c = e.get("compare", {})
-    if not c.get("n"):
-        return {"verdict": "not run", "why": "no prompt-selection run finished."}
-    t = e["timing"]
-    saved = {}
-    for key in ("prepare_s", "train_s"):
-        row, base = sum(t["row"][key][1:]), sum(t["base"][key][1:])
-        saved[key] = (base - row) / base if base > 0 else float("nan")
-    kept = [p / pool_quarter for p in t["row"]["trained_pairs"]]
-    numbers = (f"at lr {e['lr']:g}, {c['n']} seed(s): final KL {c['final']:+.3f} vs T-SPIN (noise {c['final_noise']:.3f});"
-               f" share of the self-play prompts trained on per iteration "
-               + " / ".join(f"{k:.2f}" for k in kept)
-               + f"; iterations 1 and later: preparation (regeneration) time {100 * saved['prepare_s']:+.0f}% saved, "
-               f"training time {100 * saved['train_s']:+.0f}% saved")  # fmt: skip
-    if c["n"] < 2:
-        verdict = "inconclusive (one seed)"
-    elif c["final"] > c["final_noise"]:
-        verdict = "costs quality"
-    else:
-        verdict = "no quality cost beyond noise"
-    return {"verdict": verdict, "why": numbers + "."}
-
-
-def improvements(by_key, setting: dict, methods: dict, warm_kl: float) -> dict[str, Any]:
-    """Every (self-play row, rate) with its mean final held-out KL over the seeds run there, against the warm start:
-    improved when the mean is below the warm start by more than max(std, KL_FLOOR)."""
-    cells: dict[tuple[str, float], list[float]] = defaultdict(list)
-    for (m, lr, _), r in by_key.items():
-        if methods[m].kind == "selfplay":
-            cells[(m, lr)].append(final(r))
-    best, improved = None, []
-    for (m, lr), values in cells.items():
-        mean, std, n = mean_std(values)
-        if mean < warm_kl - max(std, KL_FLOOR):
-            improved.append({"method": m, "lr": lr, "final": mean, "n": n})
-        if best is None or mean < best["final"]:
-            best = {"method": m, "lr": lr, "final": mean, "n": n}
-    sft = {}
-    for m in ("sft_full", "sft_quarter"):
-        finals = [final(r) for (mm, _, _), r in by_key.items() if mm == m]
-        if finals:
-            sft[m] = min(finals)
-    return {"cells": len(cells), "improved": improved, "best": best, "sft_best": sft}
-
-
-def grid_rates_of(results: dict) -> dict[str, list[float]]:
-    """Each grid row's rates: the planner's record, or (a page from before the planner) its kind's grid."""
-    setting = results["setting"]
-    plan_rows = results.get("plan", {}).get("rows")
-    if plan_rows:
-        return {m: v["rates"] for m, v in plan_rows.items()}
+def stray_table(by: dict, warm: dict[int, dict], chosen: dict[str, int | None], seeds: Sequence[int]) -> dict:
     from .runs import METHODS
 
-    return {m: setting["sft_lrs"] if METHODS[m].kind == "sft" else setting["selfplay_lrs"]
-            for m in setting["methods"] if METHODS[m].rate_rule == "grid"}  # fmt: skip
+    out = {}
+    for m in ("spin", "tspin", "spin_anneal", "tspin_anneal"):
+        base = METHODS[m].base or m
+        if chosen.get(base) is None:
+            continue
+        k = chosen[base] + 1
+        runs = [by[(m, k, s)] for s in seeds if (m, k, s) in by]
+        if not runs:
+            continue
+        rises = {r["seed"]: largest_rise(kl_curve(r, warm[r["seed"]])) for r in runs}
+        out[m] = {"k": k, "lr": rate(k), "rises": rises, "strayed": sum(v > RULES["stray_rise_nats"] for v in rises.values()),
+                  "n": len(runs), "curves": {r["seed"]: kl_curve(r, warm[r["seed"]]) for r in runs},
+                  "final": point_stats([final(r) for r in runs])}  # fmt: skip
+    return out
+
+
+def selection_table(by: dict, chosen: dict[str, int | None], seeds: Sequence[int], setting: dict) -> dict[str, Any]:
+    """Prompt selection's kept/skipped counts per iteration and seed, the share of prompts trained on, and time."""
+    k = chosen.get("tspin")
+    n_prompts = round(setting["pool"] * setting["subset_share"])
+    per_seed, shares_below = {}, []
+    timing = {"selection": [], "tspin": []}
+    for s in seeds:
+        run = by.get(("tspin_select", k, s))
+        if run is None:
+            continue
+        per_seed[s] = run["selection"]
+        shares = [it["kept"] / n_prompts for it in run["selection"] if it.get("kept") is not None]
+        shares_below.append(min(shares) < 1 if shares else False)
+        base = by.get(("tspin", k, s))
+        timing["selection"].append(run["timing"]["prepare_cpu_s"])
+        if base is not None:
+            timing["tspin"].append(base["timing"]["prepare_cpu_s"])
+    iterations = setting["iterations"]
+    mean_kept = [mean([it[t]["kept"] for it in per_seed.values() if t < len(it) and it[t].get("kept") is not None])
+                 for t in range(iterations)]  # fmt: skip
+    mean_skipped = [mean([it[t]["skipped"] for it in per_seed.values() if t < len(it)
+                          and it[t].get("skipped") is not None]) for t in range(iterations)]  # fmt: skip
+    return {
+        "lr": rate(k) if k is not None else None,
+        "threshold": setting["selection_threshold"],
+        "min_share": setting["selection_min_share"],
+        "prompts": n_prompts,
+        "per_seed": per_seed,
+        "mean_kept": mean_kept,
+        "mean_skipped": mean_skipped,
+        "share_trained_per_iteration": [v / n_prompts for v in mean_kept],
+        "seeds_with_share_below_1": sum(shares_below),
+        "n_seeds": len(per_seed),
+        "prepare_cpu_s": {
+            name: [mean([row[t] for row in rows if t < len(row)]) for t in range(iterations)]
+            for name, rows in timing.items()
+        },  # fmt: skip
+    }
 
 
 def summarize(results: dict) -> dict[str, Any]:
-    """Everything the page needs for one setting, computed from `results` (the runs and the warm start)."""
+    """Everything the page needs, computed from `results` (the runs, the warm starts and the plan)."""
     from .runs import METHODS
 
     setting = results["setting"]
-    runs = results["runs"]
-    by_key = index_runs(runs)
-    rates = grid_rates_of(results)
-    grid_rows = [m for m in setting["methods"] if m in rates]
-    chosen, grid = choose_lrs(runs, grid_rows, setting["seeds"][0], rates)
-    start = results["warm_start"]["held_out"]
-    claims = evaluate_claims(by_key, chosen, setting["seeds"], start)
+    by = index(results["runs"])
+    warm = warm_map(results["warm_starts"])
+    plan_rows = results.get("plan", {}).get("rows", {})
+    chosen = {m: r["chosen_k"] for m, r in plan_rows.items()}
+    seeds = list(setting["seeds"])
     labels = {m: METHODS[m].label for m in METHODS}
-    ran = sorted({r["method"] for r in runs}, key=setting["methods"].index)
-    eq = equal_rates(by_key, setting, start["forward_kl"]) if "equal_lrs" in setting else {}
-    if eq:
-        claims["historical_term"] = historical_term_verdict(eq)
-    bp = beyond_paper(by_key, setting, METHODS, ran, chosen, start["forward_kl"])
-    for key, verdict in (("annealing", anneal_verdict(bp, labels)),
-                         ("selection", selection_verdict(bp, labels, max(1, setting["pool"] // 4)))):  # fmt: skip
-        if verdict is not None:
-            claims[key] = verdict
-    per_method = {}
-    for m, lr in chosen.items():
-        g = rows_at(by_key, m, lr, setting["seeds"])
-        per_method[m] = {
-            "lr": lr,
-            "seeds": [r["seed"] for r in g],
-            "curves": {
-                k: [mean_std(col) for col in zip(*(series(r, start, k) for r in g))]
-                for k in ("forward_kl", "validity", "inversion", "reverse_kl_valid", "logp_real")
-            },  # fmt: skip
-            "margins": [
-                statistics.fmean(r["points"][i]["margin_quantiles"][2] for r in g) for i in range(len(g[0]["points"]))
-            ],  # fmt: skip
-            "train": {
-                k: train_log_curve(g, k)
-                for k in (
-                    "advantage/saturated",
-                    "rewards/disagreement",
-                    "rewards/ties",
-                    "logps/real",
-                    "logps/synthetic",
-                    "loss/clamped",
-                )
-            },  # fmt: skip
-            "train_margins": [
-                [statistics.fmean(r["train_logs"]["margins"][i]["scaled"][q] for r in g) for q in range(5)]
-                for i in range(len(g[0]["train_logs"].get("margins", [])))
-                if all(r["train_logs"]["margins"][i] for r in g)
-            ],
-            "trajectory": trajectory(g, start),
-        }
+    pre = preconditions(results["runs"], results["warm_starts"], chosen, seeds)
+    verdicts = Claims(results, labels).evaluate()
+    per_row = {}
+    for m, row in plan_rows.items():
+        if row["chosen_k"] is None:
+            continue
+        method_seeds = seeds if METHODS[m].seeds == "many" else seeds[: setting["few_seeds"]]
+        per_row[m] = {"k": row["chosen_k"], "lr": rate(row["chosen_k"]), "seeds": method_seeds,
+                      "curves": curves(by, warm, m, row["chosen_k"], method_seeds)}  # fmt: skip
+        per_row[m]["train_gap"] = Claims(results, labels).train_gaps(m) if METHODS[m].kind == "selfplay" else []
+    beyond = {}
+    for m in ("spin_anneal", "tspin_anneal", "tspin_select"):
+        base = METHODS[m].base
+        if chosen.get(base) is None:
+            continue
+        for k in [chosen[base], chosen[base] + 1] if METHODS[m].at_stray else [chosen[base]]:
+            few = seeds[: setting["few_seeds"]]
+            beyond[f"{m}@{k}"] = {"row": m, "base": base, "k": k, "lr": rate(k),
+                                  "curves": curves(by, warm, m, k, few), "base_curves": curves(by, warm, base, k, few)}  # fmt: skip
     return {
-        "chosen": chosen,
-        "grid": grid,
-        "grid_rates": rates,
-        "claims": claims,
-        "per_method": per_method,
-        "equal": eq,
-        "beyond": bp,
-        "improvements": improvements(by_key, setting, METHODS, start["forward_kl"]),
+        "preconditions": pre,
+        "verdicts": verdicts,
+        "per_row": per_row,
+        "grid": grid_table(by, plan_rows, setting),
+        "stray": stray_table(by, warm, chosen, seeds),
+        "selection": selection_table(by, chosen, seeds, setting),
+        "beyond": beyond,
+        "warm": {
+            s: {
+                "held_out": w["held_out"],
+                "old_rule_kl": w["held_out_old_rule_kl"],
+                "validation_kl": w["validation_kl"],
+                "cpu_s": w["cpu_s"],
+                "wall_s": w["wall_s"],
+            }
+            for s, w in sorted(warm.items())
+        },  # fmt: skip
+        "cost": cost(results),
     }
+
+
+def cost(results: dict) -> dict[str, Any]:
+    """Runs made and their process CPU time, by kind (warm starts, SFT, self-play)."""
+    from .runs import METHODS
+
+    out: dict[str, dict[str, float]] = {}
+    for r in results["runs"]:
+        kind = METHODS[r["method"]].kind
+        entry = out.setdefault(kind, {"runs": 0, "cpu_s": 0.0, "wall_s": 0.0})
+        entry["runs"] += 1
+        entry["cpu_s"] += r.get("cpu_s", 0.0)
+        entry["wall_s"] += r.get("wall_s", 0.0)
+    for w in warm_map(results["warm_starts"]).values():
+        entry = out.setdefault("warm", {"runs": 0, "cpu_s": 0.0, "wall_s": 0.0})
+        entry["runs"] += 1
+        entry["cpu_s"] += w.get("cpu_s", 0.0)
+        entry["wall_s"] += w.get("wall_s", 0.0)
+    return out
+
+
+PRECONDITION_NAMES = {
+    "sft_subset_improves_on_warm_start": "SFT on the self-play subset improves on the warm start",
+    "sft_full_improves_on_sft_subset": "SFT on 100% improves on SFT on the subset",
+    "proto_follows_old_rule": "The proto responses follow the old rule",
+}
+assert set(PRECONDITION_ROWS) == {"sft_sub", "sft_full"}

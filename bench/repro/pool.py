@@ -1,5 +1,6 @@
-"""Making the planned runs: one at a time in this process, or several at once in worker processes (the GPU recipe:
-a small model leaves one GPU mostly idle, so runs share it), under an optional deadline.
+"""Making the planned runs: one at a time in this process, or several at once in worker processes (on 2 CPU cores, two
+single-thread workers make about twice the runs of one two-thread process: a tiny model does not use two threads
+well; on a GPU, a small model leaves the device mostly idle, so runs share it), under an optional deadline.
 
 The deadline is a safety net, not a plan: a run is not started when the mean wall time of the finished runs of its
 kind says it would end after the deadline; it is recorded as skipped and the page says so. Runs still going at the
@@ -31,8 +32,9 @@ def _init_worker(threads: int) -> None:
     from . import runs  # noqa: F401  (import transformers, trl and tspin_trl once, before the first run)
 
 
-def run_job(setting: dict, method: str, lr: float, seed: int, warm_folder: str, work: str) -> dict:
-    """One run, in whichever process calls it; its own output folder, the shared proto cache."""
+def run_job(setting: dict, method: str, lr: float | None, seed: int, warm_folder: str, work: str) -> dict:
+    """One run (or, with `method == "warm"`, seed `seed`'s warm start into `warm_folder`), in whichever process calls
+    it; its own output folder, the shared proto cache."""
     from . import runs
 
     s = runs.Setting(**setting)
@@ -40,6 +42,8 @@ def run_job(setting: dict, method: str, lr: float, seed: int, warm_folder: str, 
     if key not in _DATA:
         _DATA.clear()
         _DATA[key] = runs.make_data(s)
+    if method == "warm":
+        return runs.build_warm_start(s, _DATA[key], seed, warm_folder)
     output = os.path.join(work, "runs", f"{method}-{lr:g}-{seed}-{os.getpid()}")
     return runs.run_one(s, runs.METHODS[method], lr, seed, warm_folder, _DATA[key], output,
                         os.path.join(work, "proto_cache"))  # fmt: skip
@@ -98,17 +102,20 @@ class Runner:
         walls: dict[str, list[float]] = {}
         going: dict[tuple, tuple[Job, Any, float]] = {}
 
+        def kind(job: Job) -> str:
+            return "warm" if job.method == "warm" else planner.methods[job.method].kind
+
         def estimate(job: Job) -> float:
-            kind = planner.methods[job.method].kind
-            return statistics.fmean(walls[kind]) if walls.get(kind) else 0.0
+            return statistics.fmean(walls[kind(job)]) if walls.get(kind(job)) else 0.0
 
         def finish(job: Job, record: dict | None, error: str | None, began: float) -> None:
             if error is not None:
                 planner.skip(job, "failed: " + error.strip().splitlines()[-1])
                 failures.append({"method": job.method, "lr": job.lr, "seed": job.seed, "error": error})
-                log(f"FAILED {job.method} lr {job.lr:g} seed {job.seed}:\n{error}")
+                log(f"FAILED {job.method} lr {job.lr} seed {job.seed}:\n{error}")
                 return
-            walls.setdefault(planner.methods[job.method].kind, []).append(time.monotonic() - began)
+            walls.setdefault(kind(job), []).append(time.monotonic() - began)
+            record.update(method=job.method, k=job.k, seed=job.seed)
             planner.record(record)
             on_record(job, record)
 
@@ -150,7 +157,7 @@ class Runner:
                     finish(job, record, error, began)
             if going and hard_deadline is not None and time.monotonic() > hard_deadline:
                 for job, _, _ in going.values():
-                    log(f"stopped {job.method} lr {job.lr:g} seed {job.seed} at the hard deadline")
+                    log(f"stopped {job.method} lr {job.lr} seed {job.seed} at the hard deadline")
                 self.close(terminate=True)
                 planner.abandon("stopped at the recipe's hard deadline")
                 break

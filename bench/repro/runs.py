@@ -1,9 +1,11 @@
-"""The runs of the reproduction: settings, methods (rows), the warm start, and one row (SFT or self-play) from it.
+"""The runs of the reproduction: the setting, the rows (methods), a warm start per seed, and one row from it.
 
-Every row continues from the warm start and is measured on the held-out split after every iteration (the warm start's
-own measurement is the point before the first iteration), and on the validation split after the last one (the
-learning rate is chosen on that). The model is a Llama built from a config with a character tokenizer: nothing here
-downloads anything, on a CPU or on a GPU machine without a network.
+A seed is a whole replicate: its own warm start (model initialisation and data order), trained on the *old* rule, and
+from it every row's run with that seed (data order, sampling). Every row continues from its seed's warm start for
+`iterations` iterations, each its own fine-tuning run (fresh optimizer state, warm-up and decay over the iteration's
+steps), and is measured on the held-out split (new rule) after every iteration, and on the validation split after
+the last one (the learning rate is chosen on that). The model is a Llama built from a config with a character
+tokenizer: nothing here downloads anything, on a CPU or on a GPU machine without a network.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import warnings  # noqa: E402
 
 import torch  # noqa: E402
 
-from .task import Evaluator, make_splits, quantiles  # noqa: E402
+from .task import Evaluator, Rule, make_splits, quantiles  # noqa: E402
 
 
 warnings.filterwarnings("ignore")
@@ -37,74 +39,95 @@ warnings.filterwarnings("ignore")
 
 @dataclass(frozen=True)
 class Method:
-    """One row of the comparison."""
+    """One row of the comparison.
+
+    `rate` says where its learning rate comes from: `"grid"`, its own grid (chosen on validation); `"base"`, the rates
+    its `base` row runs at (the chosen rate, and with `at_stray` the stray rate too), compared with it paired by seed.
+    `seeds` is `"many"` (every seed) or `"few"` (the first `Setting.few_seeds`).
+    """
 
     key: str
     label: str
     kind: str  # "sft" or "selfplay"
-    data: str  # "pool" (100% of the annotated data) or "quarter" (25%)
+    data: str  # "pool" (100% of the new-rule data) or "subset" (the self-play subset)
+    epochs: str = "one"  # per iteration: "one", or "pool" (as many steps as one epoch of the pool: SFT 100%'s)
     objective: str = "tspin"
     alpha: float = 1.0
     beta: float = 0.1
-    mix: bool = False
+    optim: str = "adamw_torch"
     schedule: str | None = None  # "nemo": per-iteration learning-rate multipliers and alpha (see `schedules`)
     selection: bool = False  # prompt selection before regeneration (`Setting.selection_threshold`, `..._min_share`)
-    rate_rule: str = "grid"  # "grid": its own grid; "anneal": `Setting.anneal_lr`; "chosen": `compare_with`'s rate
-    compare_with: str | None = None  # the row it is compared with, paired by seed at the same rate
-
-
-# The TSPINConfig fields each feature needs; a row whose fields are missing cannot run (the page says so).
-FEATURE_FIELDS = {
-    "schedule": ("learning_rate_schedule", "alpha_schedule"),
-    "selection": ("prompt_selection_threshold", "prompt_selection_min_share"),
-}
+    rate: str = "grid"
+    base: str | None = None
+    at_stray: bool = False
+    seeds: str = "few"
+    group: str = "main"  # "main", "fidelity" (RMSProp) or "beyond" (annealing, prompt selection)
 
 
 METHODS: dict[str, Method] = {
     m.key: m
     for m in (
-        Method("sft_full", "SFT 100% (continued)", "sft", "pool"),
-        Method("sft_quarter", "SFT 25%", "sft", "quarter"),
-        Method("spin", "SPIN (lambda 0.1)", "selfplay", "quarter", objective="spin", alpha=0.1, beta=0.0),
+        Method("sft_sub", "SFT 25% (self-play's steps)", "sft", "subset", seeds="many"),
+        Method("sft_sub_long", "SFT 25% (SFT 100%'s steps)", "sft", "subset", epochs="pool"),
+        Method("sft_full", "SFT 100%", "sft", "pool", seeds="many"),
+        Method("spin", "SPIN", "selfplay", "subset", objective="spin", alpha=0.1, beta=0.0, seeds="many"),
+        Method("tspin", "T-SPIN", "selfplay", "subset", seeds="many"),
+        Method("tspin_no_ha", "T-SPIN w/o H-A", "selfplay", "subset", beta=0.0),
+        Method("tspin_ref", "T-SPIN_ref", "selfplay", "subset", objective="tspin_ref"),
         Method(
-            "spin_mix", "SPIN + data mixing", "selfplay", "quarter", objective="spin", alpha=0.1, beta=0.0, mix=True
+            "spin_rms",
+            "SPIN, RMSProp",
+            "selfplay",
+            "subset",
+            objective="spin",
+            alpha=0.1,
+            beta=0.0,
+            optim="rmsprop",
+            group="fidelity",
         ),
-        Method("tspin", "T-SPIN alpha 1", "selfplay", "quarter"),
-        Method("tspin_no_ha", "T-SPIN w/o H-A (beta 0)", "selfplay", "quarter", beta=0.0),
-        Method("tspin_a01", "T-SPIN alpha 0.1", "selfplay", "quarter", alpha=0.1),
-        Method("tspin_ref", "T-SPIN_ref alpha 1", "selfplay", "quarter", objective="tspin_ref"),
+        Method("tspin_rms", "T-SPIN, RMSProp", "selfplay", "subset", optim="rmsprop", group="fidelity"),
         Method(
             "spin_anneal",
             "SPIN, NeMo annealing",
             "selfplay",
-            "quarter",
+            "subset",
             objective="spin",
             alpha=0.1,
             beta=0.0,
             schedule="nemo",
-            rate_rule="anneal",
-            compare_with="spin",
+            rate="base",
+            base="spin",
+            at_stray=True,
+            group="beyond",
         ),
         Method(
             "tspin_anneal",
             "T-SPIN, NeMo annealing",
             "selfplay",
-            "quarter",
-            alpha=0.1,
+            "subset",
             schedule="nemo",
-            rate_rule="anneal",
-            compare_with="tspin_a01",
+            rate="base",
+            base="tspin",
+            at_stray=True,
+            group="beyond",
         ),
         Method(
             "tspin_select",
-            "T-SPIN alpha 1, prompt selection",
+            "T-SPIN, prompt selection",
             "selfplay",
-            "quarter",
+            "subset",
             selection=True,
-            rate_rule="chosen",
-            compare_with="tspin",
+            rate="base",
+            base="tspin",
+            group="beyond",
         ),
-    )
+    )  # fmt: skip
+}
+
+# The TSPINConfig fields each feature needs; a row whose fields are missing cannot run (the page says so).
+FEATURE_FIELDS = {
+    "schedule": ("learning_rate_schedule", "alpha_schedule"),
+    "selection": ("prompt_selection_threshold", "prompt_selection_min_share"),
 }
 
 
@@ -127,14 +150,82 @@ def geometric(start: float, end: float, n: int) -> list[float]:
     return [float(f"{start * (end / start) ** (t / (n - 1)):.4g}") for t in range(n)]
 
 
+@dataclass
+class Setting:
+    """One model + data + schedule; every row gets the same batch, lengths, iterations and evaluation."""
+
+    name: str = "shifted-draws"
+    shape: dict[str, int] = field(default_factory=dict)  # the Llama's config (hidden size, layers, heads, MLP)
+    # data: disjoint prompt sets; the warm start learns the old rule on `warm_pool`, the rows the new rule
+    warm_pool: int = 2000
+    pool: int = 1600
+    subset_share: float = 0.25  # the self-play subset: the pool's first quarter
+    held_out: int = 200
+    validation: int = 200
+    min_digits: int = 4
+    max_digits: int = 7
+    old_shift: int = 0
+    new_shift: int = 1
+    task_seed: int = 0
+    # the warm start (one per seed)
+    warm_epochs: int = 8
+    warm_lr: float = 3e-3
+    warm_batch_size: int = 32
+    # the rows
+    iterations: int = 5  # the paper's iter0 .. iter4
+    batch_size: int = 16
+    max_length: int = 64
+    max_completion_length: int = 12
+    temperature: float = 1.0
+    warmup: float = 0.1  # share of each iteration's steps (linear warm-up, then linear decay)
+    generation_batch_size: int = 512
+    eval_paths: int = 2
+    eval_samples: int = 2
+    eval_batch_size: int = 512
+    dtype: str = "float32"
+    # which runs are made (bench/repro/plan.py)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    few_seeds: int = 3
+    grid_seeds: int = 2  # the learning rate is chosen on the mean over this many seeds
+    # starting grids, as indices k of the learning-rate ladder 1e-4 x 3^k (plan.rate)
+    sft_grid: list[int] = field(default_factory=lambda: [1, 2, 3])  # 3e-4, 9e-4, 2.7e-3
+    selfplay_grid: list[int] = field(default_factory=lambda: [0, 1, 2])  # 1e-4, 3e-4, 9e-4
+    rms_grid: list[int] = field(default_factory=lambda: [-2, -1, 0])  # 1.11e-5, 3.33e-5, 1e-4
+    extend_limit: int = 3  # at most this many rates added beyond each end of a row's starting grid
+    # beyond the paper
+    anneal_lr_end: float = 0.2  # NeMo-Aligner's SPIN guide: the rate 5e-7 -> 1e-7 over the iterations
+    anneal_alpha_factor: float = 50.0  # ... and SPIN's beta (this project's alpha) 0.1 -> 5.0
+    selection_threshold: float = 3.0  # scaled current advantage (logistic-loss weight sigmoid(-3) = 0.047)
+    selection_min_share: float = 0.25
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def old(self) -> Rule:
+        return Rule(self.old_shift)
+
+    @property
+    def new(self) -> Rule:
+        return Rule(self.new_shift)
+
+    def seeds_of(self, method: Method) -> list[int]:
+        return list(self.seeds if method.seeds == "many" else self.seeds[: self.few_seeds])
+
+    def epochs_of(self, method: Method) -> int:
+        return round(1 / self.subset_share) if method.epochs == "pool" and method.data == "subset" else 1
+
+
 def schedules(method: Method, setting: Setting) -> dict[str, Any]:
     """The per-iteration `TSPINConfig` fields of `method`: NeMo-Aligner's SPIN annealing (learning rate 5e-7 -> 1e-7,
-    i.e. multipliers 1 -> `anneal_lr_end`, and SPIN's beta, which is this project's `alpha`, 0.1 -> 5.0), spread
-    geometrically over the iterations; prompt selection's threshold and floor."""
+    i.e. multipliers 1 -> `anneal_lr_end`, and SPIN's beta, this project's `alpha`, 0.1 -> 5.0, i.e. the row's alpha
+    times 1 -> `anneal_alpha_factor`), spread geometrically over the iterations; prompt selection's threshold and
+    floor."""
     out: dict[str, Any] = {}
     if method.schedule == "nemo":
         out["learning_rate_schedule"] = geometric(1.0, setting.anneal_lr_end, setting.iterations)
-        out["alpha_schedule"] = geometric(*setting.anneal_alpha, setting.iterations)
+        out["alpha_schedule"] = geometric(method.alpha, method.alpha * setting.anneal_alpha_factor,
+                                          setting.iterations)  # fmt: skip
     elif method.schedule is not None:
         raise ValueError(f"unknown schedule {method.schedule!r} of row {method.key!r}")
     if method.selection:
@@ -143,51 +234,10 @@ def schedules(method: Method, setting: Setting) -> dict[str, Any]:
     return out
 
 
-@dataclass
-class Setting:
-    """One model + data + schedule; every method of a setting gets the same optimiser, schedule, batch and lengths."""
-
-    name: str
-    model: str  # "llama": a Llama of `tiny_shape` built from a config, with the character tokenizer
-    pool: int
-    held_out: int
-    validation: int
-    iterations: int
-    sft_lrs: list[float]  # the starting grid of the SFT rows
-    selfplay_lrs: list[float]  # the starting grid of the self-play rows
-    seeds: list[int]  # seeds[0] runs the learning-rate grid; every seed runs the chosen rate
-    methods: list[str]
-    extend_down: int = 2  # at most this many rates added below a row's starting grid (the 1-3 ladder)
-    extend_up: int = 1  # ... and above it
-    equal_rows: list[str] = field(default_factory=lambda: ["tspin", "tspin_no_ha", "tspin_ref", "spin"])
-    equal_lrs: list[float] = field(default_factory=lambda: [5e-5, 1e-4])  # every seed, every row of equal_rows
-    anneal_lr: float = 1e-4  # the annealed rows' rate in iteration 0 (and their comparison rows', every seed)
-    anneal_lr_end: float = 0.2  # NeMo: 5e-7 -> 1e-7
-    anneal_alpha: tuple[float, float] = (0.1, 5.0)  # NeMo: SPIN's beta 0.1 -> 5.0 (this project's alpha)
-    selection_threshold: float = 2.0  # scaled current advantage (logistic loss weight sigmoid(-2) = 0.12)
-    selection_min_share: float = 0.5
-    batch_size: int = 16
-    max_length: int = 64
-    max_completion_length: int = 12
-    temperature: float = 1.0
-    generation_batch_size: int = 512
-    eval_paths: int = 4
-    eval_samples: int = 4
-    eval_batch_size: int = 512
-    optim: str = "rmsprop"
-    warmup: float = 0.1  # share of each iteration's steps (linear warm-up, then linear decay)
-    task_seed: int = 0
-    min_digits: int = 6
-    max_digits: int = 9
-    replacement: bool = False  # answers drawn with replacement (n^n answers) instead of permutations (n!)
-    dtype: str = "float32"
-    tiny_shape: dict[str, int] = field(default_factory=dict)
-    warm_epochs: int = 6
-    warm_lr: float = 1e-3
-    warm_batch_size: int = 32
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def make_data(setting: Setting) -> dict[str, list[dict]]:
+    sizes = {k: getattr(setting, k) for k in ("pool", "held_out", "validation")} | {"warm": setting.warm_pool}
+    return make_splits(sizes, setting.subset_share, setting.task_seed, setting.old, setting.new, setting.min_digits,
+                       setting.max_digits)  # fmt: skip
 
 
 def load_model(path: str, dtype: str = "float32"):
@@ -202,30 +252,18 @@ def load_model(path: str, dtype: str = "float32"):
     return model, tokenizer
 
 
-def make_data(setting: Setting) -> dict[str, list[dict]]:
-    return make_splits(
-        setting.pool,
-        setting.held_out,
-        setting.validation,
-        setting.task_seed,
-        setting.min_digits,
-        setting.max_digits,
-        setting.replacement,
-    )
-
-
-def _common_args(setting: Setting, output_dir: str, lr: float, seed: int) -> dict[str, Any]:
+def _common_args(setting: Setting, output_dir: str, lr: float, seed: int, optim: str) -> dict[str, Any]:
     on_gpu = torch.cuda.is_available()
     return dict(
         output_dir=output_dir,
         per_device_train_batch_size=setting.batch_size,
         learning_rate=lr,
-        optim=setting.optim,
+        optim=optim,
         weight_decay=0.0,
         lr_scheduler_type="linear",
         warmup_steps=setting.warmup,  # a float is a share of the steps (transformers 5)
         max_length=setting.max_length,
-        logging_steps=10,
+        logging_steps=10_000,
         save_strategy="no",
         report_to=[],
         use_cpu=not on_gpu,
@@ -239,95 +277,22 @@ def _common_args(setting: Setting, output_dir: str, lr: float, seed: int) -> dic
 
 
 class Evaluators:
-    """The held-out (every metric) and validation (forward KL) evaluators of one setting and tokenizer."""
+    """The held-out (every metric, new rule), validation (forward KL) and old-rule (forward KL) evaluators."""
 
     def __init__(self, setting: Setting, data: dict[str, list[dict]], tokenizer):
-        kw = dict(
-            paths=setting.eval_paths,
-            seed=setting.task_seed,
-            batch_size=setting.eval_batch_size,
-            replacement=setting.replacement,
-        )
-        self.held_out = Evaluator(data["held_out"], tokenizer, samples=setting.eval_samples, **kw)
-        self.validation = Evaluator(data["validation"], tokenizer, samples=0, **kw)
-        self.quarter = Evaluator(data["quarter"], tokenizer, samples=setting.eval_samples, **kw)
+        kw = dict(paths=setting.eval_paths, seed=setting.task_seed, batch_size=setting.eval_batch_size,
+                  old=setting.old)  # fmt: skip
+        self.held_out = Evaluator(data["held_out"], tokenizer, setting.new, samples=setting.eval_samples, **kw)
+        self.validation = Evaluator(data["validation"], tokenizer, setting.new, samples=0, **kw)
+        self.held_out_old = Evaluator(data["held_out"], tokenizer, setting.old, samples=0, **kw)
 
 
-def build_warm_start(setting: Setting, data, seed: int, folder: str) -> dict[str, Any]:
-    """The paper's kind of warm start: SFT on the whole pool (so "SFT on 100%" continues on data already seen), for
-    `warm_epochs` epochs; held-out and training NLL logged after every epoch. Saved to `folder`; returns its record."""
-    from accelerate import Accelerator
-    from trl import SFTConfig, SFTTrainer
+def _quiet(trainer):
+    """No per-log print lines (transformers adds a printer when tqdm is off): the script prints one line a run."""
+    from transformers.trainer_callback import PrinterCallback
 
-    record_path = os.path.join(folder, "warm_start.json")
-    if os.path.isfile(record_path):
-        with open(record_path) as f:
-            return json.load(f)
-    start = time.perf_counter()
-    if setting.model != "llama":
-        raise ValueError(f"unknown model {setting.model!r}: the reproduction builds a Llama from a config ('llama')")
-    from tspin_trl.demo.presets import build_char_tokenizer, build_tiny_model
-
-    tokenizer = build_char_tokenizer()
-    model = build_tiny_model(tokenizer, seed=seed, **setting.tiny_shape)
-    if torch.cuda.is_available():
-        model = model.cuda()
-    evaluators = Evaluators(setting, data, tokenizer)
-    epochs: list[dict[str, Any]] = []
-    from transformers import TrainerCallback
-
-    class PerEpoch(TrainerCallback):
-        def on_epoch_end(self, args, state, control, **kwargs):
-            m = kwargs["model"]
-            epochs.append(
-                {
-                    "epoch": round(state.epoch),
-                    "train": evaluators.quarter.forward_kl(m) | {"logp_real": evaluators.quarter.real_logp(m)},
-                    "held_out": evaluators.held_out.forward_kl(m) | {"logp_real": evaluators.held_out.real_logp(m)},
-                }
-            )
-            m.train()
-            return control
-
-    args = SFTConfig(
-        **{
-            **_common_args(setting, os.path.join(folder, "run"), setting.warm_lr, seed),
-            "optim": "adamw_torch",
-            "lr_scheduler_type": "cosine",
-            "warmup_steps": 0.05,
-            "per_device_train_batch_size": setting.warm_batch_size,
-            "logging_steps": 50,
-        },
-        num_train_epochs=setting.warm_epochs,
-    )
-    trainer = SFTTrainer(
-        model=model, args=args, train_dataset=_dataset(data["pool"]), processing_class=tokenizer,
-        callbacks=[PerEpoch()],
-    )  # fmt: skip
-    trainer.train()
-    model = trainer.model
-    model.eval()
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    shutil.rmtree(os.path.join(folder, "run"), ignore_errors=True)
-    accelerator = trainer.accelerator if trainer.accelerator is not None else Accelerator()
-    record = {
-        "seed": seed,
-        "params": sum(p.numel() for p in model.parameters()),
-        "epochs": epochs,
-        "held_out": evaluators.held_out.evaluate(model, accelerator),
-        "validation": evaluators.validation.evaluate(model, accelerator),
-        "quarter": evaluators.quarter.evaluate(model, accelerator),  # the self-play subset's margin distribution
-        "wall_s": time.perf_counter() - start,
-    }
-    with open(record_path, "w") as f:
-        json.dump(record, f)
-    return record
-
-
-PER_ITERATION_KEYS = ("logps/real", "logps/synthetic", "logps/proto", "advantage/current", "advantage/historical",
-                      "advantage/saturated", "rewards/disagreement", "rewards/ties", "loss/clamped",
-                      "self_play/synthetic_equals_real")  # fmt: skip
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def _dataset(rows):
@@ -336,42 +301,105 @@ def _dataset(rows):
     return Dataset.from_list(rows)
 
 
-def run_one(setting: Setting, method: Method, lr: float, seed: int, warm_start: str, data, output_dir: str,
+def build_warm_start(setting: Setting, data, seed: int, folder: str) -> dict[str, Any]:
+    """Seed `seed`'s warm start: a Llama initialised with `seed`, SFT (TRL's `SFTTrainer`, AdamW, cosine) on the
+    old rule's `warm_pool` for `warm_epochs` epochs in the order of `seed`. Saved to `folder` with its held-out
+    samples (the proto responses of the held-out advantages); returns its record (cached in the folder)."""
+    from trl import SFTConfig, SFTTrainer
+
+    from tspin_trl.demo.presets import build_char_tokenizer, build_tiny_model
+
+    record_path = os.path.join(folder, "warm_start.json")
+    if os.path.isfile(record_path):
+        with open(record_path) as f:
+            return json.load(f)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_model(tokenizer, seed=seed, **setting.shape)
+    if torch.cuda.is_available():
+        model = model.cuda()
+    args = SFTConfig(
+        **{
+            **_common_args(setting, os.path.join(folder, "run"), setting.warm_lr, seed, "adamw_torch"),
+            "lr_scheduler_type": "cosine",
+            "warmup_steps": 0.05,
+            "per_device_train_batch_size": setting.warm_batch_size,
+        },
+        num_train_epochs=setting.warm_epochs,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=_dataset(data["warm"]), processing_class=tokenizer)
+    _quiet(trainer).train()
+    model = trainer.model
+    model.eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    shutil.rmtree(os.path.join(folder, "run"), ignore_errors=True)
+    evaluators = Evaluators(setting, data, tokenizer)
+    held_out, proto = evaluators.held_out.evaluate(model, trainer.accelerator)
+    with open(os.path.join(folder, "held_out_proto.json"), "w") as f:
+        json.dump(proto, f)
+    record = {
+        "seed": seed,
+        "params": sum(p.numel() for p in model.parameters()),
+        "held_out": held_out,
+        "held_out_old_rule_kl": evaluators.held_out_old.forward_kl(model),
+        "validation_kl": evaluators.validation.forward_kl(model),
+        "steps": trainer.state.global_step,
+        "wall_s": time.perf_counter() - start,
+        "cpu_s": time.process_time() - cpu_start,
+    }
+    with open(record_path, "w") as f:
+        json.dump(record, f)
+    return record
+
+
+# What the trainer reports per training example (means over an iteration's steps are kept per iteration)
+TRAIN_KEYS = ("logps/real", "logps/synthetic", "logps/proto", "advantage/current", "advantage/historical")
+
+
+def run_one(setting: Setting, method: Method, lr: float, seed: int, warm_folder: str, data, output_dir: str,
             proto_cache_dir: str) -> dict[str, Any]:  # fmt: skip
-    """Train one row from the warm start for `setting.iterations` iterations (each its own run: fresh optimizer and
-    schedule) and return its record: the held-out points, the validation KL, per-iteration training diagnostics and
-    the wall time of each iteration's parts (preparation = regeneration and reference log-probs, training, evaluation).
-    """
+    """Train one row from seed `seed`'s warm start for `setting.iterations` iterations and return its record: the
+    held-out metrics after every iteration, the validation KL after the last, per-iteration training means, prompt
+    selection's kept/skipped counts, and the wall and CPU time of each iteration's parts (preparation = regeneration,
+    prompt scoring and reference log-probs; training; evaluation)."""
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from tspin_trl import TSPINConfig, TSPINTrainer
-    from tspin_trl.run_folder import RunFolder
 
     missing = missing_fields(method)
     if missing:
         raise ValueError(f"row {method.key!r} needs TSPINConfig fields this tspin_trl lacks: {', '.join(missing)}")
-    train_rows = data["pool"] if method.data == "pool" else data["quarter"]
-    model, tokenizer = load_model(warm_start, setting.dtype)
+    train_rows = data["pool"] if method.data == "pool" else data["subset"]
+    model, tokenizer = load_model(warm_folder, setting.dtype)
+    with open(os.path.join(warm_folder, "held_out_proto.json")) as f:
+        held_out_proto = json.load(f)
     evaluators = Evaluators(setting, data, tokenizer)
-    common = _common_args(setting, output_dir, lr, seed)
+    common = _common_args(setting, output_dir, lr, seed, method.optim)
     points: list[dict[str, Any]] = []
     start, cpu_start = time.perf_counter(), time.process_time()
-    margins: dict[int, dict[str, list[float]]] = {}
+    timing: dict[str, list[float]] = {k: [] for k in ("prepare_s", "train_s", "eval_s", "prepare_cpu_s")}
     train_logs: dict[str, list] = {}
-    timing: dict[str, list[float]] = {"prepare_s": [], "train_s": [], "eval_s": []}
-    trained_pairs: list[int] = []
+    selection: list[dict[str, Any]] = []
+
+    def evaluate(m, accelerator) -> None:
+        points.append(evaluators.held_out.evaluate(m, accelerator, held_out_proto)[0])
+
     if method.kind == "sft":
         train = _dataset(train_rows)
+        epochs = setting.epochs_of(method)
         for t in range(setting.iterations):
             began = time.perf_counter()
-            args = SFTConfig(**{**common, "seed": seed * 1000 + t, "data_seed": seed * 1000 + t}, num_train_epochs=1)
+            args = SFTConfig(**{**common, "seed": seed * 1000 + t, "data_seed": seed * 1000 + t},
+                             num_train_epochs=epochs)  # fmt: skip
             trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
-            trainer.train()
+            _quiet(trainer).train()
             model = trainer.model
             evaluated = time.perf_counter()
-            points.append(evaluators.held_out.evaluate(model, trainer.accelerator))
+            evaluate(model, trainer.accelerator)
             timing["prepare_s"].append(0.0)
+            timing["prepare_cpu_s"].append(0.0)
             timing["train_s"].append(evaluated - began)
             timing["eval_s"].append(time.perf_counter() - evaluated)
         steps = trainer.state.global_step * setting.iterations
@@ -383,7 +411,6 @@ def run_one(setting: Setting, method: Method, lr: float, seed: int, warm_start: 
             # an alpha_schedule replaces alpha (TSPINConfig refuses both): the row's alpha is its first value
             **({} if "alpha_schedule" in per_iteration else {"alpha": method.alpha}),
             beta=method.beta,
-            mix_previous_iteration=method.mix,
             num_iterations=setting.iterations,
             epochs_per_iteration=1,
             max_completion_length=setting.max_completion_length,
@@ -392,12 +419,15 @@ def run_one(setting: Setting, method: Method, lr: float, seed: int, warm_start: 
             proto_cache_dir=proto_cache_dir,
             **per_iteration,
         )
-        current: dict[str, list[float]] = {"scaled": [], "likelihood": []}
+        sums: dict[str, list[float]] = {k: [] for k in TRAIN_KEYS}
+        scaled: list[float] = []
 
         def listen(mode: str, columns: dict[str, torch.Tensor]) -> None:
             if mode == "train":
-                current["scaled"] += columns["advantage/current"].tolist()
-                current["likelihood"] += (columns["logps/real"] - columns["logps/synthetic"]).tolist()
+                for k in TRAIN_KEYS:
+                    if k in columns:
+                        sums[k] += [v for v in columns[k].tolist() if v == v]
+                scaled.extend(v for v in columns["advantage/current"].tolist() if v == v)
 
         class PerIteration(TrainerCallback):
             """Evaluates after every iteration and times its parts: preparation runs from the end of the previous
@@ -405,63 +435,55 @@ def run_one(setting: Setting, method: Method, lr: float, seed: int, warm_start: 
 
             trainer: Any = None
             mark: float = 0.0
+            mark_cpu: float = 0.0
             first_step: float | None = None
+            first_cpu: float = 0.0
 
             def on_step_begin(self, args, state, control, **kwargs):
                 if self.first_step is None:
-                    self.first_step = time.perf_counter()
+                    self.first_step, self.first_cpu = time.perf_counter(), time.process_time()
                 return control
 
             def on_epoch_end(self, args, state, control, **kwargs):
                 ended = time.perf_counter()
-                iteration = round(state.epoch) - 1
-                margins[iteration] = {k: quantiles(v) for k, v in current.items()}
-                trained_pairs.append(len(current["scaled"]))
-                for v in current.values():
+                logs = {k: (sum(v) / len(v) if v else None) for k, v in sums.items()}
+                logs["scaled_current_quantiles"] = quantiles(scaled)
+                logs["scaled_current_saturated"] = sum(v > 10 for v in scaled) / max(1, len(scaled))
+                for v in sums.values():
                     v.clear()
-                points.append(evaluators.held_out.evaluate(self.trainer.model, self.trainer.accelerator))
+                scaled.clear()
+                train_logs.setdefault("iterations", []).append(logs)
+                evaluate(self.trainer.model, self.trainer.accelerator)
                 self.trainer.model.train()
                 first = self.first_step if self.first_step is not None else ended
                 timing["prepare_s"].append(first - self.mark)
+                timing["prepare_cpu_s"].append((self.first_cpu or time.process_time()) - self.mark_cpu)
                 timing["train_s"].append(ended - first)
                 timing["eval_s"].append(time.perf_counter() - ended)
-                self.mark, self.first_step = time.perf_counter(), None
+                self.mark, self.mark_cpu, self.first_step = time.perf_counter(), time.process_time(), None
                 return control
 
-        per_iteration = PerIteration()
-        trainer = TSPINTrainer(
-            model=model,
-            args=args,
-            train_dataset=_dataset(train_rows),
-            processing_class=tokenizer,
-            callbacks=[per_iteration],
-        )
-        per_iteration.trainer = trainer
+        callback = PerIteration()
+        trainer = TSPINTrainer(model=model, args=args, train_dataset=_dataset(train_rows), processing_class=tokenizer,
+                               callbacks=[callback])  # fmt: skip
+        callback.trainer = trainer
         trainer.metrics.add_listener(listen)
-        per_iteration.mark = time.perf_counter()
-        trainer.train()
+        callback.mark, callback.mark_cpu = time.perf_counter(), time.process_time()
+        _quiet(trainer).train()
         model = trainer.model
         steps = trainer.state.global_step
-        records = RunFolder(output_dir).iteration_records()
-        train_logs = {
-            k: [records.get(t, {}).get("means", {}).get(k) for t in range(setting.iterations)]
-            for k in PER_ITERATION_KEYS
-        }
-        train_logs["margins"] = [margins.get(t) for t in range(setting.iterations)]
-        # What the trainer records about prompt selection, whatever it names it (the feature is newer than this file).
-        train_logs["selection"] = [{k: v for k, v in records.get(t, {}).items() if "select" in k}
-                                   for t in range(setting.iterations)]  # fmt: skip
-    validation = evaluators.validation.forward_kl(model)
+        if method.selection:
+            selection = selection_counts(output_dir, setting.iterations, len(train_rows))
     record = {
         "setting": setting.name,
         "method": method.key,
         "lr": lr,
         "seed": seed,
         "points": points,
-        "validation_kl": validation["forward_kl"],
-        "train_logs": train_logs,
+        "validation_kl": evaluators.validation.forward_kl(model),
+        "train_logs": train_logs.get("iterations", []),
+        "selection": selection,
         "train_steps": steps,
-        "trained_pairs": trained_pairs,
         "timing": timing,
         "wall_s": time.perf_counter() - start,
         "cpu_s": time.process_time() - cpu_start,  # this process's CPU time: a size that shared cores inflate less
@@ -469,3 +491,18 @@ def run_one(setting: Setting, method: Method, lr: float, seed: int, warm_start: 
     del trainer, model
     shutil.rmtree(output_dir, ignore_errors=True)
     return record
+
+
+def selection_counts(output_dir: str, iterations: int, num_prompts: int) -> list[dict[str, Any]]:
+    """Per iteration: the prompts prompt selection kept and skipped (iteration 0 keeps every prompt: nothing to judge
+    yet), read from the run's iteration records (`prompts_kept`, `prompts_skipped`, `prompt_selection_seconds`)."""
+    from tspin_trl.run_folder import RunFolder
+
+    records = RunFolder(output_dir).iteration_records()
+    out = []
+    for t in range(iterations):
+        r = records.get(t, {})
+        kept = r.get("prompts_kept", num_prompts if t == 0 else None)
+        skipped = r.get("prompts_skipped", 0 if t == 0 else None)
+        out.append({"iteration": t, "kept": kept, "skipped": skipped, "seconds": r.get("prompt_selection_seconds")})
+    return out
