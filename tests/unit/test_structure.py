@@ -153,12 +153,6 @@ TESTS = PACKAGE.parent / "tests"
 LAYERS = ("unit", "runs", "launches", "faults")
 # Unit files that check the repository as a whole rather than one module.
 REPOSITORY_CHECKS = {"test_structure.py", "test_doctests.py", "test_docs.py"}
-# Modules whose direct tests are being written beside this layout (issue 28's product half: the callback, the response
-# maker, the inversion and the run context). Each entry goes once its file exists; the test below says when.
-AWAITING_TESTS: set[str] = set()
-# Test files not yet in a layer: the paper reproduction's (being rewritten with bench/reproduce.py; it belongs in
-# launches/, where its ROOT becomes parents[2]).
-OUTSIDE_LAYERS = {"test_reproduce.py"}
 
 
 def unit_test_name(module: Path) -> str:
@@ -176,11 +170,7 @@ def product_modules() -> list[Path]:
 def test_every_module_has_a_unit_test_file_named_after_it():
     modules = {path.relative_to(PACKAGE).as_posix(): unit_test_name(path) for path in product_modules()}
     missing = {module: name for module, name in modules.items() if not (TESTS / "unit" / name).is_file()}
-    unexpected = {module: f"tests/unit/{name}" for module, name in missing.items() if module not in AWAITING_TESTS}
-    assert not unexpected, f"modules without a unit test file named after them: {unexpected}"
-    arrived = sorted(AWAITING_TESTS - set(missing))
-    assert not arrived, f"remove {arrived} from AWAITING_TESTS: their test files exist"
-    assert AWAITING_TESTS <= set(modules), "AWAITING_TESTS names a module that does not exist"
+    assert not missing, f"modules without a unit test file named after them: {missing}"
     orphans = {path.name for path in (TESTS / "unit").glob("test_*.py")} - set(modules.values()) - REPOSITORY_CHECKS
     assert not orphans, f"tests/unit/ files named after no module of tspin_trl: {sorted(orphans)}"
 
@@ -188,7 +178,7 @@ def test_every_module_has_a_unit_test_file_named_after_it():
 def test_every_test_file_is_in_a_layer():
     outside = {path.relative_to(TESTS).as_posix() for path in TESTS.rglob("test_*.py")}
     outside = {name for name in outside if name.split("/")[0] not in LAYERS}
-    assert outside == OUTSIDE_LAYERS, f"test files outside {LAYERS}: {sorted(outside - OUTSIDE_LAYERS)}"
+    assert not outside, f"test files outside {LAYERS}: {sorted(outside)}"
     for layer in (*LAYERS, "support"):
         assert (TESTS / layer / "__init__.py").is_file(), f"tests/{layer}/ must be a package (unique module names)"
 
