@@ -14,6 +14,7 @@ blocks, one job per module:
 - `machine`: the machine and library versions a result was measured on;
 - `report`: tables, verdicts and result files;
 - `cli`: what every script's `main` shares (CPU flags, run, report, `--json`).
+- `contract`: what `dpo_contract.py` and `sft_contract.py` share (probes, running them, the JSON, the page's table).
 
 Importing `bench` sets the environment the measurements assume; it must happen before torch is imported.
 """

@@ -2,59 +2,52 @@
 does with the same, measured side by side on tiny CPU models (the character-level Llama of `tspin_trl.demo`, a tiny
 Qwen2-MoE for the router loss).
 
-    python bench/dpo_contract.py                      # every probe, writes bench/results/dpo_contract.json (~5 min)
+    python bench/dpo_contract.py                      # every probe, writes bench/results/dpo_contract.json (~1 min)
     python bench/dpo_contract.py --only evaluate      # probes whose name contains "evaluate"
-    python bench/dpo_contract.py --table bench/results/dpo_contract.json   # the markdown table
+    python bench/dpo_contract.py --table bench/results/dpo_contract.json   # the page's sentence and table
 
 Each probe runs the same user code against both trainers and records `ok: <what came out>` or
-`error: <type>: <message>`. Nothing is asserted: the table is the measurement (docs/migration.md reads it).
+`error: <type>: <message>`. Nothing is asserted: the table is the measurement (docs/migration.md reads it). The harness
+(registry, running, the JSON, the table) is `bench/contract.py`, shared with `sft_contract.py`.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
 import json
-import logging
 import os
 import sys
-import tempfile
-import time
-import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if __package__ in (None, ""):  # `python bench/<script>.py`: import `bench` from the repository root, as `-m` does
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
-from datasets import Dataset, DatasetDict  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
-from trl import DPOConfig, DPOTrainer  # noqa: E402
+import bench  # noqa: F401  (first: it sets the environment that torch reads when it is imported)
 
-from tspin_trl import TSPINConfig, TSPINTrainer  # noqa: E402
-from tspin_trl.demo import build_char_tokenizer, build_tiny_model, save_tiny_preset  # noqa: E402
+
+# isort: split
+import torch
+from datasets import Dataset, DatasetDict
+from transformers import TrainerCallback
+from trl import DPOConfig, DPOTrainer
+
+from bench.contract import Contract, ScratchContext, assistant, metric_keys, summary, user
+from tspin_trl import TSPINConfig, TSPINTrainer
+from tspin_trl.demo import build_char_tokenizer, build_tiny_model
 
 
 ROOT = Path(__file__).resolve().parent
-RESULTS = ROOT / "results" / "dpo_contract.json"
+CONTRACT = Contract(
+    other="DPO", results=ROOT / "results" / "dpo_contract.json", renames={"TSPINTrainer": "DPOTrainer"}
+)
+PROBES = CONTRACT.probes
+probe = CONTRACT.probe
 
 
 # ---- data -----------------------------------------------------------------------------------------------------------
-
-
-def user(text: str) -> dict:
-    return {"role": "user", "content": text}
-
-
-def assistant(text: str) -> dict:
-    return {"role": "assistant", "content": text}
 
 
 def preference_rows(n: int = 8) -> list[dict]:
@@ -140,40 +133,14 @@ def tspin_rows(rows: list[dict]) -> list[dict]:
 # ---- trainers -----------------------------------------------------------------------------------------------------
 
 
-class Context:
-    """A scratch folder, the tiny preset saved once (DPOTrainer loads its reference model by name), and builders."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.model_dir = save_tiny_preset(root / "tiny")
-        self.count = 0
-
-    def folder(self, name: str) -> str:
-        self.count += 1
-        path = self.root / f"{self.count:03d}-{name}"
-        path.mkdir(parents=True)
-        return str(path)
+class Context(ScratchContext):
+    """The scratch folder and tiny preset, and builders of either trainer from the same user settings."""
 
     def tokenizer(self, tools: bool = False):
         tokenizer = build_char_tokenizer()
         if tools:
             tokenizer.chat_template = TOOL_TEMPLATE
         return tokenizer
-
-    def common(self, **overrides) -> dict:
-        return {
-            "per_device_train_batch_size": 4,
-            "per_device_eval_batch_size": 4,
-            "learning_rate": 1e-3,
-            "logging_steps": 1,
-            "report_to": [],
-            "save_strategy": "no",
-            "use_cpu": True,
-            "bf16": False,
-            "gradient_checkpointing": False,
-            "max_length": 64,
-            "dataloader_pin_memory": False,
-        } | overrides
 
     def dpo(self, rows=None, model=None, tokenizer=..., dataset=None, **kwargs) -> DPOTrainer:
         config = {k: kwargs.pop(k) for k in list(kwargs) if k in DPOConfig.__dataclass_fields__}
@@ -206,26 +173,7 @@ class Context:
         return self.dpo(**kwargs) if which == "DPO" else self.tspin(**kwargs)
 
 
-def metric_keys(history: list[dict]) -> list[str]:
-    return sorted({key for entry in history for key in entry})
-
-
-def summary(value: Any, limit: int = 160) -> str:
-    text = value if isinstance(value, str) else repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 # ---- probes ---------------------------------------------------------------------------------------------------------
-
-PROBES: list[tuple[str, str, Callable[[Context, str], str]]] = []
-
-
-def probe(name: str, what: str):
-    def register(function):
-        PROBES.append((name, what, function))
-        return function
-
-    return register
 
 
 def first_item(trainer) -> str:
@@ -603,8 +551,9 @@ def _(ctx, which):
     return "ok: " + "; ".join(f"{k}={v}" for k, v in found.items())
 
 
-@probe("moe_router_aux_loss", "a tiny Qwen2-MoE model: trains? aux_loss logged?")
-def _(ctx, which):
+def trained_moe(ctx: Context, which: str, **config):
+    """A tiny Qwen2-MoE (4 experts, 2 per token, a shared expert; `config` over its settings) trained by `which` (DPO
+    with a reference model of the same config)."""
     import transformers
 
     tokenizer = ctx.tokenizer()
@@ -613,12 +562,19 @@ def _(ctx, which):
         num_key_value_heads=2, max_position_embeddings=256, moe_intermediate_size=32,
         shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        **config,
     )  # fmt: skip
     torch.manual_seed(0)
     model = transformers.Qwen2MoeForCausalLM(config)
     kwargs = {"ref_model": transformers.Qwen2MoeForCausalLM(config)} if which == "DPO" else {}
     trainer = ctx.build(which, model=model, tokenizer=tokenizer, **kwargs)
     trainer.train()
+    return trainer
+
+
+@probe("moe_router_aux_loss", "a tiny Qwen2-MoE model: trains? aux_loss logged?")
+def _(ctx, which):
+    trainer = trained_moe(ctx, which)
     logged = [h["aux_loss"] for h in trainer.state.log_history if "aux_loss" in h]
     return (
         f"ok: aux_loss_enabled={getattr(trainer, 'aux_loss_enabled', 'missing')}, "
@@ -628,20 +584,7 @@ def _(ctx, which):
 
 @probe("moe_output_router_logits_config", "a Qwen2-MoE whose config sets output_router_logits=True")
 def _(ctx, which):
-    import transformers
-
-    tokenizer = ctx.tokenizer()
-    config = transformers.Qwen2MoeConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, moe_intermediate_size=32,
-        shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2, output_router_logits=True,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = transformers.Qwen2MoeForCausalLM(config)
-    kwargs = {"ref_model": transformers.Qwen2MoeForCausalLM(config)} if which == "DPO" else {}
-    trainer = ctx.build(which, model=model, tokenizer=tokenizer, **kwargs)
-    trainer.train()
+    trainer = trained_moe(ctx, which, output_router_logits=True)
     return f"ok: trained {trainer.state.global_step} steps"
 
 
@@ -653,78 +596,8 @@ def _(ctx, which):
 # ---- running --------------------------------------------------------------------------------------------------------
 
 
-def run_probe(ctx: Context, function, which: str) -> tuple[str, float]:
-    start = time.perf_counter()
-    buffer = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(buffer), contextlib.redirect_stdout(buffer), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            outcome = function(ctx, which)
-    except Exception as error:
-        outcome = f"error: {type(error).__name__}: {summary(str(error).splitlines()[0] if str(error) else '', 200)}"
-        if os.environ.get("DPO_CONTRACT_TRACE"):
-            traceback.print_exc()
-    return outcome, time.perf_counter() - start
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default=None, help="run the probes whose name contains this")
-    parser.add_argument("--out", default=str(RESULTS), help="where to write the JSON")
-    parser.add_argument("--table", default=None, help="print a results JSON as a markdown table and exit")
-    args = parser.parse_args()
-    if args.table:
-        print(table(json.loads(Path(args.table).read_text())))
-        return
-    torch.set_num_threads(1)
-    logging.disable(logging.WARNING)
-    results = []
-    with tempfile.TemporaryDirectory(prefix="dpo-contract-") as root:
-        os.environ["TSPIN_TRL_CACHE"] = os.path.join(root, "proto_cache")
-        ctx = Context(Path(root))
-        for name, what, function in PROBES:
-            if args.only and args.only not in name:
-                continue
-            row = {"name": name, "what": what}
-            for which in ("DPO", "T-SPIN"):
-                row[which], row[f"{which} seconds"] = run_probe(ctx, function, which)
-            results.append(row)
-            print(f"{name}: DPO {row['DPO'][:80]!r} | T-SPIN {row['T-SPIN'][:80]!r}", flush=True)
-    import transformers
-    import trl
-
-    report = {
-        "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
-        "probes": results,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(f"{len(results)} probes -> {args.out}")
-
-
-def table(report: dict) -> str:
-    lines = [
-        f"Measured with {', '.join(f'{k} {v}' for k, v in report['versions'].items())}.",
-        "",
-        "| probe | user code | DPOTrainer | TSPINTrainer | outcome |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for row in report["probes"]:
-        dpo, tspin = row["DPO"], row["T-SPIN"]
-        normalised = [text.replace("TSPINTrainer", "DPOTrainer") for text in (dpo, tspin)]
-        if normalised[0] == normalised[1]:
-            same = "same"
-        elif dpo.startswith("ok") and tspin.startswith("ok"):
-            same = "both run"
-        elif tspin.startswith("ok"):
-            same = "T-SPIN only"
-        elif dpo.startswith("ok"):
-            same = "DPO only"
-        else:
-            same = "both fail"
-        cells = [f"`{row['name']}`", row["what"], dpo, tspin, same]
-        lines.append("| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in cells) + " |")
-    return "\n".join(lines)
+def main(argv: list[str] | None = None) -> None:
+    CONTRACT.main(__doc__, Context, argv)
 
 
 if __name__ == "__main__":

@@ -2,24 +2,21 @@
 what `TSPINTrainer` does with the same, measured side by side on tiny CPU models (the character-level Llama of
 `tspin_trl.demo`), as `dpo_contract.py` does for DPO.
 
-    python bench/sft_contract.py                      # every probe, writes bench/results/sft_contract.json (~5 min)
+    python bench/sft_contract.py                      # every probe, writes bench/results/sft_contract.json (~1 min)
     python bench/sft_contract.py --only field_        # probes whose name contains "field_"
-    python bench/sft_contract.py --table bench/results/sft_contract.json   # the markdown tables of docs/migration.md
+    python bench/sft_contract.py --table bench/results/sft_contract.json   # the page's sentence and table
 
 Each probe runs the same user code against both trainers (`SFTConfig`/`SFTTrainer` renamed to `TSPINConfig`/
 `TSPINTrainer`, nothing else) and records `ok: <what came out>` or `error: <type>: <message>`. Nothing is asserted: the
-tables are the measurement (docs/migration.md reads them).
+tables are the measurement (docs/migration.md reads them). The harness is `bench/contract.py`, shared with
+`dpo_contract.py`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import logging
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,35 +25,32 @@ from typing import Any
 if __package__ in (None, ""):  # `python bench/<script>.py`: import `bench` from the repository root, as `-m` does
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import bench  # noqa: F401  (first: it sets the environment that torch reads when it is imported)
 
-import torch  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from transformers import TrainerCallback, TrainingArguments  # noqa: E402
-from trl import SFTConfig, SFTTrainer  # noqa: E402
 
-from bench.dpo_contract import metric_keys, run_probe, summary  # noqa: E402
-from tspin_trl import TSPINConfig, TSPINTrainer  # noqa: E402
-from tspin_trl.demo import build_char_tokenizer, build_tiny_model, save_tiny_preset  # noqa: E402
+# isort: split
+import torch
+from datasets import Dataset
+from transformers import TrainerCallback, TrainingArguments
+from trl import SFTConfig, SFTTrainer
+
+from bench.contract import Contract, ScratchContext, assistant, metric_keys, user
+from tspin_trl import TSPINConfig, TSPINTrainer
+from tspin_trl.demo import build_char_tokenizer, build_tiny_model
 
 
 ROOT = Path(__file__).resolve().parent
-RESULTS = ROOT / "results" / "sft_contract.json"
-SIDES = ("SFT", "T-SPIN")
+CONTRACT = Contract(
+    other="SFT",
+    results=ROOT / "results" / "sft_contract.json",
+    renames={"TSPINTrainer": "SFTTrainer", "TSPINConfig": "SFTConfig"},
+    cell_limit=220,
+)
+PROBES = CONTRACT.probes
+probe = CONTRACT.probe
 
 
 # ---- data -----------------------------------------------------------------------------------------------------------
-
-
-def user(text: str) -> dict:
-    return {"role": "user", "content": text}
-
-
-def assistant(text: str) -> dict:
-    return {"role": "assistant", "content": text}
 
 
 def sorting(i: int) -> tuple[str, str]:
@@ -103,19 +97,8 @@ BRIEF_TEMPLATE = (
 # ---- trainers -----------------------------------------------------------------------------------------------------
 
 
-class Context:
-    """A scratch folder, the tiny preset saved once, and builders of either trainer from the same user settings."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.model_dir = save_tiny_preset(root / "tiny")
-        self.count = 0
-
-    def folder(self, name: str) -> str:
-        self.count += 1
-        path = self.root / f"{self.count:03d}-{name}"
-        path.mkdir(parents=True)
-        return str(path)
+class Context(ScratchContext):
+    """The scratch folder and tiny preset, and builders of either trainer from the same user settings."""
 
     def tokenizer(self, template: str | None = None):
         tokenizer = build_char_tokenizer()
@@ -124,21 +107,8 @@ class Context:
         return tokenizer
 
     def common(self, **overrides) -> dict:
-        return {
-            "per_device_train_batch_size": 4,
-            "per_device_eval_batch_size": 4,
-            "learning_rate": 1e-3,
-            "logging_steps": 1,
-            "report_to": [],
-            "save_strategy": "no",
-            "use_cpu": True,
-            "bf16": False,
-            "gradient_checkpointing": False,
-            "max_length": 64,
-            "dataloader_pin_memory": False,
-            "max_steps": 2,
-            "warmup_steps": 0,
-        } | overrides
+        """The shared settings, two steps long."""
+        return super().common() | {"max_steps": 2, "warmup_steps": 0} | overrides
 
     def config(self, which: str, **fields) -> SFTConfig | TSPINConfig:
         """The user's config: the same fields for both (T-SPIN's run kept short with its own settings)."""
@@ -161,16 +131,6 @@ class Context:
 
 
 # ---- probes ---------------------------------------------------------------------------------------------------------
-
-PROBES: list[tuple[str, str, Callable[[Context, str], str]]] = []
-
-
-def probe(name: str, what: str):
-    def register(function):
-        PROBES.append((name, what, function))
-        return function
-
-    return register
 
 
 def first_example(trainer) -> str:
@@ -492,80 +452,8 @@ def _(ctx, which):
 # ---- running --------------------------------------------------------------------------------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default=None, help="run the probes whose name contains this")
-    parser.add_argument("--out", default=str(RESULTS), help="where to write the JSON")
-    parser.add_argument("--table", default=None, help="print a results JSON as markdown tables and exit")
-    args = parser.parse_args()
-    if args.table:
-        print(table(json.loads(Path(args.table).read_text())))
-        return
-    torch.set_num_threads(1)
-    logging.disable(logging.WARNING)
-    results = []
-    with tempfile.TemporaryDirectory(prefix="sft-contract-") as root:
-        os.environ["TSPIN_TRL_CACHE"] = os.path.join(root, "proto_cache")
-        ctx = Context(Path(root))
-        for name, what, function in PROBES:
-            if args.only and args.only not in name:
-                continue
-            row = {"name": name, "what": what}
-            for which in SIDES:
-                row[which], row[f"{which} seconds"] = run_probe(ctx, function, which)
-            results.append(row)
-            print(f"{name}: SFT {row['SFT'][:80]!r} | T-SPIN {row['T-SPIN'][:80]!r}", flush=True)
-    import transformers
-    import trl
-
-    report = {
-        "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__},
-        "probes": results,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print(f"{len(results)} probes -> {args.out}")
-
-
-def outcome(sft: str, tspin: str) -> str:
-    """How the two outcomes compare: the same text (trainer and config names aside), both run, one only, or neither."""
-    normalised = [
-        text.replace("TSPINTrainer", "SFTTrainer").replace("TSPINConfig", "SFTConfig") for text in (sft, tspin)
-    ]
-    if normalised[0] == normalised[1]:
-        return "same"
-    if sft.startswith("ok") and tspin.startswith("ok"):
-        return "both run"
-    if tspin.startswith("ok"):
-        return "T-SPIN only"
-    if sft.startswith("ok"):
-        return "SFT only"
-    return "both fail"
-
-
-def counts(report: dict) -> dict[str, int]:
-    """How many probes had each outcome."""
-    found: dict[str, int] = {}
-    for row in report["probes"]:
-        kind = outcome(row["SFT"], row["T-SPIN"])
-        found[kind] = found.get(kind, 0) + 1
-    return found
-
-
-def table(report: dict) -> str:
-    summary_line = ", ".join(f"{n} {kind}" for kind, n in sorted(counts(report).items(), key=lambda kv: -kv[1]))
-    lines = [
-        f"Measured with {', '.join(f'{k} {v}' for k, v in report['versions'].items())}: "
-        f"{len(report['probes'])} probes, {summary_line}.",
-        "",
-        "| probe | user code | SFTTrainer | TSPINTrainer | outcome |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for row in report["probes"]:
-        sft, tspin = row["SFT"], row["T-SPIN"]
-        cells = [f"`{row['name']}`", row["what"], summary(sft, 220), summary(tspin, 220), outcome(sft, tspin)]
-        lines.append("| " + " | ".join(cell.replace("|", "\\|").replace("\n", " ") for cell in cells) + " |")
-    return "\n".join(lines)
+def main(argv: list[str] | None = None) -> None:
+    CONTRACT.main(__doc__, Context, argv)
 
 
 if __name__ == "__main__":

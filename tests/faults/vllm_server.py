@@ -4,45 +4,19 @@ size vLLM's CPU build cannot run. Each must fail before training, within `vllm_s
 
 from __future__ import annotations
 
-import http.server
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from tests.support.servers import answering, healthy_then, serving
+
 from .harness import DEFECT, Verdict, case, classify_error, make_trainer
 
 
 VLLM = "vLLM server and colocate"
 SERVER_TIMEOUT = 3  # vllm_server_timeout of the server cases, seconds
-
-
-class _Answer(http.server.BaseHTTPRequestHandler):
-    status = 404
-
-    def do_GET(self):  # noqa: N802 (the standard library's name)
-        self.send_response(self.status)
-        self.send_header("Content-Type", "text/html")
-        self.end_headers()
-        self.wfile.write(b"<html>not vLLM</html>")
-
-    do_POST = do_GET  # noqa: N815
-
-    def log_message(self, *args):
-        pass
-
-
-@contextmanager
-def _http_server(status: int) -> Iterator[str]:
-    handler = type("Answer", (_Answer,), {"status": status})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @contextmanager
@@ -107,13 +81,13 @@ def _server_run(ctx, url: str, *keywords: str) -> Verdict:
 
 @case(VLLM, "vllm_mode='server' at a URL where another web server answers HTTP 404", quick=True, finding="20")
 def vllm_server_404(ctx):
-    with _http_server(404) as url:
+    with serving(answering(404)) as url:
         return _server_run(ctx, url, url, "404", "vllm_server_base_url")
 
 
 @case(VLLM, "vllm_mode='server' at a URL where a server answers HTTP 500 to everything", finding="20")
 def vllm_server_500(ctx):
-    with _http_server(500) as url:
+    with serving(answering(500)) as url:
         return _server_run(ctx, url, url, "HTTP 500", "vllm_server_timeout")
 
 
@@ -124,7 +98,7 @@ def vllm_server_500(ctx):
     timeout=60,
 )
 def vllm_server_200_everywhere(ctx):
-    with _http_server(200) as url:
+    with serving(answering(200)) as url:
         return _server_run(ctx, url, url)
 
 
@@ -196,55 +170,10 @@ def vllm_colocate_set_after_construction(ctx):
 # ---- issue 32: a deadline on every request, not only the start-up check ----------------------------------------------
 
 
-class _HealthyThen(http.server.BaseHTTPRequestHandler):
-    """A vLLM server as far as `/health` and `/v1/models` go; a POST (the weight sync, then generation) is answered
-    with `post_status`, or never (`None`) until `release` is set."""
-
-    post_status: int | None = None
-    release = threading.Event()
-
-    def _answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):  # noqa: N802
-        if self.path == "/v1/models":
-            self._answer(200, b'{"data": [{"id": "model"}]}')
-        else:
-            self._answer(200 if self.path == "/health" else 404, b"{}")
-
-    def do_POST(self):  # noqa: N802
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.post_status is None:
-            self.release.wait()
-        else:
-            self._answer(self.post_status, b'{"error": "reload failed"}')
-
-    def log_message(self, *args):
-        pass
-
-
 def _import_vllm() -> None:
     from tspin_trl.vllm_backend import _vllm_generation_class
 
     _vllm_generation_class()
-
-
-@contextmanager
-def _healthy_then(post_status: int | None) -> Iterator[str]:
-    handler = type("HealthyThen", (_HealthyThen,), {"post_status": post_status, "release": threading.Event()})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        handler.release.set()
-        server.shutdown()
-        server.server_close()
 
 
 @case(
@@ -256,7 +185,7 @@ def _healthy_then(post_status: int | None) -> Iterator[str]:
 )
 def vllm_server_silent_after_health(ctx):
     _import_vllm()  # what the time limit measures is the request, not vLLM's first import (about 9 s)
-    with _healthy_then(None) as url:
+    with serving(healthy_then(silent=("/collective_rpc",))) as url:
         return _server_run(ctx, url, f"{url}/collective_rpc", "vllm_server_timeout")
 
 
@@ -268,5 +197,5 @@ def vllm_server_silent_after_health(ctx):
 )
 def vllm_server_500_on_weight_sync(ctx):
     _import_vllm()
-    with _healthy_then(500) as url:
+    with serving(healthy_then(failing=("/collective_rpc",))) as url:
         return _server_run(ctx, url, f"{url}/collective_rpc", "HTTP 500")

@@ -131,11 +131,13 @@ def test_unknown_command_fails_with_the_usage(tmp_path):
     assert completed.stderr.startswith("tspin-trl: unknown command 'tran' (did you mean 'train'?)")
 
 
-def converted_trl_dpo_script() -> str:
-    """The installed TRL's `trl/scripts/dpo.py`, with DPOTrainer/DPOConfig swapped for TSPINTrainer/TSPINConfig."""
-    source = Path(importlib.util.find_spec("trl.scripts.dpo").origin).read_text()
-    assert source.count("DPOTrainer") == 2 and source.count("DPOConfig") == 2, "TRL's dpo.py changed shape"
-    source = source.replace("DPOTrainer", "TSPINTrainer").replace("DPOConfig", "TSPINConfig")
+def converted_trl_script(script: str) -> str:
+    """The installed TRL's `trl/scripts/<script>.py` (`"dpo"`, `"sft"`), with its trainer and config classes
+    (DPOTrainer/DPOConfig, SFTTrainer/SFTConfig) swapped for TSPINTrainer/TSPINConfig."""
+    source = Path(importlib.util.find_spec(f"trl.scripts.{script}").origin).read_text()
+    trainer, config = f"{script.upper()}Trainer", f"{script.upper()}Config"
+    assert source.count(trainer) == 2 and source.count(config) == 2, f"TRL's {script}.py changed shape"
+    source = source.replace(trainer, "TSPINTrainer").replace(config, "TSPINConfig")
 
     def move_import(match: re.Match) -> str:  # `from trl import A, TSPINX, B` -> two imports
         indent, names = match.group(1), [name.strip() for name in match.group(2).split(",")]
@@ -158,7 +160,7 @@ def test_installed_trl_dpo_script_runs_with_the_classes_swapped(tmp_path):
         [{"prompt": f"sort: {i} 2 1\n", "chosen": f"1 2 {i}", "rejected": "x"} for i in range(4)]
     ).to_json(data / "train.jsonl")
     script = tmp_path / "dpo_tspin.py"
-    script.write_text(converted_trl_dpo_script())
+    script.write_text(converted_trl_script("dpo"))
     args = ["--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir", str(tmp_path / "out")]
     args += ["--per_device_train_batch_size", "2", "--num_iterations", "1", "--max_completion_length", "8"]
     args += ["--max_length", "48", "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no"]
@@ -384,24 +386,6 @@ def test_sigterm_prints_the_command_that_resumes_and_the_resumed_run_says_where_
     assert json.loads((tmp_path / "my out" / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
 
 
-def converted_trl_sft_script() -> str:
-    """The installed TRL's `trl/scripts/sft.py`, with SFTTrainer/SFTConfig swapped for TSPINTrainer/TSPINConfig (the
-    same renaming as `converted_trl_dpo_script`)."""
-    source = Path(importlib.util.find_spec("trl.scripts.sft").origin).read_text()
-    assert source.count("SFTTrainer") == 2 and source.count("SFTConfig") == 2, "TRL's sft.py changed shape"
-    source = source.replace("SFTTrainer", "TSPINTrainer").replace("SFTConfig", "TSPINConfig")
-
-    def move_import(match: re.Match) -> str:
-        indent, names = match.group(1), [name.strip() for name in match.group(2).split(",")]
-        ours = [name for name in names if name.startswith("TSPIN")]
-        rest = [name for name in names if not name.startswith("TSPIN")]
-        return f"{indent}from tspin_trl import {', '.join(ours)}\n{indent}from trl import {', '.join(rest)}"
-
-    source, count = re.subn(r"^( *)from trl import (.*TSPIN.*)$", move_import, source, flags=re.MULTILINE)
-    assert count == 2
-    return source
-
-
 def test_installed_trl_sft_script_trains_on_plain_text_with_the_classes_swapped(tmp_path):
     """TRL's `sft.py` renamed, on a local plain-text dataset, split by the paper's template given as a flag (the flag
     comes from `TSPINConfig`, so `tspin-trl train` has it too)."""
@@ -413,7 +397,7 @@ def test_installed_trl_sft_script_trains_on_plain_text_with_the_classes_swapped(
     texts = [f"### Instruction: sort {i} 2 1\n\n### Response: 1 2 {i}" for i in range(4)]
     Dataset.from_list([{"text": text} for text in texts]).to_json(data / "train.jsonl")
     script = tmp_path / "sft_tspin.py"
-    script.write_text(converted_trl_sft_script())
+    script.write_text(converted_trl_script("sft"))
     args = ["--model_name_or_path", str(model), "--dataset_name", str(data), "--output_dir", str(tmp_path / "out")]
     args += ["--per_device_train_batch_size", "2", "--num_iterations", "1", "--max_completion_length", "8"]
     args += ["--max_length", "64", "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no"]

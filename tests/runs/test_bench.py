@@ -137,19 +137,23 @@ def test_profile_step_smoke():
 def test_dpo_contract_probes_run_both_trainers(tmp_path):
     """`bench/dpo_contract.py` runs a user's code against DPOTrainer and TSPINTrainer and tabulates both outcomes."""
     from bench import dpo_contract
+    from bench.contract import run_probe
 
     ctx = dpo_contract.Context(tmp_path)
     probes = {name: function for name, _, function in dpo_contract.PROBES}
     rows = []
     for name in ("data_standard prompt/chosen/rejected", "ctor_args_wrong_class"):
         row = {"name": name, "what": name}
-        for which in ("DPO", "T-SPIN"):
-            row[which], _ = dpo_contract.run_probe(ctx, probes[name], which)
+        for which in dpo_contract.CONTRACT.sides:
+            row[which], _ = run_probe(ctx, probes[name], which)
         rows.append(row)
     assert rows[0]["DPO"] == rows[0]["T-SPIN"] == "ok: 8 examples; [0] = 'sort: 0 3 6 9\\n' -> '0 3 6 9<|end|>'"
     assert rows[1]["T-SPIN"].startswith("error: TypeError: `args` must be a TSPINConfig")
-    table = dpo_contract.table({"versions": {"trl": "x"}, "probes": rows})
+    table = dpo_contract.CONTRACT.table({"versions": {"trl": "x"}, "probes": rows})
     assert "| same |" in table and "| DPO only |" in table and "<\\|end\\|>" in table
+    assert table.startswith(
+        "Measured with trl x: of the 2 probes, 1 gives the same outcome, and 1 runs only with `DPOTrainer`."
+    )
 
 
 def test_preflight_bench_smoke():
@@ -164,17 +168,19 @@ def test_preflight_bench_smoke():
 def test_sft_contract_probes_run_both_trainers(tmp_path):
     """`bench/sft_contract.py` runs an SFT user's code against SFTTrainer and TSPINTrainer and tabulates both."""
     from bench import sft_contract
+    from bench.contract import run_probe
 
     ctx = sft_contract.Context(tmp_path)
     probes = {name: function for name, _, function in sft_contract.PROBES}
     rows = []
     for name in ("data_text (language modeling)", "field_packing=True"):
         row = {"name": name, "what": name}
-        for which in sft_contract.SIDES:
-            row[which], _ = sft_contract.run_probe(ctx, probes[name], which)
+        for which in sft_contract.CONTRACT.sides:
+            row[which], _ = run_probe(ctx, probes[name], which)
         rows.append(row)
     assert rows[0]["SFT"] == "ok: Dataset; [0] = '|sort: 0 3 6 9 -> 0 3 6 9<|end|>'"  # every token trained
     assert rows[0]["T-SPIN"] == "ok: TripletDataset; [0] = 'sort: 0 3 6 9 -> |0 3 6 9<|end|>'"  # the split rule
     assert rows[1]["T-SPIN"].startswith("error: ValueError: TSPINConfig.packing=True is invalid")
-    table = sft_contract.table({"versions": {"trl": "x"}, "probes": rows})
-    assert "| both run |" in table and "| SFT only |" in table and "2 probes" in table
+    table = sft_contract.CONTRACT.table({"versions": {"trl": "x"}, "probes": rows})
+    assert "| both run |" in table and "| SFT only |" in table
+    assert "of the 2 probes, 1 runs on both with different content, and 1 runs only with `SFTTrainer`." in table

@@ -16,7 +16,7 @@ import pytest
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
-from tests.support import make_config, self_play_trainer, sorting_rows, tiny_mixtral
+from tests.support import DPO_METRIC_NAMES, make_config, self_play_trainer, sorting_rows, tiny_moe
 from tspin_trl import TSPINTrainer
 from tspin_trl.demo import build_tiny_model
 
@@ -52,12 +52,7 @@ SHARED = {
     "train_steps_per_second",
     "train_loss",
     "total_flos",
-    "rewards/chosen",
-    "rewards/rejected",
-    "rewards/margins",
-    "rewards/accuracies",
-    "logps/chosen",
-    "logps/rejected",
+    *DPO_METRIC_NAMES,
     "aux_loss",
     "my_metric",
 }
@@ -208,7 +203,7 @@ def test_a_window_across_a_boundary_and_a_summary_with_the_pending_router_loss(t
     # a Mixture-of-Experts model, two steps per iteration, a logging window of 3 steps: one training entry at step 3
     # (spanning the boundary after step 2), then the summary with step 4's averaged metrics, `aux_loss` among them
     dpo, tspin = train_both(
-        tmp_path, tokenizer, model=tiny_mixtral(tokenizer), per_device_train_batch_size=2, logging_steps=3
+        tmp_path, tokenizer, model=tiny_moe(tokenizer), per_device_train_batch_size=2, logging_steps=3
     )
     assert dpo.aux_loss_enabled and tspin.aux_loss_enabled
     expected = assert_same_shape(dpo, tspin)

@@ -3,55 +3,27 @@ same conversations written in the `messages` format (whose prompt is everything 
 prompts, the same sampled proto/synthetic responses, the same losses and weights. Templated by Qwen2.5's chat
 template as TRL ships it."""
 
-from importlib.resources import files
-
 import torch
 from datasets import Dataset
 
 from tests.support import make_config
+from tests.support.tools import WEATHER_TOOL, agent_trace, build_qwen_tokenizer, user
 from tspin_trl import TSPINTrainer
-from tspin_trl.demo import build_char_tokenizer, build_tiny_model
-
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-
-
-def trace(city, weather, answer):
-    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": city}}}
-    return [
-        {"role": "assistant", "tool_calls": [call]},
-        {"role": "tool", "content": weather},
-        {"role": "assistant", "content": answer},
-    ]
+from tspin_trl.demo import build_tiny_model
 
 
 ROWS = [
     {
-        "prompt": [{"role": "user", "content": f"Weather in {city}?"}],
-        "completion": trace(city, weather, f"It is {weather}."),
+        "prompt": [user(f"Weather in {city}?")],
+        "completion": agent_trace(city, weather, f"It is {weather}."),
         "tools": [WEATHER_TOOL],
     }
     for city, weather in [("Rome", "rain"), ("Oslo", "snow"), ("Lima", "fog"), ("Nice", "sun")]
 ]
 
 
-def qwen_tokenizer():
-    tokenizer = build_char_tokenizer(model_max_length=2048)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    tokenizer.eos_token = "<|im_end|>"
-    tokenizer.chat_template = (files("trl") / "chat_templates" / "qwen2_5.jinja").read_text()
-    return tokenizer
-
-
 def run(output_dir, rows, **config):
-    tokenizer = qwen_tokenizer()
+    tokenizer = build_qwen_tokenizer()
     trainer = TSPINTrainer(
         model=build_tiny_model(tokenizer, max_position_embeddings=1024),
         args=make_config(

@@ -10,21 +10,11 @@ from datasets import Dataset
 from peft import LoraConfig
 from transformers import TrainerCallback
 
-from tests.support import make_config, self_play_trainer, sorting_rows, tiny_mixtral
+from tests.support import DPO_METRIC_NAMES, make_config, self_play_trainer, sorting_rows, tiny_moe
 from tests.support.tools import TOOL_ROWS
 from tspin_trl import TSPINTrainer
 from tspin_trl.demo import build_tiny_model
 from tspin_trl.trainer import NonFinitePolicyError
-
-
-DPO_NAMES = (
-    "rewards/chosen",
-    "rewards/rejected",
-    "rewards/margins",
-    "rewards/accuracies",
-    "logps/chosen",
-    "logps/rejected",
-)
 
 
 def test_the_last_logged_line_is_the_train_summary(tmp_path, tokenizer):
@@ -53,7 +43,7 @@ def test_dpo_dashboards_show_a_tspin_run(tmp_path, tokenizer):
     trainer.train()
     lines = [h for h in trainer.state.log_history if "loss" in h]
     for line in lines:
-        for name in DPO_NAMES:
+        for name in DPO_METRIC_NAMES:
             assert math.isfinite(line[name]), (name, line)
         assert line["rewards/chosen"] == line["rewards/real"] and line["logps/rejected"] == line["logps/synthetic"]
         assert line["rewards/margins"] == pytest.approx(line["rewards/chosen"] - line["rewards/rejected"], abs=1e-4)
@@ -89,7 +79,7 @@ def test_a_diverged_policy_is_stopped_before_a_checkpoint_and_before_sampling(tm
 
 
 def test_a_mixture_of_experts_trains_with_the_router_loss(tmp_path, tokenizer):
-    model = tiny_mixtral(tokenizer)
+    model = tiny_moe(tokenizer)
     before = [p.detach().clone() for p in model.parameters()]
     trainer = self_play_trainer(tmp_path, tokenizer, model=model, num_iterations=2)
     assert trainer.aux_loss_enabled and trainer.router_aux_loss_coef == 0.001, "the model's own coefficient"
@@ -100,7 +90,7 @@ def test_a_mixture_of_experts_trains_with_the_router_loss(tmp_path, tokenizer):
     changed = {n for (n, p), b in zip(model.named_parameters(), before, strict=True) if not torch.equal(p, b)}
     assert router and set(router) <= changed, "the router is trained"
 
-    off = self_play_trainer(tmp_path / "off", tokenizer, model=tiny_mixtral(tokenizer), router_aux_loss_coef=0.0)
+    off = self_play_trainer(tmp_path / "off", tokenizer, model=tiny_moe(tokenizer), router_aux_loss_coef=0.0)
     assert not off.aux_loss_enabled
     dense = self_play_trainer(tmp_path / "dense", tokenizer)
     assert not dense.aux_loss_enabled

@@ -132,30 +132,6 @@ def self_play_trainer(
     )
 
 
-def tiny_mixtral(tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """A tiny Mixtral (a Mixture-of-Experts model with router logits: 4 experts, 2 per token) for `tokenizer`, with
-    seeded weights."""
-    import torch
-    from transformers import MixtralConfig, MixtralForCausalLM
-
-    torch.manual_seed(0)
-    config = MixtralConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        num_local_experts=4,
-        num_experts_per_tok=2,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return MixtralForCausalLM(config)
-
-
 class StopAfter(TrainerCallback):
     """Stops training gracefully after optimizer step `step` (an interrupted run, with the checkpoints it saved)."""
 

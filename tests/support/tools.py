@@ -1,6 +1,10 @@
-"""Tool-call data for the character-level tokenizer: a chat template that renders `tools`, assistant `tool_calls`,
-`tool` messages and a `brief` keyword argument (passed per row through `chat_template_kwargs`), a weather tool, and two
-rows that use them (the `tool_tokenizer` fixture of `tests/conftest.py` is the tokenizer with this template)."""
+"""Tool-call data: a weather tool, the messages of a conversation that uses it (`user`, `assistant`, `tool_call`,
+`tool_result`, `agent_trace`), two preference rows that use them (`TOOL_ROWS`), and two tokenizers that render them:
+the character-level tokenizer with `TOOL_TEMPLATE` (tools, assistant `tool_calls`, `tool` messages and a `brief`
+keyword argument passed per row through `chat_template_kwargs`; the `tool_tokenizer` fixture of `tests/conftest.py`),
+and with Qwen2.5's chat template as TRL ships it (`build_qwen_tokenizer`)."""
+
+from importlib.resources import files
 
 from tspin_trl.demo import build_char_tokenizer
 
@@ -51,6 +55,15 @@ def tool_call(city):
     }
 
 
+def tool_result(text):
+    return {"role": "tool", "content": text}
+
+
+def agent_trace(city, weather, answer):
+    """A completion as agent traces store it: the tool call, its result, the final answer."""
+    return [tool_call(city), tool_result(weather), assistant(answer)]
+
+
 TOOL_ROWS = [
     {  # the real response is a tool call
         "prompt": [user("Weather in Paris?")],
@@ -73,4 +86,14 @@ def build_tool_tokenizer():
     """The character-level tokenizer with `TOOL_TEMPLATE` as its chat template."""
     tokenizer = build_char_tokenizer()
     tokenizer.chat_template = TOOL_TEMPLATE
+    return tokenizer
+
+
+def build_qwen_tokenizer():
+    """The character-level tokenizer with Qwen2.5's chat template (tools, `tool_calls`, `tool` turns) and its turn
+    markers as special tokens, `<|im_end|>` ending a turn as in Qwen."""
+    tokenizer = build_char_tokenizer(model_max_length=2048)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.eos_token = "<|im_end|>"
+    tokenizer.chat_template = (files("trl") / "chat_templates" / "qwen2_5.jinja").read_text()
     return tokenizer

@@ -3,14 +3,22 @@ calls, `chat_template_kwargs`, truncation), refusing bad rows early, and `Triple
 
 import json
 import logging
-from importlib.resources import files
 
 import pytest
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer
 
 from tests.support import make_config, self_play_trainer, sorting_rows
-from tests.support.tools import TOOL_ROWS, assistant, user
+from tests.support.tools import (
+    TOOL_ROWS,
+    WEATHER_TOOL,
+    agent_trace,
+    assistant,
+    build_qwen_tokenizer,
+    tool_call,
+    tool_result,
+    user,
+)
 from tspin_trl import TSPINTrainer
 from tspin_trl.collator import DataCollatorForTriplet
 from tspin_trl.data import (
@@ -377,32 +385,6 @@ def test_prepared_datasets_are_readable_before_training(tmp_path, tokenizer):
         trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
 
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-
-
-def tool_call(city):
-    return {
-        "role": "assistant",
-        "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": city}}}],
-    }
-
-
-def tool_result(text):
-    return {"role": "tool", "content": text}
-
-
-def agent_trace(city, weather, answer):
-    """A completion as agent traces store it: the tool call, its result, the final answer."""
-    return [tool_call(city), tool_result(weather), assistant(answer)]
-
-
 ROWS = [
     {
         "prompt": [user("Weather in Rome?")],
@@ -420,13 +402,7 @@ ROWS = [
 
 @pytest.fixture
 def qwen_tokenizer():
-    """The character-level tokenizer with Qwen2.5's chat template (tools, `tool_calls`, `tool` turns) and its turn
-    markers as special tokens, `<|im_end|>` ending a turn as in Qwen."""
-    tokenizer = build_char_tokenizer(model_max_length=2048)
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
-    tokenizer.eos_token = "<|im_end|>"
-    tokenizer.chat_template = (files("trl") / "chat_templates" / "qwen2_5.jinja").read_text()
-    return tokenizer
+    return build_qwen_tokenizer()
 
 
 def encoder(tokenizer, rule="last_assistant"):

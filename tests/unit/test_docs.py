@@ -55,3 +55,18 @@ def test_make_demo_runs_the_command_the_docs_name():
     assert command in dry_run.stdout and "pytest" in dry_run.stdout, dry_run.stdout
     for page in ("README.md", "docs/quickstart.md"):
         assert command in (ROOT / page).read_text(), f"{page} does not say what `make demo` runs"
+
+
+def test_the_migration_pages_contract_tables_are_the_scripts_output_of_the_committed_results():
+    """docs/migration.md shows what `--table` prints from bench/results/: the counts sentence and every row."""
+    page = (ROOT / "docs" / "migration.md").read_text()
+    for name in ("dpo_contract", "sft_contract"):
+        results = ROOT / "bench" / "results" / f"{name}.json"
+        printed = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--table", str(results)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert printed.returncode == 0, printed.stderr
+        assert printed.stdout.strip() in page, f"docs/migration.md: paste `python bench/{name}.py --table {results}`"

@@ -1,7 +1,6 @@
 """`tspin_trl/vllm_backend.py`: a vLLM server that is not one fails within its timeout, a head size the CPU build
 cannot run is refused, sampling settings are translated (the engines themselves run in `tests/launches/test_vllm.py`)."""
 
-import http.server
 import re
 import socket
 import threading
@@ -11,28 +10,13 @@ import pytest
 from accelerate import Accelerator
 
 from tests.support import make_config
+from tests.support.servers import Answer, answering, healthy_then, serving
 from tspin_trl.demo import build_tiny_model
 from tspin_trl.generation import SamplingSettings
 from tspin_trl.vllm_backend import make_generation_backend
 
 
-class NotFound(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (the standard library's name)
-        self.send_response(404)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-class OkEverywhere(NotFound):
-    def do_GET(self):  # noqa: N802
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-
-class Trickle(NotFound):
+class Trickle(Answer):
     """Answers `/health` one byte a second: a `requests` timeout (per read) never fires."""
 
     def do_GET(self):  # noqa: N802
@@ -48,30 +32,22 @@ class Trickle(NotFound):
             time.sleep(1)
 
 
-def serve(handler) -> tuple[http.server.ThreadingHTTPServer, str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
-
-
 @pytest.mark.parametrize(
     "handler, message",
     [
-        (OkEverywhere, r"answers its health check but not as a vLLM server does: .*/v1/models gave HTTP 200"),
+        (answering(200), r"answers its health check but not as a vLLM server does: .*/v1/models gave HTTP 200"),
         (Trickle, r"No vLLM server answered at .* within vllm_server_timeout=3 s \(last answer: no complete answer"),
     ],
     ids=["200_everywhere", "trickle"],
 )
 def test_a_server_that_is_not_vllm_fails_within_the_timeout(tmp_path, tokenizer, handler, message):
-    server, url = serve(handler)
-    args = make_config(tmp_path, use_vllm=True, vllm_mode="server", vllm_server_base_url=url, vllm_server_timeout=3)
-    start = time.monotonic()
-    try:
+    with serving(handler) as url:
+        args = make_config(
+            tmp_path, use_vllm=True, vllm_mode="server", vllm_server_base_url=url, vllm_server_timeout=3
+        )
+        start = time.monotonic()
         with pytest.raises(ConnectionError, match=message):
             make_generation_backend(args, build_tiny_model(tokenizer), Accelerator(cpu=True), tokenizer)
-    finally:
-        server.shutdown()
     assert time.monotonic() - start < 6
 
 
@@ -82,17 +58,14 @@ def _free_port() -> int:
 
 
 def test_a_url_answering_404_fails_within_the_server_timeout(tmp_path, tokenizer):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    args = make_config(tmp_path, use_vllm=True, vllm_mode="server", vllm_server_base_url=url, vllm_server_timeout=5)
     model = build_tiny_model(tokenizer)
-    start = time.monotonic()
-    try:
+    with serving(answering(404)) as url:
+        args = make_config(
+            tmp_path, use_vllm=True, vllm_mode="server", vllm_server_base_url=url, vllm_server_timeout=5
+        )
+        start = time.monotonic()
         with pytest.raises(ConnectionError, match=f"{url} answered HTTP 404.*not a vLLM server.*vllm_server_base_url"):
             make_generation_backend(args, model, Accelerator(cpu=True), tokenizer)
-    finally:
-        server.shutdown()
     assert time.monotonic() - start < 5
 
     silent = f"http://127.0.0.1:{_free_port()}"  # nothing listens: refused until the deadline
@@ -130,37 +103,6 @@ def test_vllm_sampling_translation():
         vllm_sampling(SamplingSettings(max_new_tokens=5, generation_kwargs={"num_beams": 2}))
 
 
-class HealthyThenSilent(NotFound):
-    """A vLLM server as far as its health check and model list go; a POST to a path in `silent` is never answered (until
-    the test ends), one to a path in `failing` gets HTTP 500, any other gets `{}`."""
-
-    silent: tuple[str, ...] = ()
-    failing: tuple[str, ...] = ()
-    release = threading.Event()
-
-    def _answer(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):  # noqa: N802
-        if self.path == "/v1/models":
-            self._answer(200, b'{"data": [{"id": "model"}]}')
-        else:
-            self._answer(200 if self.path == "/health" else 404, b"{}")
-
-    def do_POST(self):  # noqa: N802
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.path in self.silent:
-            self.release.wait()
-        elif self.path in self.failing:
-            self._answer(500, b'{"error": "reload failed"}')
-        else:
-            self._answer(200, b"{}")
-
-
 def one_pass(tmp_path, tokenizer, url) -> str:
     """A weight sync then one generation call through a server-mode backend (`vllm_server_timeout=3`), in a thread
     given a minute: the error it ended with."""
@@ -196,41 +138,25 @@ def one_pass(tmp_path, tokenizer, url) -> str:
 )
 def test_every_request_to_a_vllm_server_is_answered_within_the_timeout(tmp_path, tokenizer, silent, request_named):
     # the health check and the model list answer, then a later request never does: the run hung forever
-    handler = type("Silent", (HealthyThenSilent,), {"silent": silent, "release": threading.Event()})
-    server, url = serve(handler)
-    try:
+    with serving(healthy_then(silent=silent)) as url:
         outcome = one_pass(tmp_path, tokenizer, url)
-    finally:
-        handler.release.set()
-        server.shutdown()
     expected = request_named.format(url=url) + " got no complete answer within vllm_server_timeout=3 s"
     assert re.search(expected, outcome), outcome
 
 
-class AlwaysFailing(NotFound):
-    def do_GET(self):  # noqa: N802
-        self.send_response(500)
-        self.end_headers()
-
-
 @vllm_installed
 def test_a_server_answering_http_500_is_reported_with_its_status(tmp_path, tokenizer):
-    server, url = serve(AlwaysFailing)  # every request: HTTP 500
-    args = make_config(tmp_path, use_vllm=True, vllm_mode="server", vllm_server_base_url=url, vllm_server_timeout=3)
-    try:
+    with serving(answering(500)) as url:  # every request: HTTP 500
+        args = make_config(
+            tmp_path, use_vllm=True, vllm_mode="server", vllm_server_base_url=url, vllm_server_timeout=3
+        )
         with pytest.raises(
             ConnectionError, match=rf"{url} answered HTTP 500 Internal Server Error to GET {url}/health"
         ):
             make_generation_backend(args, build_tiny_model(tokenizer), Accelerator(cpu=True), tokenizer)
-    finally:
-        server.shutdown()
 
-    handler = type("FailingSync", (HealthyThenSilent,), {"failing": ("/collective_rpc",)})
-    server, url = serve(handler)  # healthy, but the weight sync fails
-    try:
+    with serving(healthy_then(failing=("/collective_rpc",))) as url:  # healthy, but the weight sync fails
         outcome = one_pass(tmp_path, tokenizer, url)
-    finally:
-        server.shutdown()
     assert re.search(
         rf"POST {url}/collective_rpc \(the weight sync \(reload_weights\)\) answered HTTP 500 Internal Server Error"
         r"( \(\d tries\))?: .*reload failed",
