@@ -140,6 +140,7 @@ class RunContext:
             eos_ids=eos_ids,
             batch_size=lambda: args.generation_batch_size,  # read at each pass: `trainer.args` may change it
             guard=guard,
+            show_progress=lambda: not args.disable_tqdm,
         )
         return cls(
             args=args,

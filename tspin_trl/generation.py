@@ -301,6 +301,7 @@ def generate_responses(
     chunk_store: ChunkStore | None = None,
     description: str = "Generating",
     backend: GenerationBackend | None = None,
+    show_progress: bool = True,
 ) -> tuple[list[list[int]], GenerationStats]:
     """
     Sample one response per prompt with the (possibly distributed) model; every process returns all responses.
@@ -335,6 +336,8 @@ def generate_responses(
         backend ([`GenerationBackend`], *optional*):
             What generates each chunk: `model.generate` ([`HFGenerationBackend`]) if unset, or vLLM
             (`tspin_trl.vllm_backend`).
+        show_progress (`bool`, *optional*, defaults to `True`):
+            Whether the main process shows a progress bar (the trainer passes `not args.disable_tqdm`).
 
     Returns:
         `tuple[list[list[int]], GenerationStats]`: the responses' token ids in prompt order, and statistics.
@@ -372,7 +375,7 @@ def generate_responses(
         progress = tqdm(
             total=len(chunks),
             desc=description,
-            disable=not accelerator.is_main_process,
+            disable=not (show_progress and accelerator.is_main_process),
             initial=len(done),
             leave=False,
             dynamic_ncols=True,
@@ -451,6 +454,9 @@ class PolicySampler:
         guard (`Callable[[str], None]`, *optional*):
             Called before every pass with its description; raises when the policy must not be sampled (its weights are
             not finite). Collective: every process calls it.
+        show_progress (`Callable[[], bool]`, *optional*):
+            Returns whether passes show a progress bar, read at every pass (the run's `not disable_tqdm`); shown if
+            unset.
     """
 
     def __init__(
@@ -462,8 +468,10 @@ class PolicySampler:
         eos_ids: Sequence[int],
         batch_size: Callable[[], int | None] | None = None,
         guard: Any = None,
+        show_progress: Callable[[], bool] | None = None,
     ):
         self.guard = guard
+        self.show_progress = show_progress
         self.accelerator = accelerator
         self.policy = policy
         self.backend_factory = backend_factory
@@ -513,4 +521,5 @@ class PolicySampler:
             chunk_store=chunk_store,
             description=description,
             backend=self.backend,
+            show_progress=self.show_progress() if self.show_progress is not None else True,
         )

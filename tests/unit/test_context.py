@@ -105,3 +105,14 @@ def test_a_dataset_without_synthetic_responses_gives_a_policy_that_samples_them(
     clock, policy = clock_and_policy(args, own_synthetic=False)
     assert clock.num_iterations == 2 and not policy.own_synthetic
     assert policy.synthetic_source(0) == "proto" and policy.beta_for(0) == args.beta_first_iteration
+
+
+def test_the_samplers_progress_bar_follows_disable_tqdm(tmp_path, tokenizer, model, capsys):
+    context, _ = build(tmp_path, tokenizer, model, disable_tqdm=True)
+    prompts = [tokenizer(row["prompt"])["input_ids"] for row in sorting_rows(2, conversational=False)]
+    context.sampler.generate(prompts, SamplingSettings.greedy(max_new_tokens=2), description="silent pass")
+    assert "silent pass" not in capsys.readouterr().err
+    context.args.disable_tqdm = False  # read at each pass, as the batch size is
+    context.sampler.generate(prompts, SamplingSettings.greedy(max_new_tokens=2), description="shown pass")
+    assert "shown pass" in capsys.readouterr().err
+    context.sampler.close()

@@ -93,6 +93,17 @@ def test_an_unset_batch_size_is_the_backends_choice():
     assert [len(batch) for _, batch in backend.calls] == [3, 3, 1]
 
 
+@pytest.mark.parametrize("show_progress", [True, False])
+def test_the_progress_bar_shows_unless_switched_off(capsys, show_progress):
+    """`disable_tqdm=True` silences the generation passes' bars as it does the Trainer's (the trainer passes
+    `show_progress=not args.disable_tqdm`)."""
+    generate_responses(
+        None, Accelerator(cpu=True), PROMPTS, sampling=SamplingSettings(max_new_tokens=8), pad_token_id=PAD,
+        eos_ids=[EOS], batch_size=2, backend=EchoBackend(), description="proto pass", show_progress=show_progress,
+    )  # fmt: skip
+    assert ("proto pass" in capsys.readouterr().err) is show_progress
+
+
 class Exchange:
     """What two processes tell each other, simulated by two threads: every one gives a value, every one gets all."""
 
