@@ -149,10 +149,23 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
 
 
 def append_jsonl(path: str, record: dict[str, Any]) -> None:
+    """Append `record` as one line to `path`, all or nothing: a write that fails part-way (a full disk, a file-size
+    limit) is cut back to the file's previous end, so that no half line is left for the next reader to skip."""
+    line = (json.dumps(record) + "\n").encode()
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        with open(path, "ab", buffering=0) as f:
+            end = f.seek(0, os.SEEK_END)
+            try:
+                written = 0
+                while written < len(line):
+                    written += f.write(line[written:])
+            except OSError:
+                try:
+                    f.truncate(end)
+                except OSError:  # the reader still skips a half line, with a warning
+                    pass
+                raise
     except OSError as error:
         raise _with_path(error, path) from error
 

@@ -78,3 +78,34 @@ def test_following_the_umask_leaves_what_a_link_points_to_alone(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((folder / "weights").stat().st_mode) == 0o644
     assert stat.S_IMODE(target.stat().st_mode) == 0o600, "a link's target is not the checkpoint's to change"
+
+
+def _append_past_a_size_limit(path: str) -> None:
+    import resource
+    import signal
+
+    from tspin_trl.checked_io import append_jsonl
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, part-way
+    resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path) + 20, resource.RLIM_INFINITY))
+    try:
+        append_jsonl(path, {"text": "x" * 200})
+    except OSError as error:
+        assert error.errno == errno.EFBIG and path in str(error), error
+        os._exit(3)
+    os._exit(0)
+
+
+def test_an_append_that_fails_part_way_leaves_no_half_line(tmp_path):
+    from tspin_trl.checked_io import append_jsonl
+
+    path = str(tmp_path / "iterations.jsonl")
+    append_jsonl(path, {"iteration": 0})
+    before = Path(path).read_bytes()
+    child = multiprocessing.get_context("fork").Process(target=_append_past_a_size_limit, args=(path,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 3, "the append failed with the file named"
+    assert Path(path).read_bytes() == before, "cut back to the last complete line"
+    append_jsonl(path, {"iteration": 1})
+    assert list(read_jsonl(path)) == [{"iteration": 0}, {"iteration": 1}]
