@@ -1228,6 +1228,23 @@ class TSPINTrainer(_BaseTrainer):
             for source in (path, os.path.join(self.args.output_dir, "README.md")):
                 shutil.copyfile(source, os.path.join(output_dir, os.path.basename(source)))
 
+    def end(self) -> None:
+        """
+        Finish the trackers and destroy the distributed process group, as [`~trl.trainer.base_trainer._BaseTrainer.end`]
+        does: call it once, at the very end of a script. Under DeepSpeed it first waits for every process (so every
+        collective still in flight, such as ZeRO-3's asynchronous all-gathers, completes) and releases the engine while
+        the interpreter is alive; otherwise a communication thread could free the last of those collectives during
+        interpreter shutdown and abort the process ("terminate called without an active exception", seen with
+        ZeRO-3 and CPU offload over gloo after a run had finished and saved everything).
+        """
+        if self.is_deepspeed_enabled and torch.distributed.is_initialized():
+            import gc
+
+            self.accelerator.wait_for_everyone()
+            self.accelerator.free_memory()
+            gc.collect()
+        super().end()
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the model as [`~transformers.Trainer.save_model`] does; after training, first rewrite the model card
         and `results.md` (see [`write_results`]), so that a push to the Hub (`push_to_hub`) carries them."""
